@@ -1,0 +1,88 @@
+"""The ``ofasearch`` command line. Exit codes: 0 success, 2 invalid input, 1 runtime failure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ofasearch.errors import SpecError
+
+__all__ = ["main"]
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ofasearch.spec import load_config
+    from ofasearch.train_job import train
+
+    config = load_config(args.config)
+    if args.workers < 1:
+        raise SpecError([f"--workers: {args.workers} is not allowed; must be >= 1"])
+    output = Path(args.output) if args.output else Path("runs") / config.name
+    train(config, output, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+          cpus_per_worker=config.resources.cpus_per_worker, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from ofasearch.spec import load_spec
+
+    spec = load_spec(args.spec)
+    pairs = spec.pairs or []
+    searched = spec.searched_values()
+    print(f"{args.spec}: valid; {len(pairs)} pair(s), {len(searched)} searched value(s)")
+    for pair in pairs:
+        print(f"  {pair.label}")
+    for path, dist in searched.items():
+        print(f"  {path}: {dist.model_dump()}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from ofasearch.catalog import print_models
+
+    print_models(family=args.family, pattern=args.filter, image_size=args.image_size)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ofasearch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one config at full budget")
+    p.add_argument("config")
+    p.add_argument("--output", "-o", help="output folder (default runs/<name>)")
+    p.add_argument("--workers", type=int, default=1, help="DDP workers on Ray Train (default 1: in process)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("validate", help="check a spec or config without training")
+    p.add_argument("spec")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("models", help="list timm models whose stage features ofasearch can use")
+    p.add_argument("filter", nargs="?", default="*")
+    p.add_argument("--family", choices=["cnn", "vit", "mlp"])
+    p.add_argument("--image-size", type=int, default=32)
+    p.set_defaults(func=_cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SpecError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

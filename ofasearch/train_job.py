@@ -1,0 +1,209 @@
+"""``ofasearch train``: one full-budget run of a train config, in process or on Ray Train.
+
+Both paths run :func:`ofasearch.train_loop.fit` through :func:`train_worker`; on Ray Train every
+worker runs it under DDP and rank 0 ships the student, metrics and TensorBoard events back as the
+run's checkpoint, so the output folder is written on the driver even on a multi-node cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ofasearch.data import Splits, load_splits
+from ofasearch.distill import OFADistiller
+from ofasearch.models import build_model
+from ofasearch.spec import TrainConfig
+from ofasearch.teacher import TeacherInfo, build_teacher, prepare_teacher
+from ofasearch.train_loop import EpochReport, FitResult, fit, pick_device, seed_everything
+
+__all__ = ["build_distiller", "train", "train_worker", "write_student"]
+
+
+def build_distiller(config: TrainConfig, splits: Splits, teacher: TeacherInfo | None) -> OFADistiller:
+    """Student (seeded), frozen teacher and exit branches for this config and data."""
+    seed_everything(config.seed)
+    pair, d = config.pair, config.distill
+    student = build_model(pair.student.model, pair.student.kwargs, num_classes=splits.num_classes,
+                          in_chans=splits.in_chans, image_size=splits.image_size)
+    teacher_model = build_teacher(pair.teacher, teacher, splits) if d.method != "none" and teacher else None
+    return OFADistiller(
+        student, teacher_model, splits.num_classes, stages=d.stages, eps=d.eps,
+        temperature=d.temperature, gt_weight=d.gt_weight, kd_weight=d.kd_weight,
+        ofa_weight=d.ofa_weight, input_size=splits.input_size, method=d.method,
+    )
+
+
+def write_student(student: nn.Module, path: Path) -> None:
+    """Student weights only, loadable with ``timm.create_model(name, **kwargs).load_state_dict``."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
+    save_file(state, str(path))
+
+
+def _summary(config: TrainConfig, result: FitResult, teacher: TeacherInfo | None) -> dict[str, Any]:
+    last = result.history[-1] if result.history else None
+    return {
+        "val_acc": result.best_val_acc,
+        "val_acc_last": last.val_acc if last else 0.0,
+        "test_acc": result.test_acc,
+        "epochs": len(result.history),
+        "train_seconds": result.train_seconds,
+        "diverged": result.diverged,
+        "method": config.distill.method,
+        "teacher": config.pair.teacher.label,
+        "student": config.pair.student.label,
+        "student_params": sum(p.numel() for p in result.distiller.student.parameters()),
+        "teacher_val_acc": teacher.val_acc if teacher else None,
+        "teacher_test_acc": teacher.test_acc if teacher else None,
+        "history": [asdict(h) for h in result.history],
+    }
+
+
+def train_worker(
+    config: TrainConfig,
+    splits: Splits,
+    teacher: TeacherInfo | None,
+    out_dir: Path,
+    *,
+    gpus: float = 0.0,
+    progress: bool = False,
+    on_epoch: Callable[[EpochReport, OFADistiller], None] | None = None,
+) -> dict[str, Any]:
+    """Train on this process (one DDP rank or alone); rank 0 writes student, metrics and events
+    into ``out_dir``. Returns the metrics summary."""
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    distiller = build_distiller(config, splits, teacher)
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def report(entry: EpochReport, d: OFADistiller) -> None:
+        if writer is not None:
+            for key, value in entry.as_metrics().items():
+                writer.add_scalar(key, float(value), entry.epoch)
+            writer.flush()
+        if on_epoch is not None:
+            on_epoch(entry, d)
+
+    result = fit(distiller, splits, config.distill, config.optim, seed=config.seed,
+                 device=pick_device(gpus), report=report, progress=progress)
+    summary = _summary(config, result, teacher)
+    if rank == 0:
+        write_student(distiller.student, out_dir / "student.safetensors")
+        (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        (out_dir / "config.yaml").write_text(config.to_yaml())
+        assert writer is not None
+        writer.add_hparams(_hparams(config), {"hparam/val_acc": summary["val_acc"]}, run_name=".")
+        writer.close()
+    return summary
+
+
+def _hparams(config: TrainConfig) -> dict[str, Any]:
+    d, o = config.distill, config.optim
+    return {
+        "teacher": config.pair.teacher.label, "student": config.pair.student.label, "method": d.method,
+        "stages": ",".join(map(str, d.stages)), "temperature": d.temperature, "eps": str(d.eps),
+        "ofa_weight": d.ofa_weight, "kd_weight": d.kd_weight, "gt_weight": d.gt_weight,
+        "lr": o.lr, "optimizer": o.name, "batch_size": o.batch_size, "epochs": o.epochs,
+    }
+
+
+def train(
+    config: TrainConfig,
+    output: Path,
+    *,
+    workers: int = 1,
+    gpus_per_worker: float = 0.0,
+    cpus_per_worker: float = 1.0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run ``config`` at full budget and write ``output``: config.yaml, student.safetensors,
+    metrics.json, tensorboard/. ``workers > 1`` runs DDP on Ray Train."""
+    splits = load_splits(config.data)
+    log(f"data: {config.data.dataset} train {len(splits.train)} / val {len(splits.val)} / test "
+        f"{len(splits.test)} images of {splits.input_size}")
+    teacher = None
+    if config.distill.method != "none":
+        teacher = prepare_teacher(config.pair.teacher, config.data, splits, gpus=gpus_per_worker,
+                                  progress=progress, log=log)
+    output = output.resolve()
+    if workers <= 1:
+        summary = train_worker(config, splits, teacher, output, gpus=gpus_per_worker, progress=progress)
+    else:
+        summary = _train_on_ray(config, teacher, output, workers, gpus_per_worker, cpus_per_worker, log)
+    log(f"student {config.pair.student.label} ({config.distill.method}): val_acc {summary['val_acc']:.4f} "
+        f"test_acc {summary['test_acc'] if summary['test_acc'] is None else round(summary['test_acc'], 4)} "
+        f"in {summary['train_seconds']:.1f}s; written to {output}")
+    return summary
+
+
+def _ray_worker(payload: dict[str, Any]) -> None:
+    """Ray Train's per-worker function: the same :func:`train_worker`, reporting every epoch."""
+    import ray.train
+
+    config = TrainConfig.model_validate(payload["config"])
+    teacher = TeacherInfo(**payload["teacher"]) if payload["teacher"] else None
+    splits = load_splits(config.data)
+    rank = ray.train.get_context().get_world_rank()
+    out = Path(tempfile.mkdtemp(prefix="ofasearch-train-"))
+    epochs = int(config.optim.epochs)
+
+    def on_epoch(entry: EpochReport, _d: OFADistiller) -> None:
+        if entry.epoch < epochs and not entry.diverged:
+            ray.train.report(entry.as_metrics())
+
+    summary = train_worker(config, splits, teacher, out, gpus=payload["gpus"], on_epoch=on_epoch)
+    last = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None}
+    if rank == 0:
+        ray.train.report(last, checkpoint=ray.train.Checkpoint.from_directory(str(out)))
+    else:
+        ray.train.report(last)
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _train_on_ray(config: TrainConfig, teacher: TeacherInfo | None, output: Path, workers: int,
+                  gpus: float, cpus: float, log: Callable[[str], None]) -> dict[str, Any]:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ofasearch.cluster import ensure_ray
+
+    ensure_ray(log=log)
+    resources = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={
+            "config": config.model_dump(mode="json"),
+            "teacher": asdict(teacher) if teacher else None,
+            "gpus": gpus,
+        },
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=f"train-{output.name}",
+            storage_path=str(output.parent / f".{output.name}-ray"),
+            failure_config=FailureConfig(max_failures=1, controller_failure_limit=3),
+        ),
+    )
+    log(f"Ray Train: {workers} workers x {resources} ({'nccl' if gpus > 0 else 'gloo'})")
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train finished without a checkpoint: {result.error}")
+    output.mkdir(parents=True, exist_ok=True)
+    result.checkpoint.to_directory(str(output))
+    shutil.rmtree(output.parent / f".{output.name}-ray", ignore_errors=True)
+    return json.loads((output / "metrics.json").read_text())
