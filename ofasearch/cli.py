@@ -20,8 +20,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise SpecError([f"--workers: {args.workers} is not allowed; must be >= 1"])
     output = Path(args.output) if args.output else Path("runs") / config.name
-    train(config, output, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
-          cpus_per_worker=config.resources.cpus_per_worker, progress=not args.no_progress)
+    train(
+        config,
+        output,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=config.resources.cpus_per_worker,
+        progress=not args.no_progress,
+    )
     return 0
 
 

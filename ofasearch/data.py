@@ -183,7 +183,9 @@ def _imagefolder(root: str, size: int) -> tuple[ImageSet, ImageSet, int]:
 
     def load(folder: Path) -> tuple[ImageSet, int]:
         ds = ImageFolder(str(folder))
-        images = [resize(pil_to_tensor(ds.loader(p).convert("RGB")), [size, size], antialias=True) for p, _ in ds.samples]
+        images = [
+            resize(pil_to_tensor(ds.loader(p).convert("RGB")), [size, size], antialias=True) for p, _ in ds.samples
+        ]
         return ImageSet(torch.stack(images), torch.tensor(ds.targets, dtype=torch.int64)), len(ds.classes)
 
     (train, classes), (test, _) = load(base / "train"), load(test_dir)

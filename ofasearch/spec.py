@@ -14,7 +14,7 @@ import os
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -64,7 +64,7 @@ class Choices(Strict):
     choices: list[Any] = Field(min_length=1)
 
 
-Distribution = Union[Range, Choices]
+Distribution = Range | Choices
 
 
 def _is_number(value: Any) -> bool:
@@ -117,8 +117,7 @@ def _searchable(
             return rng
         if isinstance(value, dict):
             raise ValueError(
-                f"{value!r} is neither a constant nor a distribution "
-                "({low, high, log} or {choices: [...]})"
+                f"{value!r} is neither a constant nor a distribution ({{low, high, log}} or {{choices: [...]}})"
             )
         return coerce(value)
 
@@ -316,11 +315,7 @@ class Spec(Strict):
         if product:
             if not self.teachers or not self.students:
                 raise ValueError("teachers and students must both be non-empty lists")
-            self.pairs = [
-                PairSpec(teacher=_auto_teacher(t), student=s)
-                for t in self.teachers
-                for s in self.students
-            ]
+            self.pairs = [PairSpec(teacher=_auto_teacher(t), student=s) for t in self.teachers for s in self.students]
             self.teachers = self.students = None
         if not self.pairs:
             raise ValueError("pairs: at least one teacher/student pair is needed")

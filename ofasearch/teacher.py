@@ -76,8 +76,9 @@ def build_teacher(teacher: ModelSpec, info: TeacherInfo, splits: Splits) -> nn.M
     return model.eval()
 
 
-def prepare_teacher(teacher: ModelSpec, data: DataSpec, splits: Splits, *, gpus: float = 0.0,
-                    progress: bool = False, log=print) -> TeacherInfo:  # noqa: ANN001
+def prepare_teacher(
+    teacher: ModelSpec, data: DataSpec, splits: Splits, *, gpus: float = 0.0, progress: bool = False, log=print
+) -> TeacherInfo:  # noqa: ANN001
     """Resolve ``checkpoint``/``pretrained``; for ``auto`` train once (under a lock) or reuse."""
     if teacher.pretrained:
         build_teacher(teacher, TeacherInfo(None), splits)  # fails early and clearly when offline
@@ -92,17 +93,22 @@ def prepare_teacher(teacher: ModelSpec, data: DataSpec, splits: Splits, *, gpus:
     with open(folder.parent / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second trial waits here for the first
         if not (folder / "meta.json").is_file():
-            log(f"training teacher {teacher.label} on {data.dataset} ({teacher.recipe.epochs} epochs); "
-                f"stored in {folder} for every later run")
+            log(
+                f"training teacher {teacher.label} on {data.dataset} ({teacher.recipe.epochs} epochs); "
+                f"stored in {folder} for every later run"
+            )
             _train_teacher(teacher, splits, folder, gpus=gpus, progress=progress)
             trained_now = True
         else:
             trained_now = False
     meta = json.loads((folder / "meta.json").read_text())
-    info = TeacherInfo(str(folder / "teacher.safetensors"), meta["val_acc"], meta["test_acc"],
-                       meta["train_seconds"], trained_now)
-    log(f"teacher {teacher.label}: val_acc {info.val_acc:.4f} test_acc {info.test_acc:.4f}"
-        + ("" if trained_now else f" (cached, {folder})"))
+    info = TeacherInfo(
+        str(folder / "teacher.safetensors"), meta["val_acc"], meta["test_acc"], meta["train_seconds"], trained_now
+    )
+    log(
+        f"teacher {teacher.label}: val_acc {info.val_acc:.4f} test_acc {info.test_acc:.4f}"
+        + ("" if trained_now else f" (cached, {folder})")
+    )
     return info
 
 
@@ -110,12 +116,22 @@ def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: fl
     from safetensors.torch import save_file
 
     seed_everything(TEACHER_SEED)
-    model = build_model(teacher.model, teacher.kwargs, num_classes=splits.num_classes,
-                        in_chans=splits.in_chans, image_size=splits.image_size)
+    model = build_model(
+        teacher.model,
+        teacher.kwargs,
+        num_classes=splits.num_classes,
+        in_chans=splits.in_chans,
+        image_size=splits.image_size,
+    )
     recipe = teacher.recipe
-    optim = OptimSpec(name=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
-                      batch_size=recipe.batch_size, epochs=recipe.epochs,
-                      warmup_epochs=min(1, recipe.epochs - 1))
+    optim = OptimSpec(
+        name=recipe.optimizer,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        batch_size=recipe.batch_size,
+        epochs=recipe.epochs,
+        warmup_epochs=min(1, recipe.epochs - 1),
+    )
     distill = DistillSpec(method="none")
     distiller = OFADistiller(model, None, splits.num_classes, input_size=splits.input_size, method="none")
     result = fit(distiller, splits, distill, optim, seed=TEACHER_SEED, device=pick_device(gpus), progress=progress)

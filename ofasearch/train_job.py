@@ -31,13 +31,26 @@ def build_distiller(config: TrainConfig, splits: Splits, teacher: TeacherInfo | 
     """Student (seeded), frozen teacher and exit branches for this config and data."""
     seed_everything(config.seed)
     pair, d = config.pair, config.distill
-    student = build_model(pair.student.model, pair.student.kwargs, num_classes=splits.num_classes,
-                          in_chans=splits.in_chans, image_size=splits.image_size)
+    student = build_model(
+        pair.student.model,
+        pair.student.kwargs,
+        num_classes=splits.num_classes,
+        in_chans=splits.in_chans,
+        image_size=splits.image_size,
+    )
     teacher_model = build_teacher(pair.teacher, teacher, splits) if d.method != "none" and teacher else None
     return OFADistiller(
-        student, teacher_model, splits.num_classes, stages=d.stages, eps=d.eps,
-        temperature=d.temperature, gt_weight=d.gt_weight, kd_weight=d.kd_weight,
-        ofa_weight=d.ofa_weight, input_size=splits.input_size, method=d.method,
+        student,
+        teacher_model,
+        splits.num_classes,
+        stages=d.stages,
+        eps=d.eps,
+        temperature=d.temperature,
+        gt_weight=d.gt_weight,
+        kd_weight=d.kd_weight,
+        ofa_weight=d.ofa_weight,
+        input_size=splits.input_size,
+        method=d.method,
     )
 
 
@@ -99,8 +112,16 @@ def train_worker(
         if on_epoch is not None:
             on_epoch(entry, d)
 
-    result = fit(distiller, splits, config.distill, config.optim, seed=config.seed,
-                 device=pick_device(gpus), report=report, progress=progress)
+    result = fit(
+        distiller,
+        splits,
+        config.distill,
+        config.optim,
+        seed=config.seed,
+        device=pick_device(gpus),
+        report=report,
+        progress=progress,
+    )
     summary = _summary(config, result, teacher)
     if rank == 0:
         write_student(distiller.student, out_dir / "student.safetensors")
@@ -115,10 +136,19 @@ def train_worker(
 def _hparams(config: TrainConfig) -> dict[str, Any]:
     d, o = config.distill, config.optim
     return {
-        "teacher": config.pair.teacher.label, "student": config.pair.student.label, "method": d.method,
-        "stages": ",".join(map(str, d.stages)), "temperature": d.temperature, "eps": str(d.eps),
-        "ofa_weight": d.ofa_weight, "kd_weight": d.kd_weight, "gt_weight": d.gt_weight,
-        "lr": o.lr, "optimizer": o.name, "batch_size": o.batch_size, "epochs": o.epochs,
+        "teacher": config.pair.teacher.label,
+        "student": config.pair.student.label,
+        "method": d.method,
+        "stages": ",".join(map(str, d.stages)),
+        "temperature": d.temperature,
+        "eps": str(d.eps),
+        "ofa_weight": d.ofa_weight,
+        "kd_weight": d.kd_weight,
+        "gt_weight": d.gt_weight,
+        "lr": o.lr,
+        "optimizer": o.name,
+        "batch_size": o.batch_size,
+        "epochs": o.epochs,
     }
 
 
@@ -135,20 +165,25 @@ def train(
     """Run ``config`` at full budget and write ``output``: config.yaml, student.safetensors,
     metrics.json, tensorboard/. ``workers > 1`` runs DDP on Ray Train."""
     splits = load_splits(config.data)
-    log(f"data: {config.data.dataset} train {len(splits.train)} / val {len(splits.val)} / test "
-        f"{len(splits.test)} images of {splits.input_size}")
+    log(
+        f"data: {config.data.dataset} train {len(splits.train)} / val {len(splits.val)} / test "
+        f"{len(splits.test)} images of {splits.input_size}"
+    )
     teacher = None
     if config.distill.method != "none":
-        teacher = prepare_teacher(config.pair.teacher, config.data, splits, gpus=gpus_per_worker,
-                                  progress=progress, log=log)
+        teacher = prepare_teacher(
+            config.pair.teacher, config.data, splits, gpus=gpus_per_worker, progress=progress, log=log
+        )
     output = output.resolve()
     if workers <= 1:
         summary = train_worker(config, splits, teacher, output, gpus=gpus_per_worker, progress=progress)
     else:
         summary = _train_on_ray(config, teacher, output, workers, gpus_per_worker, cpus_per_worker, log)
-    log(f"student {config.pair.student.label} ({config.distill.method}): val_acc {summary['val_acc']:.4f} "
+    log(
+        f"student {config.pair.student.label} ({config.distill.method}): val_acc {summary['val_acc']:.4f} "
         f"test_acc {summary['test_acc'] if summary['test_acc'] is None else round(summary['test_acc'], 4)} "
-        f"in {summary['train_seconds']:.1f}s; written to {output}")
+        f"in {summary['train_seconds']:.1f}s; written to {output}"
+    )
     return summary
 
 
@@ -176,8 +211,15 @@ def _ray_worker(payload: dict[str, Any]) -> None:
     shutil.rmtree(out, ignore_errors=True)
 
 
-def _train_on_ray(config: TrainConfig, teacher: TeacherInfo | None, output: Path, workers: int,
-                  gpus: float, cpus: float, log: Callable[[str], None]) -> dict[str, Any]:
+def _train_on_ray(
+    config: TrainConfig,
+    teacher: TeacherInfo | None,
+    output: Path,
+    workers: int,
+    gpus: float,
+    cpus: float,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 

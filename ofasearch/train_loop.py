@@ -179,7 +179,7 @@ def fit(
         n_seen = 0
         for b in range(steps_per_epoch):
             idx = order[b * batch_size : (b + 1) * batch_size]
-            if len(idx) == 0:
+            if len(idx) < 2:  # BatchNorm cannot train on a single sample
                 continue
             images = data.train.images[idx].to(device, non_blocking=True)
             if data.augment:

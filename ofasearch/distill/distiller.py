@@ -78,8 +78,10 @@ class OFADistiller(nn.Module):
         values = [float(eps)] * n if isinstance(eps, (int, float)) else [float(e) for e in eps]
         if len(values) != n:
             raise SpecError(
-                [f"distill.eps: {list(eps)} has {len(values)} values; give one, or {n} "  # type: ignore[arg-type]
-                 f"(one per stage {list(self.stages)} plus one for the final logits)"]
+                [
+                    f"distill.eps: {list(eps)} has {len(values)} values; give one, or {n} "  # type: ignore[arg-type]
+                    f"(one per stage {list(self.stages)} plus one for the final logits)"
+                ]
             )
         if any(e <= 0 for e in values):
             raise SpecError([f"distill.eps: {values} is not allowed; every eps must be > 0"])
@@ -98,8 +100,10 @@ class OFADistiller(nn.Module):
         missing = [s for s in self.stages if s not in info.stage_shapes]
         if missing:
             raise SpecError(
-                [f"distill.stages: stage(s) {missing} do not exist in student {type(self.student).__name__}, "
-                 f"which has stages {sorted(info.stage_shapes)}"]
+                [
+                    f"distill.stages: stage(s) {missing} do not exist in student {type(self.student).__name__}, "
+                    f"which has stages {sorted(info.stage_shapes)}"
+                ]
             )
         teacher_dim = int(getattr(self.teacher, "num_features", 0) or 0)
         width = max(info.num_features, teacher_dim)

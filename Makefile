@@ -1,0 +1,36 @@
+# Set-up and the two jobs. Works on a fresh Debian machine with Python 3.11 and the package registries.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FASHION = /usr/share/datasets/fashion-mnist
+
+.PHONY: install data run test lint bench clean
+
+$(BIN)/ofasearch: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/ofasearch
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist (MIT); tests and the default job read it offline.
+data:
+	@[ -d $(FASHION) ] || $(SUDO) apt-get install -y -q dataset-fashion-mnist \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist)
+
+run: install data
+	$(BIN)/ofasearch train search_spaces/train_cnn_to_vit.yaml --output runs/train_cnn_to_vit
+
+lint: install
+	$(BIN)/ruff check ofasearch tests scripts
+
+test: install data lint
+	$(BIN)/pytest -q
+
+bench: install data
+	$(BIN)/python scripts/bench_step.py
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

@@ -1,0 +1,36 @@
+"""Shared fixtures: a private teacher store per test session, one Ray instance shut down after use."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+warnings.filterwarnings("ignore", message=".*Grad strides do not match bucket view strides.*")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def teacher_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Auto-trained teachers go to a fresh store, so tests never reuse a developer's cache."""
+    path = tmp_path_factory.mktemp("ofacache")
+    old = os.environ.get("OFASEARCH_CACHE")
+    os.environ["OFASEARCH_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("OFASEARCH_CACHE", None)
+    else:
+        os.environ["OFASEARCH_CACHE"] = old
+
+
+@pytest.fixture
+def ray_local():
+    """A local Ray for one test, always shut down (two instances on one host break Ray Train)."""
+    import ray
+
+    from ofasearch.cluster import ensure_ray
+
+    ensure_ray(num_cpus=2, log=lambda _m: None)
+    yield ray
+    ray.shutdown()
