@@ -32,16 +32,46 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from ofasearch.space import SearchSpace
     from ofasearch.spec import load_spec
 
     spec = load_spec(args.spec)
-    pairs = spec.pairs or []
+    from ofasearch.search import plan
+
+    space: SearchSpace = plan(spec)
     searched = spec.searched_values()
-    print(f"{args.spec}: valid; {len(pairs)} pair(s), {len(searched)} searched value(s)")
-    for pair in pairs:
-        print(f"  {pair.label}")
+    print(f"{args.spec}: valid; {len(space.pairs)} pair(s), {len(searched)} searched value(s)")
     for path, dist in searched.items():
         print(f"  {path}: {dist.model_dump()}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ofasearch.search import load_and_run
+
+    load_and_run(
+        args.spec,
+        name=args.name,
+        storage=args.storage,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        dry_run=args.dry_run,
+        verbose=2 if args.verbose else 1,
+    )
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from ofasearch.search import resume_search
+
+    resume_search(Path(args.results_dir), verbose=2 if args.verbose else 1)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ofasearch.search import search_status
+
+    search_status(Path(args.results_dir))
     return 0
 
 
@@ -63,6 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("run", help="run a search (Ray Tune + Optuna TPE + ASHA)")
+    p.add_argument("spec")
+    p.add_argument("--name", help="experiment name (default: the spec's name)")
+    p.add_argument("--storage", help="results root (default: the spec's storage)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--dry-run", action="store_true", help="validate and build every pair, train nothing")
+    p.add_argument("--verbose", action="store_true", help="Ray Tune's own detailed output")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("resume", help="continue an interrupted search")
+    p.add_argument("results_dir")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=_cmd_resume)
+
+    p = sub.add_parser("status", help="table of a search's trials so far")
+    p.add_argument("results_dir")
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("validate", help="check a spec or config without training")
     p.add_argument("spec")

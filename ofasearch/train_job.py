@@ -24,7 +24,15 @@ from ofasearch.spec import TrainConfig
 from ofasearch.teacher import TeacherInfo, build_teacher, prepare_teacher
 from ofasearch.train_loop import EpochReport, FitResult, fit, pick_device, seed_everything
 
-__all__ = ["build_distiller", "train", "train_worker", "write_student"]
+__all__ = [
+    "build_distiller",
+    "fit_for_search",
+    "ray_train_worker",
+    "train",
+    "train_worker",
+    "worker_payload",
+    "write_student",
+]
 
 
 def build_distiller(config: TrainConfig, splits: Splits, teacher: TeacherInfo | None) -> OFADistiller:
@@ -187,13 +195,41 @@ def train(
     return summary
 
 
-def _ray_worker(payload: dict[str, Any]) -> None:
-    """Ray Train's per-worker function: the same :func:`train_worker`, reporting every epoch."""
+def fit_for_search(
+    config: TrainConfig,
+    splits: Splits,
+    teacher: TeacherInfo | None,
+    report: Callable[[dict[str, Any]], None],
+    *,
+    gpus: float = 0.0,
+) -> FitResult:
+    """A search trial's training: same loop, every epoch's metrics to ``report``, no test split
+    (a search never scores on test) and no files."""
+    distiller = build_distiller(config, splits, teacher)
+    return fit(
+        distiller,
+        splits,
+        config.distill,
+        config.optim,
+        seed=config.seed,
+        device=pick_device(gpus),
+        report=lambda entry, _d: report(entry.as_metrics()),
+        evaluate_test=False,
+    )
+
+
+def ray_train_worker(payload: dict[str, Any]) -> None:
+    """Ray Train's per-worker function. For a search trial every epoch is reported (Tune sees it
+    through TuneReportCallback); for ``ofasearch train`` rank 0 ships the outputs as the final
+    checkpoint."""
     import ray.train
 
     config = TrainConfig.model_validate(payload["config"])
     teacher = TeacherInfo(**payload["teacher"]) if payload["teacher"] else None
     splits = load_splits(config.data)
+    if payload.get("search"):
+        fit_for_search(config, splits, teacher, ray.train.report, gpus=payload["gpus"])
+        return
     rank = ray.train.get_context().get_world_rank()
     out = Path(tempfile.mkdtemp(prefix="ofasearch-train-"))
     epochs = int(config.optim.epochs)
@@ -209,6 +245,16 @@ def _ray_worker(payload: dict[str, Any]) -> None:
     else:
         ray.train.report(last)
     shutil.rmtree(out, ignore_errors=True)
+
+
+def worker_payload(config: TrainConfig, teacher: TeacherInfo | None, gpus: float, search: bool) -> dict[str, Any]:
+    """What a Ray Train worker needs: plain data only (it is pickled to every worker)."""
+    return {
+        "config": config.model_dump(mode="json"),
+        "teacher": asdict(teacher) if teacher else None,
+        "gpus": gpus,
+        "search": search,
+    }
 
 
 def _train_on_ray(
@@ -228,12 +274,8 @@ def _train_on_ray(
     ensure_ray(log=log)
     resources = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
     trainer = TorchTrainer(
-        _ray_worker,
-        train_loop_config={
-            "config": config.model_dump(mode="json"),
-            "teacher": asdict(teacher) if teacher else None,
-            "gpus": gpus,
-        },
+        ray_train_worker,
+        train_loop_config=worker_payload(config, teacher, gpus, search=False),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
         run_config=RunConfig(
             name=f"train-{output.name}",

@@ -1,0 +1,173 @@
+"""Search results: Parquet tables rewritten atomically as trials report, best config, summary.
+
+``trials.parquet`` has one row per trial (search and baseline), ``epochs.parquet`` one per
+trial-epoch. Both are rewritten (write to a temporary file, then rename) on every change, so a
+reader, ``ofasearch status`` or a crash never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ofasearch.space import SearchSpace, encode
+from ofasearch.spec import TrainConfig
+from ofasearch.trial import BASELINE_KEY, backend_for, trial_config
+
+__all__ = ["ResultTables", "best_trial", "summary_lines", "write_best"]
+
+TRIAL_COLUMNS = ["trial_id", "role", "status", "teacher", "student", "method", "val_acc", "val_acc_last",
+                 "epochs", "seconds", "error", "seed", "backend", "config"]  # fmt: skip
+EPOCH_COLUMNS = ["trial_id", "role", "epoch", "train_loss", "val_acc", "lr", "seconds"]
+
+
+def _write_atomic(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
+    names = list(columns) + sorted({k for r in rows for k in r} - set(columns))
+    table = (
+        pa.Table.from_pylist([{k: r.get(k) for k in names} for r in rows])
+        if rows
+        else pa.table({k: pa.array([], pa.string()) for k in names})
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    return pq.read_table(path).to_pylist() if path.is_file() else []
+
+
+class ResultTables:
+    """The two tables in memory, loaded from disk on resume and saved after every change."""
+
+    def __init__(self, folder: Path, space: SearchSpace):
+        self.folder = folder
+        self.space = space
+        self.max_epochs = int(space.spec.optim.epochs)
+        self.trials: dict[str, dict[str, Any]] = {r["trial_id"]: r for r in _read(folder / "trials.parquet")}
+        self.epochs: dict[tuple[str, int], dict[str, Any]] = {
+            (r["trial_id"], int(r["epoch"])): r for r in _read(folder / "epochs.parquet")
+        }
+
+    def _row(self, trial_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        row = self.trials.get(trial_id)
+        if row is None:
+            config = trial_config(self.space, params)
+            role = "baseline" if BASELINE_KEY in params else "search"
+            row = {
+                "trial_id": trial_id, "role": role, "status": "running", "teacher": config.pair.teacher.label,
+                "student": config.pair.student.label, "method": config.distill.method, "val_acc": 0.0,
+                "val_acc_last": 0.0, "epochs": 0, "seconds": 0.0, "error": None, "seed": config.seed,
+                "backend": backend_for(config.resources), "config": config.to_yaml(),
+            }  # fmt: skip
+            for path in self.space.spec.searched_values():
+                value = _dotted_value(config, path)
+                row[path] = str(encode(value)) if isinstance(value, list) else value
+            self.trials[trial_id] = row
+        return row
+
+    def on_result(self, trial_id: str, params: dict[str, Any], result: dict[str, Any]) -> None:
+        row = self._row(trial_id, params)
+        epoch = int(result.get("epoch", 0))
+        val = _finite(result.get("val_acc"))
+        self.epochs[(trial_id, epoch)] = {
+            "trial_id": trial_id, "role": row["role"], "epoch": epoch, "train_loss": _finite(result.get("train_loss")),
+            "val_acc": val, "lr": _finite(result.get("lr")), "seconds": _finite(result.get("seconds")),
+        }  # fmt: skip
+        row.update(
+            status="diverged" if result.get("diverged") else "running",
+            val_acc=max(row["val_acc"] or 0.0, val or 0.0),
+            val_acc_last=val,
+            epochs=epoch,
+            seconds=(row["seconds"] or 0.0) + (_finite(result.get("seconds")) or 0.0),
+        )
+        if result.get("diverged"):
+            row["error"] = "loss became NaN/inf; trial stopped"
+        self.save()
+
+    def on_end(self, trial_id: str, params: dict[str, Any], error: str | None = None) -> None:
+        row = self._row(trial_id, params)
+        if error is not None:
+            row.update(status="error", error=error)
+        elif row["status"] != "diverged":
+            row["status"] = "completed" if row["epochs"] >= self.max_epochs else "stopped"
+        self.save()
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _write_atomic(list(self.trials.values()), TRIAL_COLUMNS, self.folder / "trials.parquet")
+        rows = sorted(self.epochs.values(), key=lambda r: (r["trial_id"], r["epoch"]))
+        _write_atomic(rows, EPOCH_COLUMNS, self.folder / "epochs.parquet")
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _dotted_value(config: TrainConfig, path: str) -> Any:
+    section, key = path.split(".", 1)
+    return getattr(getattr(config, section), key)
+
+
+def best_trial(rows: list[dict[str, Any]], max_epochs: int) -> dict[str, Any] | None:
+    """The best search trial among those that ran the full budget (never diverged/stopped ones)."""
+    full = [r for r in rows if r["role"] == "search" and r["status"] == "completed" and r["epochs"] >= max_epochs]
+    return max(full, key=lambda r: (r["val_acc"], -r["seconds"]), default=None)
+
+
+def write_best(folder: Path, rows: list[dict[str, Any]], max_epochs: int) -> Path | None:
+    """``best.yaml``: the winning trial's complete train config (full budget)."""
+    best = best_trial(rows, max_epochs)
+    if best is None:
+        return None
+    path = folder / "best.yaml"
+    header = f"# best of {folder.name}: trial {best['trial_id']}, val_acc {best['val_acc']:.4f}\n"
+    tmp = path.with_name(".best.yaml.tmp")
+    tmp.write_text(header + best["config"])
+    os.replace(tmp, path)
+    return path
+
+
+def summary_lines(rows: list[dict[str, Any]], max_epochs: int, searched: list[str]) -> list[str]:
+    """A plain-text table of all trials, best first, and OFA's gain over each pair's baselines."""
+    if not rows:
+        return ["no trials yet"]
+    order = sorted(rows, key=lambda r: (r["role"] != "baseline", -(r["val_acc"] or 0.0)))
+    head = f"{'trial':>12} {'role':8} {'status':9} {'method':6} {'val_acc':>7} {'ep':>3} {'sec':>6}  pair / values"
+    lines = [head, "-" * len(head)]
+    for r in order:
+        values = " ".join(f"{p.split('.')[-1]}={_short(r.get(p))}" for p in searched if r["role"] == "search")
+        lines.append(
+            f"{r['trial_id']:>12} {r['role']:8} {r['status']:9} {r['method']:6} {r['val_acc'] or 0:7.4f} "
+            f"{r['epochs']:>3} {r['seconds'] or 0:6.0f}  {r['teacher']} -> {r['student']} {values}"
+        )
+    best = best_trial(rows, max_epochs)
+    if best is not None:
+        lines.append("")
+        lines.append(f"best full-budget search trial: {best['trial_id']} val_acc {best['val_acc']:.4f}")
+        for method in ("none", "kd"):
+            base = [r for r in rows if r["role"] == "baseline" and r["method"] == method and r["status"] == "completed"
+                    and r["student"] == best["student"] and r["teacher"] == best["teacher"]]  # fmt: skip
+            if base:
+                gain = best["val_acc"] - base[0]["val_acc"]
+                name = "student alone" if method == "none" else "vanilla KD"
+                lines.append(f"  vs {name}: {base[0]['val_acc']:.4f} -> gain {gain:+.4f}")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    lines.append("trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return lines
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)

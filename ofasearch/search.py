@@ -1,0 +1,326 @@
+"""``ofasearch run/resume/status``: Ray Tune + Optuna TPE + ASHA over OFA-KD settings.
+
+Flow: validate and *plan* (load the data, build each pair once to measure the students' stages)
+-> prepare teachers (auto-train once, before any trial, so trials never race for them) -> the
+search Tuner (OptunaSearch define-by-run, paper defaults first; ASHA on ``epoch``) -> the
+baseline Tuner (student alone and vanilla KD per pair at full budget, never shown to Optuna)
+-> ``best.yaml`` and a summary. The experiment folder holds everything ``resume`` needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from ofasearch.data import load_splits
+from ofasearch.errors import SpecError
+from ofasearch.models import build_model, describe_model
+from ofasearch.results import ResultTables, summary_lines, write_best
+from ofasearch.space import SearchSpace
+from ofasearch.spec import Spec, load_spec, parse_spec
+from ofasearch.teacher import prepare_teacher
+from ofasearch.trial import BASELINE_KEY, run_trial, trial_resources
+
+__all__ = ["plan", "resume_search", "run_search", "search_status"]
+
+SPEC_FILE = "spec.yaml"
+STATE_FILE = "state.json"
+
+
+def plan(spec: Spec, log: Callable[[str], None] = print) -> SearchSpace:
+    """Resolve everything without training: data, every model built once, stage choices checked."""
+    splits = load_splits(spec.data)
+    stages: list[list[int]] = []
+    problems: list[str] = []
+    built: dict[str, list[int]] = {}
+    for i, pair in enumerate(spec.pairs or []):
+        for role, model in (("teacher", pair.teacher), ("student", pair.student)):
+            if model.label in built and role == "student":
+                continue
+            try:
+                net = build_model(
+                    model.model,
+                    model.kwargs,
+                    num_classes=splits.num_classes,
+                    in_chans=splits.in_chans,
+                    image_size=splits.image_size,
+                )
+                if role == "student":
+                    built[model.label] = sorted(describe_model(net, splits.input_size).stage_shapes)
+            except SpecError as exc:
+                problems += [f"pairs[{i}].{role}: {p}" for p in exc.problems]
+        stages.append(built.get(pair.student.label, []))
+        log(f"pair {i}: {pair.label}; student stages {stages[-1]}")
+    if problems:
+        raise SpecError(problems)
+    return SearchSpace(spec, stages)
+
+
+class Recorder(tune.Callback):
+    """Tune callback feeding :class:`ResultTables`; the tables are rebuilt from disk after a
+    restore (they are not pickled with the Tuner)."""
+
+    def __init__(self, folder: str, spec: dict[str, Any], stages: list[list[int]]):
+        self.folder, self.spec, self.stages = folder, spec, stages
+        self.tables: ResultTables | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "tables": None}
+
+    def _tables(self) -> ResultTables:
+        if self.tables is None:
+            space = SearchSpace(Spec.model_validate(self.spec), self.stages)
+            self.tables = ResultTables(Path(self.folder), space)
+        return self.tables
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+        self._tables().on_result(trial.trial_id, _params(trial.config), result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self._tables().on_end(trial.trial_id, _params(trial.config))
+
+    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self._tables().on_end(trial.trial_id, _params(trial.config), error=_error_text(trial))
+
+
+def _params(config: dict[str, Any]) -> dict[str, Any]:
+    return config.get("point", config)
+
+
+def _error_text(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text().strip().splitlines() if path else []
+    except OSError:
+        text = []
+    lines = [line for line in text if line and not line.startswith(" ")]
+    return (lines[-1] if lines else "trial failed")[:500]
+
+
+def _trainable(spec: Spec, space: SearchSpace, teachers: list[dict | None], folder: Path):  # noqa: ANN202
+    def trial(config: dict[str, Any]) -> None:
+        run_trial(_params(config), spec=spec_data, stages=stages, teachers=teachers, train_storage=train_storage)
+
+    spec_data = spec.model_dump(mode="json", exclude={"teachers", "students"})
+    stages, train_storage = space.available_stages, str(folder / "train_runs")
+    resources = {k: v for k, v in trial_resources(spec.resources).items() if v > 0}
+    return tune.with_resources(trial, resources)
+
+
+def _searcher(space: SearchSpace, spec: Spec):  # noqa: ANN202
+    from optuna.samplers import TPESampler
+    from optuna.trial import TrialState
+    from ray.tune.search.optuna import OptunaSearch
+
+    max_epochs = int(spec.optim.epochs)
+
+    class PruningAwareOptunaSearch(OptunaSearch):
+        """Tells Optuna PRUNED (not COMPLETE with an early-rung score) for ASHA-stopped trials;
+        their per-epoch values were already reported as intermediate values, which TPE uses."""
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            stopped = result is not None and not error and int(result.get("epoch", max_epochs)) < max_epochs
+            if stopped and not result.get("diverged") and trial_id not in self._completed_trials:
+                self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+                self._completed_trials.add(trial_id)
+                return
+            super().on_trial_complete(trial_id, result, error)
+
+    return PruningAwareOptunaSearch(
+        space=space.define,
+        metric="val_acc",
+        mode="max",
+        points_to_evaluate=[space.defaults(i) for i in range(len(space.pairs))],
+        sampler=TPESampler(seed=spec.seed, multivariate=True, group=True),
+    )
+
+
+def _run_config(folder: Path, name: str, recorder: Any, verbose: int) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name,
+        storage_path=str(folder),
+        callbacks=[recorder],
+        verbose=verbose,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=0),
+    )
+
+
+def _state(folder: Path) -> dict[str, Any]:
+    path = folder / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _set_state(folder: Path, **update: Any) -> None:
+    state = {**_state(folder), **update}
+    tmp = folder / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(folder / STATE_FILE)
+
+
+def run_search(
+    spec: Spec,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    dry_run: bool = False,
+    verbose: int = 1,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Run the whole search; returns the experiment folder ``<storage>/<name>``."""
+    folder = Path(spec.storage) / spec.name
+    space = plan(spec, log)
+    if dry_run:
+        log(f"dry run: {spec.search.num_samples} trials over {len(space.pairs)} pair(s); results would go to {folder}")
+        return folder
+    if (folder / SPEC_FILE).exists():
+        raise SpecError(
+            [
+                f"name: {folder} already holds a search; `ofasearch resume {folder}` "
+                "continues it, or choose another --name"
+            ]
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SPEC_FILE).write_text(spec.to_yaml())
+    _set_state(folder, phase="teachers", stages=space.available_stages, address=address, num_cpus=num_cpus)
+    return _execute(spec, space, folder, address=address, num_cpus=num_cpus, verbose=verbose, log=log)
+
+
+def _prepare_teachers(spec: Spec, space: SearchSpace, log: Callable[[str], None]) -> list[dict | None]:
+    splits = load_splits(spec.data)
+    teachers: list[dict | None] = []
+    for pair in space.pairs:
+        info = prepare_teacher(pair.teacher, spec.data, splits, gpus=spec.resources.gpus_per_worker, log=log)
+        teachers.append(asdict(info))
+    return teachers
+
+
+def _execute(
+    spec: Spec,
+    space: SearchSpace,
+    folder: Path,
+    *,
+    address: str | None,
+    num_cpus: int | None,
+    verbose: int,
+    log: Callable[[str], None],
+    restore: bool = False,
+) -> Path:
+    from ray.tune.schedulers import ASHAScheduler
+
+    from ofasearch.cluster import ensure_ray
+
+    state = _state(folder)
+    teachers = state.get("teachers") or _prepare_teachers(spec, space, log)
+    _set_state(folder, teachers=teachers, phase=state.get("phase") if restore else "search")
+    ensure_ray(address, num_cpus, log=log)
+    spec_data = spec.model_dump(mode="json", exclude={"teachers", "students"})
+    recorder = Recorder(str(folder), spec_data, space.available_stages)
+    trainable = _trainable(spec, space, teachers, folder)
+    if _state(folder).get("phase") == "search":
+        if restore and tune.Tuner.can_restore(str(folder / "search")):
+            tuner = tune.Tuner.restore(str(folder / "search"), trainable, resume_unfinished=True, restart_errored=False)
+        else:
+            scheduler = ASHAScheduler(
+                time_attr="epoch",
+                max_t=int(spec.optim.epochs),
+                grace_period=spec.search.grace_epochs,
+                reduction_factor=spec.search.reduction_factor,
+            )
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    metric="val_acc",
+                    mode="max",
+                    search_alg=_searcher(space, spec),
+                    scheduler=scheduler,
+                    num_samples=spec.search.num_samples,
+                    max_concurrent_trials=spec.search.max_concurrent,
+                ),
+                run_config=_run_config(folder, "search", recorder, verbose),
+            )
+        tuner.fit()
+        _set_state(folder, phase="baselines" if spec.search.baselines else "done")
+    if _state(folder).get("phase") == "baselines":
+        if restore and tune.Tuner.can_restore(str(folder / "baselines")):
+            tuner = tune.Tuner.restore(str(folder / "baselines"), trainable, resume_unfinished=True)
+        else:
+            points = [{**space.defaults(i), BASELINE_KEY: m} for i in range(len(space.pairs)) for m in ("none", "kd")]
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"point": tune.grid_search(points)},
+                tune_config=tune.TuneConfig(
+                    metric="val_acc", mode="max", max_concurrent_trials=spec.search.max_concurrent
+                ),
+                run_config=_run_config(folder, "baselines", recorder, verbose),
+            )
+        tuner.fit()
+        _set_state(folder, phase="done")
+    return _finish(spec, folder, log)
+
+
+def _finish(spec: Spec, folder: Path, log: Callable[[str], None]) -> Path:
+    rows = ResultTables(folder, SearchSpace(spec, _state(folder)["stages"])).trials.values()
+    rows = list(rows)
+    best = write_best(folder, rows, int(spec.optim.epochs))
+    for line in summary_lines(rows, int(spec.optim.epochs), list(spec.searched_values())):
+        log(line)
+    log(f"results: {folder} (trials.parquet, epochs.parquet, TensorBoard: tensorboard --logdir {folder})")
+    log(f"best config: {best}" if best else "no search trial ran the full budget: no best.yaml")
+    return folder
+
+
+def _load_folder(folder: Path) -> Spec:
+    if not (folder / SPEC_FILE).is_file():
+        raise SpecError([f"{folder}: not an ofasearch results folder (no {SPEC_FILE})"])
+    import yaml
+
+    return parse_spec(yaml.safe_load((folder / SPEC_FILE).read_text()), str(folder / SPEC_FILE))
+
+
+def resume_search(folder: Path, *, verbose: int = 1, log: Callable[[str], None] = print) -> Path:
+    """Continue an interrupted search: finished trials are kept, unfinished ones re-run."""
+    folder = folder.resolve()
+    spec = _load_folder(folder)
+    state = _state(folder)
+    space = SearchSpace(spec, state["stages"])
+    if state.get("phase") == "done":
+        log(f"{folder}: search already finished")
+        return _finish(spec, folder, log)
+    return _execute(
+        spec,
+        space,
+        folder,
+        address=state.get("address"),
+        num_cpus=state.get("num_cpus"),
+        verbose=verbose,
+        log=log,
+        restore=True,
+    )
+
+
+def search_status(folder: Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Print the trials so far (reads only the Parquet table; safe while a search runs)."""
+    folder = folder.resolve()
+    spec = _load_folder(folder)
+    rows = ResultTables(folder, SearchSpace(spec, _state(folder).get("stages", []))).trials
+    log(f"{folder}: phase {_state(folder).get('phase', '?')}")
+    for line in summary_lines(list(rows.values()), int(spec.optim.epochs), list(spec.searched_values())):
+        log(line)
+    return list(rows.values())
+
+
+def load_and_run(path: str, **kwargs: Any) -> Path:
+    """CLI helper: load, apply ``--name/--storage``, run."""
+    spec = load_spec(path)
+    overrides = {k: v for k in ("name", "storage") if (v := kwargs.pop(k, None))}
+    if overrides:
+        data = spec.model_dump(mode="json", exclude={"teachers", "students"})
+        data.update(overrides)
+        spec = parse_spec(data, path).resolve_paths(Path.cwd())
+    return run_search(spec, **kwargs)
