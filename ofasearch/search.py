@@ -241,6 +241,7 @@ def _execute(
                     scheduler=scheduler,
                     num_samples=spec.search.num_samples,
                     max_concurrent_trials=spec.search.max_concurrent,
+                    reuse_actors=True,  # saves a process start (torch + timm imports) per trial
                 ),
                 run_config=_run_config(folder, "search", recorder, verbose),
             )
@@ -255,7 +256,7 @@ def _execute(
                 trainable,
                 param_space={"point": tune.grid_search(points)},
                 tune_config=tune.TuneConfig(
-                    metric="val_acc", mode="max", max_concurrent_trials=spec.search.max_concurrent
+                    metric="val_acc", mode="max", max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True
                 ),
                 run_config=_run_config(folder, "baselines", recorder, verbose),
             )
