@@ -16,6 +16,9 @@ class SpecError(ValueError):
         self.problems = list(problems) or ["invalid input"]
         super().__init__("\n".join(self.problems))
 
+    def __reduce__(self):  # noqa: ANN204 - keep the problem list when Ray pickles the error
+        return (type(self), (self.problems,))
+
 
 def problem(path: str, message: str) -> SpecError:
     """A :class:`SpecError` with a single problem at ``path``."""

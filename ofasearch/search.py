@@ -24,9 +24,9 @@ from ofasearch.results import ResultTables, summary_lines, write_best
 from ofasearch.space import SearchSpace
 from ofasearch.spec import Spec, load_spec, parse_spec
 from ofasearch.teacher import prepare_teacher
-from ofasearch.trial import BASELINE_KEY, run_trial, trial_resources
+from ofasearch.trial import BASELINE_KEY, backend_for, run_trial, trial_resources
 
-__all__ = ["plan", "resume_search", "run_search", "search_status"]
+__all__ = ["SearchInterrupted", "plan", "resume_search", "run_search", "search_status"]
 
 SPEC_FILE = "spec.yaml"
 STATE_FILE = "state.json"
@@ -222,6 +222,9 @@ def _execute(
     spec_data = spec.model_dump(mode="json", exclude={"teachers", "students"})
     recorder = Recorder(str(folder), spec_data, space.available_stages)
     trainable = _trainable(spec, space, teachers, folder)
+    # Reusing a trial process saves its start-up (torch + timm imports); a ray-train trial's
+    # thread is still tearing down its worker group when the next trial arrives, so not there.
+    reuse = backend_for(spec.resources) == "local"
     if _state(folder).get("phase") == "search":
         if restore and tune.Tuner.can_restore(str(folder / "search")):
             tuner = tune.Tuner.restore(str(folder / "search"), trainable, resume_unfinished=True, restart_errored=False)
@@ -241,11 +244,11 @@ def _execute(
                     scheduler=scheduler,
                     num_samples=spec.search.num_samples,
                     max_concurrent_trials=spec.search.max_concurrent,
-                    reuse_actors=True,  # saves a process start (torch + timm imports) per trial
+                    reuse_actors=reuse,
                 ),
                 run_config=_run_config(folder, "search", recorder, verbose),
             )
-        tuner.fit()
+        _fit_or_interrupt(tuner, spec.search.num_samples, folder)
         _set_state(folder, phase="baselines" if spec.search.baselines else "done")
     if _state(folder).get("phase") == "baselines":
         if restore and tune.Tuner.can_restore(str(folder / "baselines")):
@@ -256,13 +259,28 @@ def _execute(
                 trainable,
                 param_space={"point": tune.grid_search(points)},
                 tune_config=tune.TuneConfig(
-                    metric="val_acc", mode="max", max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True
+                    metric="val_acc", mode="max", max_concurrent_trials=spec.search.max_concurrent, reuse_actors=reuse
                 ),
                 run_config=_run_config(folder, "baselines", recorder, verbose),
             )
-        tuner.fit()
+        _fit_or_interrupt(tuner, 2 * len(space.pairs), folder)
         _set_state(folder, phase="done")
     return _finish(spec, folder, log)
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Tune stopped before every trial ended (Ctrl-C): the folder can be resumed."""
+
+    def __init__(self, folder: Path):
+        super().__init__(f"search interrupted; continue it with: ofasearch resume {folder}")
+        self.folder = folder
+
+
+def _fit_or_interrupt(tuner: tune.Tuner, expected: int, folder: Path) -> None:
+    """Run the Tuner; Tune returns normally after Ctrl-C, so count the trials that ended."""
+    grid = tuner.fit()
+    if grid.num_terminated + grid.num_errors < expected:
+        raise SearchInterrupted(folder)
 
 
 def _finish(spec: Spec, folder: Path, log: Callable[[str], None]) -> Path:

@@ -84,7 +84,12 @@ class SearchSpace:
         m = self.spec.distill.method
         return method in m.choices if isinstance(m, Choices) else m == method
 
+    def _stages_given(self) -> bool:
+        return self.spec.distill.stages is not None
+
     def _stage_choices(self, pair: int) -> list[list[int]]:
+        if not self._stages_given():  # not in the spec: every stage this student has
+            return [list(self.available_stages[pair])]
         stages = self.spec.distill.stages
         options = stages.choices if isinstance(stages, Choices) else [stages]
         have = set(self.available_stages[pair])

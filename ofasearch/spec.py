@@ -250,7 +250,7 @@ class DistillSpec(Strict):
     """The OFA-KD settings (DESIGN.md section 2); ``method: kd | none`` are the baselines."""
 
     method: _searchable(str, lambda v: v in ("ofa", "kd", "none"), "allowed: ofa, kd, none") = "ofa"
-    stages: StageList = [1, 2, 3, 4]
+    stages: StageList | None = None  # None: every stage the student has (1-4 for most models)
     temperature: PositiveFloat = 1.0
     eps: EpsValue = 1.0
     gt_weight: NonNegativeFloat = 1.0

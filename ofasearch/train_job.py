@@ -147,7 +147,7 @@ def _hparams(config: TrainConfig) -> dict[str, Any]:
         "teacher": config.pair.teacher.label,
         "student": config.pair.student.label,
         "method": d.method,
-        "stages": ",".join(map(str, d.stages)),
+        "stages": ",".join(map(str, d.stages)) if d.stages else "all",
         "temperature": d.temperature,
         "eps": str(d.eps),
         "ofa_weight": d.ofa_weight,

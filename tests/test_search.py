@@ -48,8 +48,20 @@ def test_outputs_and_tables(finished):
         assert (finished / name).exists(), name
     trials = pq.read_table(finished / "trials.parquet").to_pylist()
     columns = set(trials[0])
-    assert {"trial_id", "role", "status", "teacher", "student", "method", "val_acc", "val_acc_last", "epochs",
-            "seconds", "error", "seed"} <= columns
+    assert {
+        "trial_id",
+        "role",
+        "status",
+        "teacher",
+        "student",
+        "method",
+        "val_acc",
+        "val_acc_last",
+        "epochs",
+        "seconds",
+        "error",
+        "seed",
+    } <= columns
     assert {"distill.eps", "distill.temperature", "distill.stages", "optim.lr"} <= columns
     search = [t for t in trials if t["role"] == "search"]
     baselines = [t for t in trials if t["role"] == "baseline"]

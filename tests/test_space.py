@@ -9,7 +9,10 @@ VIT = {"model": "vit_tiny_patch16_224", "kwargs": {"patch_size": 4, "embed_dim":
 SHALLOW = {"model": "vit_tiny_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 1}}
 SPEC = {
     "data": {"dataset": "digits"},
-    "pairs": [{"teacher": {"model": "resnet10t"}, "student": VIT}, {"teacher": {"model": "resnet10t"}, "student": SHALLOW}],
+    "pairs": [
+        {"teacher": {"model": "resnet10t"}, "student": VIT},
+        {"teacher": {"model": "resnet10t"}, "student": SHALLOW},
+    ],
     "distill": {
         "stages": {"choices": [[1, 2, 3, 4], [3, 4], [4]]},
         "eps": {"low": 1.1, "high": 1.6},

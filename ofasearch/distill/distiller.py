@@ -12,7 +12,7 @@ from torch import nn
 from ofasearch.distill.branches import ConvBranch, TokenBranch
 from ofasearch.distill.loss import kd_loss, ofa_loss
 from ofasearch.errors import SpecError
-from ofasearch.models import describe_model, normalization
+from ofasearch.models import ModelInfo, describe_model, normalization
 
 __all__ = ["METHODS", "OFADistiller"]
 
@@ -24,10 +24,10 @@ class OFADistiller(nn.Module):
 
     ``method="ofa"``: gt CE + kd_weight * OFA(final logits, eps_last) + ofa_weight * sum over the
     ``stages`` of OFA(branch logits, eps_k); ``"kd"``: gt CE + kd_weight * Hinton KD (T^2);
-    ``"none"``: the student alone (the teacher may be None). ``eps`` is one value or one per
-    stage plus one for the final logits. Images are expected in [0, 1]; each model gets its own
-    timm normalisation unless ``normalize=False``. The teacher stays in eval mode without
-    gradients whatever ``train()`` is called with.
+    ``"none"``: the student alone (the teacher may be None). ``stages=None`` uses every stage the
+    student has. ``eps`` is one value or one per stage plus one for the final logits. Images are
+    expected in [0, 1]; each model gets its own timm normalisation unless ``normalize=False``.
+    The teacher stays in eval mode without gradients whatever ``train()`` is called with.
     """
 
     def __init__(
@@ -35,7 +35,7 @@ class OFADistiller(nn.Module):
         student: nn.Module,
         teacher: nn.Module | None,
         num_classes: int,
-        stages: Sequence[int] = (1, 2, 3, 4),
+        stages: Sequence[int] | None = (1, 2, 3, 4),
         eps: float | Sequence[float] = 1.0,
         temperature: float = 1.0,
         gt_weight: float = 1.0,
@@ -58,7 +58,10 @@ class OFADistiller(nn.Module):
         self.num_classes = num_classes
         self.temperature = float(temperature)
         self.gt_weight, self.kd_weight, self.ofa_weight = float(gt_weight), float(kd_weight), float(ofa_weight)
-        self.stages = tuple(sorted(stages)) if method == "ofa" else ()
+        info = describe_model(student, input_size) if method == "ofa" else None
+        if info is not None and stages is None:
+            stages = sorted(info.stage_shapes)
+        self.stages = tuple(sorted(stages or ())) if info is not None else ()
         self.eps = self._per_stage_eps(eps)
         if teacher is not None:
             teacher.eval()
@@ -69,8 +72,8 @@ class OFADistiller(nn.Module):
         self.branches = nn.ModuleDict()
         self._indices: list[int] = []
         self._prefix_kw: dict[str, bool] = {}
-        if self.stages:
-            self._build_branches(input_size)
+        if info is not None:
+            self._build_branches(info)
 
     # ----------------------------------------------------------------------------- building
     def _per_stage_eps(self, eps: float | Sequence[float]) -> tuple[float, ...]:
@@ -95,8 +98,7 @@ class OFADistiller(nn.Module):
         self.register_buffer(f"{name}_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer(f"{name}_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
-    def _build_branches(self, input_size: tuple[int, int, int]) -> None:
-        info = describe_model(self.student, input_size)
+    def _build_branches(self, info: ModelInfo) -> None:
         missing = [s for s in self.stages if s not in info.stage_shapes]
         if missing:
             raise SpecError(
