@@ -21,7 +21,7 @@ data:
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist)
 
 run: install data
-	$(BIN)/ofasearch train search_spaces/train_cnn_to_vit.yaml --output runs/train_cnn_to_vit
+	$(BIN)/ofasearch run search_spaces/cnn_to_vit.yaml
 
 lint: install
 	$(BIN)/ruff check ofasearch tests scripts

@@ -22,7 +22,7 @@ from ofasearch.trial import BASELINE_KEY, backend_for, trial_config
 __all__ = ["ResultTables", "best_trial", "summary_lines", "write_best"]
 
 TRIAL_COLUMNS = ["trial_id", "role", "status", "teacher", "student", "method", "val_acc", "val_acc_last",
-                 "epochs", "seconds", "error", "seed", "backend", "config"]  # fmt: skip
+                 "epochs", "seconds", "error", "seed", "backend", "teacher_cache", "config"]  # fmt: skip
 EPOCH_COLUMNS = ["trial_id", "role", "epoch", "train_loss", "val_acc", "lr", "seconds"]
 
 
@@ -63,7 +63,7 @@ class ResultTables:
                 "trial_id": trial_id, "role": role, "status": "running", "teacher": config.pair.teacher.label,
                 "student": config.pair.student.label, "method": config.distill.method, "val_acc": 0.0,
                 "val_acc_last": 0.0, "epochs": 0, "seconds": 0.0, "error": None, "seed": config.seed,
-                "backend": backend_for(config.resources), "config": config.to_yaml(),
+                "backend": backend_for(config.resources), "teacher_cache": False, "config": config.to_yaml(),
             }  # fmt: skip
             for path in self.space.spec.searched_values():
                 value = _dotted_value(config, path)
@@ -85,6 +85,7 @@ class ResultTables:
             val_acc_last=val,
             epochs=epoch,
             seconds=(row["seconds"] or 0.0) + (_finite(result.get("seconds")) or 0.0),
+            teacher_cache=bool(result.get("teacher_cache", False)),
         )
         if result.get("diverged"):
             row["error"] = "loss became NaN/inf; trial stopped"

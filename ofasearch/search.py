@@ -23,7 +23,7 @@ from ofasearch.models import build_model, describe_model
 from ofasearch.results import ResultTables, summary_lines, write_best
 from ofasearch.space import SearchSpace
 from ofasearch.spec import Spec, load_spec, parse_spec
-from ofasearch.teacher import prepare_teacher
+from ofasearch.teacher import prepare_logit_cache, prepare_teacher
 from ofasearch.trial import BASELINE_KEY, backend_for, run_trial, trial_resources
 
 __all__ = ["SearchInterrupted", "plan", "resume_search", "run_search", "search_status"]
@@ -191,12 +191,37 @@ def run_search(
     return _execute(spec, space, folder, address=address, num_cpus=num_cpus, verbose=verbose, log=log)
 
 
-def _prepare_teachers(spec: Spec, space: SearchSpace, log: Callable[[str], None]) -> list[dict | None]:
+def fresh_folder(storage: Path, name: str) -> Path:
+    """``storage/name``, or ``name-2``, ``name-3``... when an earlier search is there."""
+    folder, n = storage / name, 1
+    while (folder / SPEC_FILE).exists():
+        n += 1
+        folder = storage / f"{name}-{n}"
+    return folder
+
+
+def _prepare_teachers(spec: Spec, space: SearchSpace, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Every pair's teacher (auto-trained once) and its logit cache, before any trial starts, so
+    trials share them and never race to build them."""
     splits = load_splits(spec.data)
-    teachers: list[dict | None] = []
+    gpus = spec.resources.gpus_per_worker
+    teachers: list[dict[str, Any]] = []
     for pair in space.pairs:
-        info = prepare_teacher(pair.teacher, spec.data, splits, gpus=spec.resources.gpus_per_worker, log=log)
-        teachers.append(asdict(info))
+        info = prepare_teacher(pair.teacher, spec.data, splits, gpus=gpus, log=log)
+        distill = space.cache_settings()
+        cache = prepare_logit_cache(
+            pair.teacher,
+            info,
+            spec.data,
+            splits,
+            distill,
+            seed=spec.seed,
+            epochs=int(spec.optim.epochs),
+            gpus=gpus,
+            progress=True,
+            log=log,
+        )
+        teachers.append({"info": asdict(info), "cache": asdict(cache) if cache else None})
     return teachers
 
 

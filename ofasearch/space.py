@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ofasearch.errors import SpecError
-from ofasearch.spec import Choices, Range, Spec, TrainConfig, parse_config
+from ofasearch.spec import Choices, DistillSpec, Range, Spec, TrainConfig, parse_config
 
 __all__ = ["PAPER_DEFAULTS", "SearchSpace", "decode", "encode"]
 
@@ -150,6 +150,12 @@ class SearchSpace:
         for path, value in overrides.items():
             _set(data, path.replace("__", "."), value)
         return parse_config(data, source=f"trial {params}")
+
+    def cache_settings(self) -> DistillSpec:
+        """The distill settings that decide the logit cache (method ofa unless only 'none' is searched)."""
+        d = self.spec.distill
+        method = "none" if not any(self._method_can_be(m) for m in ("ofa", "kd")) else "ofa"
+        return DistillSpec(method=method, teacher_cache=d.teacher_cache, cache_views=d.cache_views)
 
     def pair_index(self, params: dict[str, Any]) -> int:
         return [p.label for p in self.pairs].index(params["pair"]) if len(self.pairs) > 1 else 0

@@ -257,6 +257,7 @@ class DistillSpec(Strict):
     kd_weight: NonNegativeFloat = 1.0
     ofa_weight: NonNegativeFloat = 1.0
     teacher_cache: Literal["auto", "on", "off"] = "auto"
+    cache_views: int | None = Field(default=None, ge=1)  # None: one view per epoch (at most 32)
 
 
 class OptimSpec(Strict):

@@ -22,11 +22,12 @@ from torch import nn
 from ofasearch.data import Splits
 from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
+from ofasearch.logit_cache import LogitCache, cache_key, cache_views, open_or_build
 from ofasearch.models import build_model, load_weights
 from ofasearch.spec import DataSpec, DistillSpec, ModelSpec, OptimSpec
 from ofasearch.train_loop import fit, pick_device, seed_everything
 
-__all__ = ["TeacherInfo", "build_teacher", "cache_dir", "prepare_teacher", "teacher_key"]
+__all__ = ["TeacherInfo", "build_teacher", "cache_dir", "prepare_logit_cache", "prepare_teacher", "teacher_key"]
 
 RECIPE_VERSION = 1  # bump when the teacher training code changes what a key means
 TEACHER_SEED = 0
@@ -154,3 +155,37 @@ def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: fl
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
+
+
+def prepare_logit_cache(
+    teacher: ModelSpec,
+    info: TeacherInfo,
+    data: DataSpec,
+    splits: Splits,
+    distill: DistillSpec,
+    *,
+    seed: int,
+    epochs: int,
+    gpus: float = 0.0,
+    progress: bool = False,
+    log=print,  # noqa: ANN001
+) -> LogitCache | None:
+    """The teacher-logit cache for this teacher, data and seed (built once), or None when
+    ``teacher_cache: off`` or there is no teacher to cache."""
+    if distill.teacher_cache == "off" or distill.method == "none":
+        return None
+    # Only replayable crop/flip exists in ofasearch's pipeline, so ``auto`` always caches; a
+    # non-replayable augmentation (mixup, RandAugment) would have to turn ``auto`` off here.
+    views = cache_views(epochs, distill.cache_views)
+    key = cache_key(info.checkpoint, teacher.label, data.model_dump(exclude={"root"}), seed, views)
+    model = build_teacher(teacher, info, splits)
+    return open_or_build(
+        model,
+        splits,
+        cache_dir() / "logits" / key,
+        seed=seed,
+        views=views,
+        device=pick_device(gpus),
+        progress=progress,
+        log=log,
+    )

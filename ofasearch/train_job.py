@@ -19,9 +19,10 @@ from torch import nn
 
 from ofasearch.data import Splits, load_splits
 from ofasearch.distill import OFADistiller
+from ofasearch.logit_cache import LogitCache
 from ofasearch.models import build_model
 from ofasearch.spec import TrainConfig
-from ofasearch.teacher import TeacherInfo, build_teacher, prepare_teacher
+from ofasearch.teacher import TeacherInfo, build_teacher, prepare_logit_cache, prepare_teacher
 from ofasearch.train_loop import EpochReport, FitResult, fit, pick_device, seed_everything
 
 __all__ = [
@@ -35,10 +36,16 @@ __all__ = [
 ]
 
 
-def build_distiller(config: TrainConfig, splits: Splits, teacher: TeacherInfo | None) -> OFADistiller:
-    """Student (seeded), frozen teacher and exit branches for this config and data."""
-    seed_everything(config.seed)
+def build_distiller(
+    config: TrainConfig, splits: Splits, teacher: TeacherInfo | None, cache: LogitCache | None = None
+) -> OFADistiller:
+    """Student (seeded), frozen teacher and exit branches for this config and data. With a
+    logit cache the teacher is not even built: only its feature width is needed. The seed is set
+    after the teacher is built, so student and branches start the same with or without it."""
     pair, d = config.pair, config.distill
+    wants_teacher = d.method != "none" and teacher is not None and cache is None
+    teacher_model = build_teacher(pair.teacher, teacher, splits) if wants_teacher else None
+    seed_everything(config.seed)
     student = build_model(
         pair.student.model,
         pair.student.kwargs,
@@ -46,7 +53,6 @@ def build_distiller(config: TrainConfig, splits: Splits, teacher: TeacherInfo | 
         in_chans=splits.in_chans,
         image_size=splits.image_size,
     )
-    teacher_model = build_teacher(pair.teacher, teacher, splits) if d.method != "none" and teacher else None
     return OFADistiller(
         student,
         teacher_model,
@@ -59,6 +65,7 @@ def build_distiller(config: TrainConfig, splits: Splits, teacher: TeacherInfo | 
         ofa_weight=d.ofa_weight,
         input_size=splits.input_size,
         method=d.method,
+        teacher_features=cache.teacher_features if cache is not None else None,
     )
 
 
@@ -95,6 +102,7 @@ def train_worker(
     teacher: TeacherInfo | None,
     out_dir: Path,
     *,
+    cache: LogitCache | None = None,
     gpus: float = 0.0,
     progress: bool = False,
     on_epoch: Callable[[EpochReport, OFADistiller], None] | None = None,
@@ -104,7 +112,7 @@ def train_worker(
     import torch.distributed as dist
 
     rank = dist.get_rank() if dist.is_initialized() else 0
-    distiller = build_distiller(config, splits, teacher)
+    distiller = build_distiller(config, splits, teacher, cache)
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -129,8 +137,10 @@ def train_worker(
         device=pick_device(gpus),
         report=report,
         progress=progress,
+        logit_cache=cache,
     )
     summary = _summary(config, result, teacher)
+    summary["teacher_cache"] = cache is not None
     if rank == 0:
         write_student(distiller.student, out_dir / "student.safetensors")
         (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
@@ -177,16 +187,21 @@ def train(
         f"data: {config.data.dataset} train {len(splits.train)} / val {len(splits.val)} / test "
         f"{len(splits.test)} images of {splits.input_size}"
     )
-    teacher = None
+    teacher = cache = None
     if config.distill.method != "none":
         teacher = prepare_teacher(
             config.pair.teacher, config.data, splits, gpus=gpus_per_worker, progress=progress, log=log
         )
+        cache = prepare_logit_cache(
+            config.pair.teacher, teacher, config.data, splits, config.distill, seed=config.seed,
+            epochs=int(config.optim.epochs), gpus=gpus_per_worker, progress=progress, log=log,
+        )  # fmt: skip
     output = output.resolve()
     if workers <= 1:
-        summary = train_worker(config, splits, teacher, output, gpus=gpus_per_worker, progress=progress)
+        summary = train_worker(config, splits, teacher, output, cache=cache, gpus=gpus_per_worker, progress=progress)
     else:
-        summary = _train_on_ray(config, teacher, output, workers, gpus_per_worker, cpus_per_worker, log)
+        payload = worker_payload(config, teacher, cache, gpus_per_worker, search=False)
+        summary = _train_on_ray(payload, output, workers, gpus_per_worker, cpus_per_worker, log)
     log(
         f"student {config.pair.student.label} ({config.distill.method}): val_acc {summary['val_acc']:.4f} "
         f"test_acc {summary['test_acc'] if summary['test_acc'] is None else round(summary['test_acc'], 4)} "
@@ -201,11 +216,12 @@ def fit_for_search(
     teacher: TeacherInfo | None,
     report: Callable[[dict[str, Any]], None],
     *,
+    cache: LogitCache | None = None,
     gpus: float = 0.0,
 ) -> FitResult:
-    """A search trial's training: same loop, every epoch's metrics to ``report``, no test split
-    (a search never scores on test) and no files."""
-    distiller = build_distiller(config, splits, teacher)
+    """A search trial's training: same loop, every epoch's metrics to ``report`` (with whether
+    the logit cache was used), no test split (a search never scores on test) and no files."""
+    distiller = build_distiller(config, splits, teacher, cache)
     return fit(
         distiller,
         splits,
@@ -213,8 +229,9 @@ def fit_for_search(
         config.optim,
         seed=config.seed,
         device=pick_device(gpus),
-        report=lambda entry, _d: report(entry.as_metrics()),
+        report=lambda entry, _d: report({**entry.as_metrics(), "teacher_cache": cache is not None}),
         evaluate_test=False,
+        logit_cache=cache,
     )
 
 
@@ -226,9 +243,10 @@ def ray_train_worker(payload: dict[str, Any]) -> None:
 
     config = TrainConfig.model_validate(payload["config"])
     teacher = TeacherInfo(**payload["teacher"]) if payload["teacher"] else None
+    cache = LogitCache(**payload["cache"]) if payload.get("cache") else None
     splits = load_splits(config.data)
     if payload.get("search"):
-        fit_for_search(config, splits, teacher, ray.train.report, gpus=payload["gpus"])
+        fit_for_search(config, splits, teacher, ray.train.report, cache=cache, gpus=payload["gpus"])
         return
     rank = ray.train.get_context().get_world_rank()
     out = Path(tempfile.mkdtemp(prefix="ofasearch-train-"))
@@ -238,7 +256,7 @@ def ray_train_worker(payload: dict[str, Any]) -> None:
         if entry.epoch < epochs and not entry.diverged:
             ray.train.report(entry.as_metrics())
 
-    summary = train_worker(config, splits, teacher, out, gpus=payload["gpus"], on_epoch=on_epoch)
+    summary = train_worker(config, splits, teacher, out, cache=cache, gpus=payload["gpus"], on_epoch=on_epoch)
     last = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None}
     if rank == 0:
         ray.train.report(last, checkpoint=ray.train.Checkpoint.from_directory(str(out)))
@@ -247,19 +265,22 @@ def ray_train_worker(payload: dict[str, Any]) -> None:
     shutil.rmtree(out, ignore_errors=True)
 
 
-def worker_payload(config: TrainConfig, teacher: TeacherInfo | None, gpus: float, search: bool) -> dict[str, Any]:
-    """What a Ray Train worker needs: plain data only (it is pickled to every worker)."""
+def worker_payload(
+    config: TrainConfig, teacher: TeacherInfo | None, cache: LogitCache | None, gpus: float, search: bool
+) -> dict[str, Any]:
+    """What a Ray Train worker needs: plain data only (it is pickled to every worker). The logit
+    cache is passed by path: on a multi-node cluster ``$OFASEARCH_CACHE`` must be shared storage."""
     return {
         "config": config.model_dump(mode="json"),
         "teacher": asdict(teacher) if teacher else None,
+        "cache": asdict(cache) if cache else None,
         "gpus": gpus,
         "search": search,
     }
 
 
 def _train_on_ray(
-    config: TrainConfig,
-    teacher: TeacherInfo | None,
+    payload: dict[str, Any],
     output: Path,
     workers: int,
     gpus: float,
@@ -275,7 +296,7 @@ def _train_on_ray(
     resources = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
     trainer = TorchTrainer(
         ray_train_worker,
-        train_loop_config=worker_payload(config, teacher, gpus, search=False),
+        train_loop_config=payload,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
         run_config=RunConfig(
             name=f"train-{output.name}",

@@ -21,6 +21,7 @@ from torch.utils.data import DistributedSampler
 
 from ofasearch.data import ImageSet, Splits, augment
 from ofasearch.distill import OFADistiller
+from ofasearch.logit_cache import LogitCache
 from ofasearch.spec import DistillSpec, OptimSpec
 
 __all__ = ["EpochReport", "FitResult", "evaluate", "fit", "pick_device", "seed_everything"]
@@ -144,14 +145,14 @@ def fit(
     report: ReportFn | None = None,
     progress: bool = False,
     evaluate_test: bool = True,
-    teacher_logits: Callable[[torch.Tensor, int], torch.Tensor | None] | None = None,
+    logit_cache: LogitCache | None = None,
 ) -> FitResult:
     """Train ``distiller``'s student (and exit branches) for ``optim.epochs`` epochs.
 
     Each epoch augments the training images with view ``epoch`` (replayable), reports an
     :class:`EpochReport` through ``report`` (on every rank: Ray's report is a barrier) and stops at
-    the first non-finite loss, marking the run diverged. ``teacher_logits(index, view)`` may supply
-    cached teacher logits for a batch.
+    the first non-finite loss, marking the run diverged. With ``logit_cache`` the teacher never
+    runs: epoch e reads the cached logits of view ``e mod V`` and augments with that same view.
     """
     rank, world = _world()
     distiller.to(device)
@@ -182,12 +183,13 @@ def fit(
             if len(idx) < 2:  # BatchNorm cannot train on a single sample
                 continue
             images = data.train.images[idx].to(device, non_blocking=True)
+            view = epoch % logit_cache.views if logit_cache is not None else epoch
             if data.augment:
-                images = augment(images, idx, seed=seed, view=epoch, flip=data.flip)
+                images = augment(images, idx, seed=seed, view=view, flip=data.flip)
             else:
                 images = images.float().div_(255.0)
             labels = data.train.labels[idx].to(device, non_blocking=True)
-            cached = teacher_logits(idx, epoch) if teacher_logits is not None else None
+            cached = logit_cache.lookup(idx, view) if logit_cache is not None else None
             with torch.autocast(device.type, enabled=use_amp):
                 loss, parts = model(images, labels, cached.to(device) if cached is not None else None)
             if not torch.isfinite(loss):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ofasearch.logit_cache import LogitCache
 from ofasearch.space import SearchSpace
 from ofasearch.spec import ResourcesSpec, Spec, TrainConfig
 from ofasearch.teacher import TeacherInfo
@@ -46,10 +47,11 @@ def run_trial(
     *,
     spec: dict[str, Any],
     stages: list[list[int]],
-    teachers: list[dict | None],
+    teachers: list[dict[str, Any]],
     train_storage: str,
 ) -> None:
-    """The Tune function trainable (bound with ``tune.with_parameters``)."""
+    """The Tune function trainable. ``teachers[pair]`` holds the prepared teacher (``info``) and
+    its logit cache (``cache``, or None), both plain dicts made in the driver."""
     import torch
     from ray import tune
 
@@ -59,18 +61,22 @@ def run_trial(
     space = SearchSpace(Spec.model_validate(spec), stages)
     config = trial_config(space, params)
     pair = space.pair_index({k: v for k, v in params.items() if k != BASELINE_KEY})
-    teacher = None
-    if config.distill.method != "none" and teachers[pair] is not None:
-        teacher = TeacherInfo(**teachers[pair])
+    teacher = cache = None
+    if config.distill.method != "none":
+        teacher = TeacherInfo(**teachers[pair]["info"])
+        cache = LogitCache(**teachers[pair]["cache"]) if teachers[pair].get("cache") else None
     res = config.resources
     torch.set_num_threads(max(1, int(res.cpus_per_worker)))
     if backend_for(res) == "local":
-        fit_for_search(config, load_splits(config.data), teacher, tune.report, gpus=res.gpus_per_worker)
+        splits = load_splits(config.data)
+        fit_for_search(config, splits, teacher, tune.report, cache=cache, gpus=res.gpus_per_worker)
     else:
-        _run_on_ray_train(config, teacher, train_storage, tune.get_context().get_trial_id())
+        _run_on_ray_train(config, teacher, cache, train_storage, tune.get_context().get_trial_id())
 
 
-def _run_on_ray_train(config: TrainConfig, teacher: TeacherInfo | None, storage: str, trial_id: str) -> None:
+def _run_on_ray_train(
+    config: TrainConfig, teacher: TeacherInfo | None, cache: LogitCache | None, storage: str, trial_id: str
+) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -83,7 +89,7 @@ def _run_on_ray_train(config: TrainConfig, teacher: TeacherInfo | None, storage:
         per_worker["GPU"] = res.gpus_per_worker
     trainer = TorchTrainer(
         ray_train_worker,
-        train_loop_config=worker_payload(config, teacher, res.gpus_per_worker, search=True),
+        train_loop_config=worker_payload(config, teacher, cache, res.gpus_per_worker, search=True),
         scaling_config=ScalingConfig(
             num_workers=res.workers_per_trial, use_gpu=res.gpus_per_worker > 0, resources_per_worker=per_worker
         ),

@@ -9,7 +9,7 @@ import yaml
 from optuna.trial import TrialState
 
 from ofasearch.cli import main
-from ofasearch.search import _searcher, resume_search, run_search
+from ofasearch.search import _searcher, fresh_folder, resume_search, run_search
 from ofasearch.space import SearchSpace
 from ofasearch.spec import load_spec, parse_spec
 
@@ -104,10 +104,9 @@ def test_resume_of_a_finished_search_keeps_everything(finished, capsys):
     assert "best full-budget search trial" in capsys.readouterr().out
 
 
-def test_same_folder_is_not_overwritten(finished, capsys):
-    spec = finished / "spec.yaml"
-    assert main(["run", str(spec), "--storage", str(finished.parent)]) == 2
-    assert "ofasearch resume" in capsys.readouterr().err
+def test_an_earlier_search_is_never_overwritten(finished):
+    assert fresh_folder(finished.parent, finished.name) == finished.parent / f"{finished.name}-2"
+    assert fresh_folder(finished.parent, "other") == finished.parent / "other"
 
 
 def test_optuna_is_told_pruned_for_asha_stopped_trials():

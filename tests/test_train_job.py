@@ -21,7 +21,7 @@ CONFIG = {
     "data": {"dataset": "digits", "image_size": 16},
     "pairs": [{"teacher": {"model": "resnet10t", "recipe": {"epochs": 4, "batch_size": 64}}, "student": STUDENT}],
     "distill": {"method": "ofa", "eps": 1.2, "stages": [2, 3, 4]},
-    "optim": {"name": "adamw", "lr": 3e-3, "epochs": 6, "batch_size": 64, "warmup_epochs": 1},
+    "optim": {"name": "adamw", "lr": 2e-3, "epochs": 6, "batch_size": 32, "warmup_epochs": 1},
 }
 
 

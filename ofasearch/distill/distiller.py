@@ -24,10 +24,12 @@ class OFADistiller(nn.Module):
 
     ``method="ofa"``: gt CE + kd_weight * OFA(final logits, eps_last) + ofa_weight * sum over the
     ``stages`` of OFA(branch logits, eps_k); ``"kd"``: gt CE + kd_weight * Hinton KD (T^2);
-    ``"none"``: the student alone (the teacher may be None). ``stages=None`` uses every stage the
-    student has. ``eps`` is one value or one per stage plus one for the final logits. Images are
-    expected in [0, 1]; each model gets its own timm normalisation unless ``normalize=False``.
-    The teacher stays in eval mode without gradients whatever ``train()`` is called with.
+    ``"none"``: the student alone. The teacher may also be None when its logits always come from
+    a cache (``forward(..., teacher_logits=...)``); ``teacher_features`` then sizes the branches.
+    ``stages=None`` uses every stage the student has. ``eps`` is one value or one per stage plus
+    one for the final logits. Images are expected in [0, 1]; each model gets its own timm
+    normalisation unless ``normalize=False``. The teacher stays in eval mode without gradients
+    whatever ``train()`` is called with.
     """
 
     def __init__(
@@ -44,16 +46,18 @@ class OFADistiller(nn.Module):
         input_size: tuple[int, int, int] = (3, 224, 224),
         method: str = "ofa",
         normalize: bool = True,
+        teacher_features: int | None = None,
     ):
         super().__init__()
         if method not in METHODS:
             raise SpecError([f"distill.method: {method!r} is not allowed (allowed: {', '.join(METHODS)})"])
-        if teacher is None and method != "none":
-            raise SpecError([f"distill.method: {method!r} needs a teacher"])
+        if teacher is None and method != "none" and teacher_features is None:
+            raise SpecError([f"distill.method: {method!r} needs a teacher (or teacher_features with cached logits)"])
         if temperature <= 0:
             raise SpecError([f"distill.temperature: {temperature!r} is not allowed; must be > 0"])
         self.student = student
         self.teacher = teacher
+        self._teacher_features = teacher_features
         self.method = method
         self.num_classes = num_classes
         self.temperature = float(temperature)
@@ -107,7 +111,7 @@ class OFADistiller(nn.Module):
                     f"which has stages {sorted(info.stage_shapes)}"
                 ]
             )
-        teacher_dim = int(getattr(self.teacher, "num_features", 0) or 0)
+        teacher_dim = int(getattr(self.teacher, "num_features", 0) or self._teacher_features or 0)
         width = max(info.num_features, teacher_dim)
         last = info.stage_shapes[max(info.stage_shapes)]
         for stage in self.stages:
@@ -132,7 +136,8 @@ class OFADistiller(nn.Module):
     @torch.no_grad()
     def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
         """The frozen teacher's logits for images in [0, 1]."""
-        assert self.teacher is not None
+        if self.teacher is None:
+            raise RuntimeError("this distiller has no teacher: pass teacher_logits (cached logits) to forward()")
         return self.teacher((images - self.teacher_mean) / self.teacher_std)
 
     def student_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
