@@ -31,6 +31,7 @@ test: install data lint
 
 bench: install data
 	$(BIN)/python scripts/bench_step.py
+	$(BIN)/python scripts/bench_teacher_cache.py
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -62,6 +62,11 @@ class Splits:
     def input_size(self) -> tuple[int, int, int]:
         return (self.in_chans, self.image_size, self.image_size)
 
+    @property
+    def model_args(self) -> dict[str, int]:
+        """What every model built for this data takes from it (see ``models.build_model``)."""
+        return {"num_classes": self.num_classes, "in_chans": self.in_chans, "image_size": self.image_size}
+
 
 # ------------------------------------------------------------------------------ sources
 

@@ -46,9 +46,7 @@ def plan(spec: Spec, log: Callable[[str], None] = print) -> SearchSpace:
                 net = build_model(
                     model.model,
                     model.kwargs,
-                    num_classes=splits.num_classes,
-                    in_chans=splits.in_chans,
-                    image_size=splits.image_size,
+                    **splits.model_args,
                 )
                 if role == "student":
                     built[model.label] = sorted(describe_model(net, splits.input_size).stage_shapes)

@@ -67,9 +67,7 @@ def build_teacher(teacher: ModelSpec, info: TeacherInfo, splits: Splits) -> nn.M
     model = build_model(
         teacher.model,
         teacher.kwargs,
-        num_classes=splits.num_classes,
-        in_chans=splits.in_chans,
-        image_size=splits.image_size,
+        **splits.model_args,
         pretrained=teacher.pretrained,
     )
     if info.checkpoint is not None:
@@ -120,9 +118,7 @@ def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: fl
     model = build_model(
         teacher.model,
         teacher.kwargs,
-        num_classes=splits.num_classes,
-        in_chans=splits.in_chans,
-        image_size=splits.image_size,
+        **splits.model_args,
     )
     recipe = teacher.recipe
     optim = OptimSpec(

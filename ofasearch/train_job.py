@@ -49,9 +49,7 @@ def build_distiller(
     student = build_model(
         pair.student.model,
         pair.student.kwargs,
-        num_classes=splits.num_classes,
-        in_chans=splits.in_chans,
-        image_size=splits.image_size,
+        **splits.model_args,
     )
     return OFADistiller(
         student,

@@ -1,0 +1,20 @@
+"""The benchmark scripts run end to end on tiny settings (their figures come from full runs)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [("bench_step.py", "ratio loop / bare"), ("bench_teacher_cache.py", "predicted GPU speed-up")],
+)
+def test_benchmark_smoke(script, expected):
+    result = subprocess.run([sys.executable, str(SCRIPTS / script), "--smoke-test"], capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert expected in result.stdout
