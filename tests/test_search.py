@@ -27,7 +27,8 @@ SPEC = {
         "temperature": {"low": 1.0, "high": 3.0},
     },
     "optim": {"lr": {"low": 1e-3, "high": 5e-3, "log": True}, "epochs": 3, "batch_size": 64},
-    "search": {"num_samples": 6, "grace_epochs": 1, "reduction_factor": 3, "max_concurrent": 2},
+    # one trial at a time: ASHA sees results in a fixed order, so its decisions are reproducible
+    "search": {"num_samples": 6, "grace_epochs": 1, "reduction_factor": 2, "max_concurrent": 1},
 }
 
 
