@@ -142,13 +142,16 @@ def summary_lines(rows: list[dict[str, Any]], max_epochs: int, searched: list[st
     if not rows:
         return ["no trials yet"]
     order = sorted(rows, key=lambda r: (r["role"] != "baseline", -(r["val_acc"] or 0.0)))
-    head = f"{'trial':>12} {'role':8} {'status':9} {'method':6} {'val_acc':>7} {'ep':>3} {'sec':>6}  pair / values"
+    head = (
+        f"{'trial':>12} {'role':8} {'status':9} {'method':6} {'val_acc':>7} {'ep':>3} {'sec':>6} cache  pair / values"
+    )
     lines = [head, "-" * len(head)]
     for r in order:
         values = " ".join(f"{p.split('.')[-1]}={_short(r.get(p))}" for p in searched if r["role"] == "search")
         lines.append(
             f"{r['trial_id']:>12} {r['role']:8} {r['status']:9} {r['method']:6} {r['val_acc'] or 0:7.4f} "
-            f"{r['epochs']:>3} {r['seconds'] or 0:6.0f}  {r['teacher']} -> {r['student']} {values}"
+            f"{r['epochs']:>3} {r['seconds'] or 0:6.0f} {'yes' if r.get('teacher_cache') else 'no':5}  "
+            f"{r['teacher']} -> {r['student']} {values}"
         )
     best = best_trial(rows, max_epochs)
     if best is not None:

@@ -310,6 +310,11 @@ class Spec(Strict):
 
     @model_validator(mode="after")
     def _pairs_given_once(self) -> Spec:
+        if "://" in self.storage:
+            raise ValueError(
+                f"storage: {self.storage!r}: object-store URIs are not supported yet; give a path "
+                "on a file system every node mounts"
+            )
         product = self.teachers is not None or self.students is not None
         if self.pairs is not None and product:
             raise ValueError("give either pairs or teachers + students, not both")
@@ -358,8 +363,6 @@ def _auto_teacher(model: ModelSpec) -> ModelSpec:
 
 
 def _absolute(path: str, base: Path) -> str:
-    if "://" in path:  # pyarrow.fs URIs (s3://, gs://) stay as they are
-        return path
     p = Path(os.path.expanduser(path))
     return str(p if p.is_absolute() else (base / p).resolve())
 

@@ -167,6 +167,7 @@ def fit(
     steps_per_epoch = max(1, math.ceil(len(sampler) / batch_size))
     sched = _schedule(opt, int(optim.warmup_epochs) * steps_per_epoch, epochs * steps_per_epoch)
     use_amp = bool(optim.amp) and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)  # float16 autocast needs loss scaling
     clip = float(optim.clip_grad)
     bar = _progress(epochs * steps_per_epoch) if progress and rank == 0 else None
     history: list[EpochReport] = []
@@ -198,10 +199,12 @@ def fit(
             if diverged:
                 break
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if clip > 0:
+                scaler.unscale_(opt)
                 nn.utils.clip_grad_norm_(distiller.parameters(), clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             n_seen += len(idx)
             for key, value in parts.items():

@@ -83,6 +83,7 @@ def test_train_config_needs_constants_and_one_pair():
         ({"optim": {"batch_size": "big"}}, "optim.batch_size: 'big' is not a number"),
         ({"distill": {"method": "ofaa"}}, "distill.method: 'ofaa' is not allowed; allowed: ofa, kd, none"),
         ({"pairs": []}, "pairs: at least one teacher/student pair is needed"),
+        ({"storage": "s3://bucket/x"}, "storage: 's3://bucket/x': object-store URIs are not supported yet"),
     ],
 )
 def test_bad_values_name_the_field(patch, expected):
