@@ -256,7 +256,10 @@ class DistillSpec(Strict):
     gt_weight: NonNegativeFloat = 1.0
     kd_weight: NonNegativeFloat = 1.0
     ofa_weight: NonNegativeFloat = 1.0
-    teacher_cache: Literal["auto", "on", "off"] = "auto"
+    # YAML reads a bare on/off as true/false: accept both spellings
+    teacher_cache: Annotated[
+        Literal["auto", "on", "off"], BeforeValidator(lambda v: {True: "on", False: "off"}.get(v, v))
+    ] = "auto"
     cache_views: int | None = Field(default=None, ge=1)  # None: one view per epoch (at most 32)
 
 

@@ -106,3 +106,9 @@ def test_relative_paths_are_resolved(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump({**BASE, "storage": "results"}))
     monkeypatch.chdir(tmp_path)
     assert load_config(path).storage == str(tmp_path / "results")
+
+
+def test_bare_on_off_from_yaml_mean_on_off():
+    for text, expected in (("off", "off"), ("on", "on"), ("auto", "auto")):
+        data = {**BASE, "distill": yaml.safe_load(f"teacher_cache: {text}")}
+        assert parse_spec(data).distill.teacher_cache == expected
