@@ -32,13 +32,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from ofasearch.space import SearchSpace
+    from ofasearch.search import plan
     from ofasearch.spec import load_spec
 
     spec = load_spec(args.spec)
-    from ofasearch.search import plan
-
-    space: SearchSpace = plan(spec)
+    space = plan(spec)
     searched = spec.searched_values()
     print(f"{args.spec}: valid; {len(space.pairs)} pair(s), {len(searched)} searched value(s)")
     for path, dist in searched.items():

@@ -330,7 +330,7 @@ class Spec(Strict):
             raise ValueError("pairs: at least one teacher/student pair is needed")
         grace, epochs = self.search.grace_epochs, self.optim.epochs
         if isinstance(epochs, int) and grace > epochs:
-            raise ValueError(f"search.grace_epochs {grace} > optim.epochs {epochs}")
+            raise ValueError(f"search.grace_epochs: {grace} is not allowed; must be <= optim.epochs ({epochs})")
         return self
 
     def searched_values(self) -> dict[str, Distribution]:

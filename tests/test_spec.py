@@ -83,6 +83,10 @@ def test_train_config_needs_constants_and_one_pair():
         ({"optim": {"batch_size": "big"}}, "optim.batch_size: 'big' is not a number"),
         ({"distill": {"method": "ofaa"}}, "distill.method: 'ofaa' is not allowed; allowed: ofa, kd, none"),
         ({"pairs": []}, "pairs: at least one teacher/student pair is needed"),
+        ({"search": {"grace_epochs": 9}}, "search.grace_epochs: 9 is not allowed; must be <= optim.epochs (5)"),
+        ({"search": {"reduction_factor": 1}}, "search.reduction_factor: Input should be greater than or equal to 2"),
+        ({"search": {"num_samples": 0}}, "search.num_samples: Input should be greater than or equal to 1"),
+        ({"optim": {"lr": -0.1}}, "optim.lr: -0.1 is not allowed; must be > 0"),
         ({"storage": "s3://bucket/x"}, "storage: 's3://bucket/x': object-store URIs are not supported yet"),
     ],
 )

@@ -1,0 +1,36 @@
+"""A search where some trials explode on purpose: they end `diverged`, the search goes on, ASHA and
+Optuna see a finite value, and they never become the best config."""
+
+import math
+
+import pyarrow.parquet as pq
+import yaml
+
+from ofasearch.search import run_search
+from ofasearch.spec import load_spec
+from tests.test_search import MIXER, SPEC, TEACHER
+
+
+def test_diverging_trials_are_recorded_and_never_best(tmp_path, ray_local):
+    spec = {
+        **SPEC,
+        "name": "diverging",
+        "pairs": [{"teacher": TEACHER, "student": MIXER}],
+        "distill": {"eps": {"low": 1.0, "high": 1.5}},
+        # lr 1e6 blows the weights up within a few steps: the loss turns inf/NaN
+        "optim": {**SPEC["optim"], "lr": {"choices": [3.0e-3, 1.0e6]}, "epochs": 2, "clip_grad": 0.0},
+        "search": {"num_samples": 4, "grace_epochs": 1, "reduction_factor": 2, "max_concurrent": 1,
+                   "baselines": False},
+        "storage": str(tmp_path / "results"),
+    }  # fmt: skip
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    folder = run_search(load_spec(path), log=lambda _m: None)
+    trials = pq.read_table(folder / "trials.parquet").to_pylist()
+    assert len(trials) == 4, "the search went on after a trial diverged"
+    diverged = [t for t in trials if t["status"] == "diverged"]
+    assert diverged and all(t["optim.lr"] == 1.0e6 for t in diverged)
+    assert all("NaN" in t["error"] and t["val_acc"] == 0.0 for t in diverged)
+    assert all(math.isfinite(e["val_acc"]) for e in pq.read_table(folder / "epochs.parquet").to_pylist())
+    best = (folder / "best.yaml").read_text()
+    assert "lr: 0.003" in best
