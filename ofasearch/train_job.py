@@ -110,7 +110,6 @@ def train_worker(
     import torch.distributed as dist
 
     rank = dist.get_rank() if dist.is_initialized() else 0
-    distiller = build_distiller(config, splits, teacher, cache)
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -126,17 +125,8 @@ def train_worker(
         if on_epoch is not None:
             on_epoch(entry, d)
 
-    result = fit(
-        distiller,
-        splits,
-        config.distill,
-        config.optim,
-        seed=config.seed,
-        device=pick_device(gpus),
-        report=report,
-        progress=progress,
-        logit_cache=cache,
-    )
+    result = _fit_config(config, splits, teacher, cache, gpus=gpus, report=report, progress=progress)
+    distiller = result.distiller
     summary = _summary(config, result, teacher)
     summary["teacher_cache"] = cache is not None
     if rank == 0:
@@ -219,6 +209,27 @@ def fit_for_search(
 ) -> FitResult:
     """A search trial's training: same loop, every epoch's metrics to ``report`` (with whether
     the logit cache was used), no test split (a search never scores on test) and no files."""
+    return _fit_config(
+        config,
+        splits,
+        teacher,
+        cache,
+        gpus=gpus,
+        report=lambda entry, _d: report({**entry.as_metrics(), "teacher_cache": cache is not None}),
+        evaluate_test=False,
+    )
+
+
+def _fit_config(
+    config: TrainConfig,
+    splits: Splits,
+    teacher: TeacherInfo | None,
+    cache: LogitCache | None,
+    *,
+    gpus: float,
+    **fit_kwargs: Any,
+) -> FitResult:
+    """Build the distiller of ``config`` and train it with the one loop (every path ends here)."""
     distiller = build_distiller(config, splits, teacher, cache)
     return fit(
         distiller,
@@ -227,9 +238,8 @@ def fit_for_search(
         config.optim,
         seed=config.seed,
         device=pick_device(gpus),
-        report=lambda entry, _d: report({**entry.as_metrics(), "teacher_cache": cache is not None}),
-        evaluate_test=False,
         logit_cache=cache,
+        **fit_kwargs,
     )
 
 
