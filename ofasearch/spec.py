@@ -295,6 +295,15 @@ class ResourcesSpec(Strict):
     gpus_per_worker: float = Field(default=0.0, ge=0)
     backend: Literal["auto", "local", "ray-train"] = "auto"
 
+    @model_validator(mode="after")
+    def _local_is_one_process(self) -> ResourcesSpec:
+        if self.backend == "local" and self.workers_per_trial > 1:
+            raise ValueError(
+                f"workers_per_trial: {self.workers_per_trial} needs backend ray-train (or auto); "
+                "the local backend trains in one process"
+            )
+        return self
+
 
 class Spec(Strict):
     """A search spec (several pairs, distributions allowed)."""
