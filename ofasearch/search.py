@@ -236,12 +236,14 @@ def _execute(
 ) -> Path:
     from ray.tune.schedulers import ASHAScheduler
 
-    from ofasearch.cluster import ensure_ray
+    from ofasearch.cluster import check_fits, ensure_ray
 
     state = _state(folder)
     teachers = state.get("teachers") or _prepare_teachers(spec, space, log)
     _set_state(folder, teachers=teachers, phase=state.get("phase") if restore else "search")
     ensure_ray(address, num_cpus, log=log)
+    res = spec.resources
+    check_fits({"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker}, res.workers_per_trial, "resources")
     spec_data = spec.model_dump(mode="json", exclude={"teachers", "students"})
     recorder = Recorder(str(folder), spec_data, space.available_stages)
     trainable = _trainable(spec, space, teachers, folder)

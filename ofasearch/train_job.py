@@ -298,10 +298,11 @@ def _train_on_ray(
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ofasearch.cluster import ensure_ray
+    from ofasearch.cluster import check_fits, ensure_ray
 
     ensure_ray(log=log)
     resources = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
+    check_fits(resources, workers, "train")
     trainer = TorchTrainer(
         ray_train_worker,
         train_loop_config=payload,

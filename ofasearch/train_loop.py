@@ -21,6 +21,7 @@ from torch.utils.data import DistributedSampler
 
 from ofasearch.data import ImageSet, Splits, augment
 from ofasearch.distill import OFADistiller
+from ofasearch.errors import SpecError
 from ofasearch.logit_cache import LogitCache
 from ofasearch.spec import DistillSpec, OptimSpec
 
@@ -61,11 +62,14 @@ ReportFn = Callable[[EpochReport, OFADistiller], None]
 
 
 def pick_device(gpus: float = 0.0) -> torch.device:
-    """CUDA (this rank's GPU under DDP) when asked for and present, else CPU."""
-    if gpus > 0 and torch.cuda.is_available():
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        return torch.device("cuda", rank % torch.cuda.device_count())
-    return torch.device("cpu")
+    """This rank's GPU when GPUs were asked for, else the CPU. Asking for a GPU where CUDA has
+    none is an input error, not a silent fall-back to a run many times slower."""
+    if gpus <= 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SpecError([f"gpus_per_worker: {gpus:g} asked for, but CUDA sees no GPU on this machine"])
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return torch.device("cuda", rank % torch.cuda.device_count())
 
 
 def seed_everything(seed: int) -> None:
