@@ -239,6 +239,15 @@ def load_splits(spec: DataSpec) -> Splits:
 # ------------------------------------------------------------------------------ augmentation
 
 
+def _sample_keys(index: torch.Tensor, seed: int, view: int) -> torch.Tensor:
+    """A pseudo-random non-negative int per sample, a pure function of (seed, view, index): O(batch)
+    work, independent of batch order and of the dataset size (integer hash, wrapping int64)."""
+    k = index.to(torch.int64) * 1_103_515_245 + (seed * 1_000_003 + view) * 2_654_435_761
+    for shift, mult in ((16, 0x45D9F3B), (16, 0x45D9F3B), (16, 1)):
+        k = (k ^ (k >> shift)) * mult
+    return k & 0x7FFFFFFF
+
+
 def augment(
     images: torch.Tensor,
     index: torch.Tensor,
@@ -255,9 +264,7 @@ def augment(
     """
     n, _, h, w = images.shape
     pad = max(1, h // 8) if pad is None else pad
-    g = torch.Generator().manual_seed(seed * 1_000_003 + view)
-    # one counter-based draw per (seed, view), looked up by sample index: order-independent
-    keys = torch.randint(0, 2**31 - 1, (int(index.max()) + 1,), generator=g)[index.cpu()]
+    keys = _sample_keys(index.cpu(), seed, view)
     dy = (keys % (2 * pad + 1)).to(images.device)
     dx = ((keys // (2 * pad + 1)) % (2 * pad + 1)).to(images.device)
     mirror = ((keys // (2 * pad + 1) ** 2) % 2 == 1).to(images.device) & flip

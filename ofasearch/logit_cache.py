@@ -77,7 +77,8 @@ def cache_key(teacher_checkpoint: str | None, teacher_name: str, data: dict, see
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         digest = h.hexdigest()
-    payload = {"teacher": teacher_name, "weights": digest, "data": data, "seed": seed, "views": views, "v": 1}
+    # "v" versions the augmentation function: changing it changes every cached value
+    payload = {"teacher": teacher_name, "weights": digest, "data": data, "seed": seed, "views": views, "v": 2}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

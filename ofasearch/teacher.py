@@ -29,7 +29,7 @@ from ofasearch.train_loop import fit, pick_device, seed_everything
 
 __all__ = ["TeacherInfo", "build_teacher", "cache_dir", "prepare_logit_cache", "prepare_teacher", "teacher_key"]
 
-RECIPE_VERSION = 1  # bump when the teacher training code changes what a key means
+RECIPE_VERSION = 2  # bump when the teacher training code changes what a key means
 TEACHER_SEED = 0
 
 
