@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION = /usr/share/datasets/fashion-mnist
 
-.PHONY: install data run test lint bench clean
+.PHONY: install data browser run test lint bench clean
 
 $(BIN)/ofasearch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +20,18 @@ data:
 	@[ -d $(FASHION) ] || $(SUDO) apt-get install -y -q dataset-fashion-mnist \
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist)
 
+# Headless Chromium (Debian) for the test that opens report.html the way a user's browser would.
+browser:
+	@command -v chromium >/dev/null || $(SUDO) apt-get install -y -q chromium \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
 run: install data
 	$(BIN)/ofasearch run search_spaces/cnn_to_vit.yaml
 
 lint: install
 	$(BIN)/ruff check ofasearch tests scripts
 
-test: install data lint
+test: install data browser lint
 	$(BIN)/pytest -q
 
 bench: install data

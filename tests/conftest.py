@@ -34,3 +34,22 @@ def ray_local():
     ensure_ray(num_cpus=2, log=lambda _m: None)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def digits_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished digits search (6 trials, ASHA stops, 4 baselines) shared by the tests that read
+    results; Ray is shut down before the tests use it."""
+    import ray
+    import yaml
+
+    from ofasearch.search import run_search
+    from ofasearch.spec import load_spec
+    from tests.specs import SPEC
+
+    tmp = tmp_path_factory.mktemp("search")
+    path = tmp / "spec.yaml"
+    path.write_text(yaml.safe_dump({**SPEC, "storage": str(tmp / "results")}))
+    folder = run_search(load_spec(path), num_cpus=2, log=lambda _m: None)
+    ray.shutdown()
+    return folder

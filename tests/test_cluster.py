@@ -3,7 +3,7 @@
 import yaml
 
 from ofasearch.cli import main
-from tests.test_search import MIXER, SPEC, TEACHER
+from tests.specs import MIXER, SPEC, TEACHER
 from tests.test_train_job import CONFIG
 
 

@@ -5,49 +5,19 @@ import math
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 from ofasearch.cli import main
-from ofasearch.search import _searcher, fresh_folder, resume_search, run_search
+from ofasearch.search import _searcher, fresh_folder, resume_search
 from ofasearch.space import SearchSpace
-from ofasearch.spec import load_spec, parse_spec
-
-VIT = {"model": "vit_tiny_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 48, "depth": 4, "num_heads": 2}}
-MIXER = {"model": "MlpMixer", "kwargs": {"patch_size": 4, "num_blocks": 2, "embed_dim": 48}}
-TEACHER = {"model": "resnet10t", "recipe": {"epochs": 4, "batch_size": 64}}
-SPEC = {
-    "name": "digits-search",
-    "seed": 0,
-    "data": {"dataset": "digits", "image_size": 16},
-    "pairs": [{"teacher": TEACHER, "student": VIT}, {"teacher": TEACHER, "student": MIXER}],
-    "distill": {
-        "stages": {"choices": [[1, 2, 3, 4], [3, 4], [4]]},
-        "eps": {"low": 1.0, "high": 1.5},
-        "temperature": {"low": 1.0, "high": 3.0},
-    },
-    "optim": {"lr": {"low": 1e-3, "high": 5e-3, "log": True}, "epochs": 3, "batch_size": 64},
-    # one trial at a time: ASHA sees results in a fixed order, so its decisions are reproducible
-    "search": {"num_samples": 6, "grace_epochs": 1, "reduction_factor": 2, "max_concurrent": 1},
-}
+from ofasearch.spec import parse_spec
+from tests.specs import SPEC
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    import ray
-
-    tmp = tmp_path_factory.mktemp("search")
-    path = tmp / "spec.yaml"
-    path.write_text(yaml.safe_dump({**SPEC, "storage": str(tmp / "results")}))
-    folder = run_search(load_spec(path), num_cpus=2, log=lambda _m: None)
-    yield folder
-    ray.shutdown()
-
-
-def test_outputs_and_tables(finished):
+def test_outputs_and_tables(digits_search):
     for name in ("trials.parquet", "epochs.parquet", "best.yaml", "spec.yaml", "search", "baselines"):
-        assert (finished / name).exists(), name
-    trials = pq.read_table(finished / "trials.parquet").to_pylist()
+        assert (digits_search / name).exists(), name
+    trials = pq.read_table(digits_search / "trials.parquet").to_pylist()
     columns = set(trials[0])
     assert {
         "trial_id",
@@ -71,43 +41,43 @@ def test_outputs_and_tables(finished):
         (s, m) for s in ("MlpMixer", "vit_tiny") for m in ("kd", "none")
     )
     assert all(b["status"] == "completed" and b["epochs"] == 3 for b in baselines)
-    epochs = pq.read_table(finished / "epochs.parquet").to_pylist()
+    epochs = pq.read_table(digits_search / "epochs.parquet").to_pylist()
     assert {"trial_id", "epoch", "train_loss", "val_acc", "lr", "seconds"} <= set(epochs[0])
     assert len(epochs) == sum(t["epochs"] for t in trials)
     assert all(math.isfinite(e["val_acc"]) for e in epochs)
-    assert list((finished / "search").rglob("events.out.tfevents*")), "TensorBoard events per trial"
+    assert list((digits_search / "search").rglob("events.out.tfevents*")), "TensorBoard events per trial"
 
 
-def test_asha_stopped_trials_and_best_is_full_budget(finished):
-    trials = pq.read_table(finished / "trials.parquet").to_pylist()
+def test_asha_stopped_trials_and_best_is_full_budget(digits_search):
+    trials = pq.read_table(digits_search / "trials.parquet").to_pylist()
     search = [t for t in trials if t["role"] == "search"]
     stopped = [t for t in search if t["status"] == "stopped"]
     assert stopped and all(t["epochs"] < 3 for t in stopped)
     completed = [t for t in search if t["status"] == "completed"]
-    best_line = (finished / "best.yaml").read_text().splitlines()[0]
+    best_line = (digits_search / "best.yaml").read_text().splitlines()[0]
     best = max(completed, key=lambda t: t["val_acc"])
     assert best["trial_id"] in best_line and best["epochs"] == 3
     assert all(t["val_acc"] <= best["val_acc"] or t["status"] != "completed" for t in search)
 
 
-def test_best_yaml_trains(finished, tmp_path):
+def test_best_yaml_trains(digits_search, tmp_path):
     out = tmp_path / "best"
-    assert main(["train", str(finished / "best.yaml"), "--output", str(out), "--no-progress"]) == 0
+    assert main(["train", str(digits_search / "best.yaml"), "--output", str(out), "--no-progress"]) == 0
     assert (out / "student.safetensors").is_file()
 
 
-def test_resume_of_a_finished_search_keeps_everything(finished, capsys):
-    before = pq.read_table(finished / "trials.parquet").to_pylist()
-    resume_search(finished)
+def test_resume_of_a_finished_search_keeps_everything(digits_search, capsys):
+    before = pq.read_table(digits_search / "trials.parquet").to_pylist()
+    resume_search(digits_search)
     assert "already finished" in capsys.readouterr().out
-    assert pq.read_table(finished / "trials.parquet").to_pylist() == before
-    assert main(["status", str(finished)]) == 0
+    assert pq.read_table(digits_search / "trials.parquet").to_pylist() == before
+    assert main(["status", str(digits_search)]) == 0
     assert "best full-budget search trial" in capsys.readouterr().out
 
 
-def test_an_earlier_search_is_never_overwritten(finished):
-    assert fresh_folder(finished.parent, finished.name) == finished.parent / f"{finished.name}-2"
-    assert fresh_folder(finished.parent, "other") == finished.parent / "other"
+def test_an_earlier_search_is_never_overwritten(digits_search):
+    assert fresh_folder(digits_search.parent, digits_search.name) == digits_search.parent / f"{digits_search.name}-2"
+    assert fresh_folder(digits_search.parent, "other") == digits_search.parent / "other"
 
 
 def test_optuna_is_told_pruned_for_asha_stopped_trials():

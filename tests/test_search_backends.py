@@ -12,7 +12,7 @@ import yaml
 
 from ofasearch.search import run_search
 from ofasearch.spec import load_spec
-from tests.test_search import MIXER, SPEC, TEACHER
+from tests.specs import MIXER, SPEC, TEACHER
 
 
 def test_search_with_ray_train_trials(tmp_path, ray_local):

@@ -8,7 +8,7 @@ import yaml
 
 from ofasearch.search import run_search
 from ofasearch.spec import load_spec
-from tests.test_search import MIXER, SPEC, TEACHER
+from tests.specs import MIXER, SPEC, TEACHER
 
 
 def test_diverging_trials_are_recorded_and_never_best(tmp_path, ray_local):
