@@ -54,7 +54,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         num_cpus=args.num_cpus,
         dry_run=args.dry_run,
-        verbose=2 if args.verbose else 1,
+        verbose=2 if args.verbose else 0,
     )
     return 0
 
@@ -62,7 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from ofasearch.search import resume_search
 
-    resume_search(Path(args.results_dir), verbose=2 if args.verbose else 1)
+    resume_search(Path(args.results_dir), verbose=2 if args.verbose else 0)
     return 0
 
 
@@ -73,10 +73,35 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ofasearch.report import write_report
+
+    path = write_report(Path(args.results_dir), top_k=args.top_k)
+    print(f"report: {path}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ofasearch.export import export_config
+
+    path, row = export_config(
+        Path(args.results_dir),
+        Path(args.output) if args.output else None,
+        rank=args.rank,
+        max_latency_ms=args.max_latency_ms,
+        max_params=args.max_params,
+    )
+    print(f"trial {row['trial_id']} ({row['teacher']} -> {row['student']}, val_acc {row['val_acc']:.4f}) -> {path}")
+    print(f"train it: ofasearch train {path}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from ofasearch.catalog import print_models
 
-    print_models(family=args.family, pattern=args.filter, image_size=args.image_size)
+    print_models(
+        family=args.family, pattern=args.filter, image_size=args.image_size, limit=args.limit, verbose=args.verbose
+    )
     return 0
 
 
@@ -111,14 +136,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir")
     p.set_defaults(func=_cmd_status)
 
+    p = sub.add_parser("report", help="write report.html (plots, top configs, gains) for a search")
+    p.add_argument("results_dir")
+    p.add_argument("--top-k", type=int, default=10, help="rows of the top-configs table (default 10)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export", help="write one of a search's top configs as a train config")
+    p.add_argument("results_dir")
+    p.add_argument("--rank", type=int, default=1, help="1 = best full-budget trial (default), 2 = second...")
+    p.add_argument("--output", "-o", help="file to write (default RESULTS_DIR/rank<K>.yaml)")
+    p.add_argument("--max-latency-ms", type=float, help="only trials whose student runs a batch of 1 within this")
+    p.add_argument("--max-params", type=int, help="only trials whose student has at most this many parameters")
+    p.set_defaults(func=_cmd_export)
+
     p = sub.add_parser("validate", help="check a spec or config without training")
     p.add_argument("spec")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("models", help="list timm models whose stage features ofasearch can use")
-    p.add_argument("filter", nargs="?", default="*")
+    p.add_argument("filter", nargs="?", default="*", help="fnmatch pattern, or a substring (default: all)")
     p.add_argument("--family", choices=["cnn", "vit", "mlp"])
-    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=32, help="input size for the stage shapes (default 32)")
+    p.add_argument("--limit", type=int, default=50, help="show at most N models (default 50; 0: no limit)")
+    p.add_argument("--verbose", action="store_true", help="also list the models not usable at this size, and why")
     p.set_defaults(func=_cmd_models)
     return parser
 

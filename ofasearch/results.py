@@ -15,14 +15,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ofasearch.costs import COST_COLUMNS
 from ofasearch.space import SearchSpace, encode
 from ofasearch.spec import TrainConfig
 from ofasearch.trial import BASELINE_KEY, backend_for, trial_config
 
-__all__ = ["ResultTables", "best_trial", "summary_lines", "write_best"]
+__all__ = ["ResultTables", "best_trial", "ranked_trials", "summary_lines", "write_best"]
 
 TRIAL_COLUMNS = ["trial_id", "role", "status", "teacher", "student", "method", "val_acc", "val_acc_last",
-                 "epochs", "seconds", "error", "seed", "backend", "teacher_cache", "config"]  # fmt: skip
+                 "epochs", "seconds", "error", "seed", "backend", "teacher_cache", *COST_COLUMNS,
+                 "config"]  # fmt: skip
 EPOCH_COLUMNS = ["trial_id", "role", "epoch", "train_loss", "val_acc", "lr", "seconds"]
 
 
@@ -87,9 +89,28 @@ class ResultTables:
             seconds=(row["seconds"] or 0.0) + (_finite(result.get("seconds")) or 0.0),
             teacher_cache=bool(result.get("teacher_cache", False)),
         )
+        row.update({k: result[k] for k in COST_COLUMNS if k in result})  # the student's size and speed
         if result.get("diverged"):
             row["error"] = "loss became NaN/inf; trial stopped"
         self.save()
+
+    def on_start(self, trial_id: str, params: dict[str, Any]) -> None:
+        """A trial (re)starts from epoch 0 (after a crash it re-runs): drop what it reported before."""
+        self.trials.pop(trial_id, None)
+        self.epochs = {k: v for k, v in self.epochs.items() if k[0] != trial_id}
+        self._row(trial_id, params)
+        self.save()
+
+    def keep_only(self, role: str, trial_ids: set[str]) -> list[str]:
+        """Drop rows of ``role`` trials that Tune does not know (reported after its last saved
+        state, before a crash): Tune runs new trials in their place. Returns the dropped ids."""
+        dropped = [t for t, r in self.trials.items() if r["role"] == role and t not in trial_ids]
+        for trial_id in dropped:
+            del self.trials[trial_id]
+        self.epochs = {k: v for k, v in self.epochs.items() if k[0] not in dropped}
+        if dropped:
+            self.save()
+        return dropped
 
     def on_end(self, trial_id: str, params: dict[str, Any], error: str | None = None) -> None:
         row = self._row(trial_id, params)
@@ -118,10 +139,17 @@ def _dotted_value(config: TrainConfig, path: str) -> Any:
     return getattr(getattr(config, section), key)
 
 
-def best_trial(rows: list[dict[str, Any]], max_epochs: int) -> dict[str, Any] | None:
-    """The best search trial among those that ran the full budget (never diverged/stopped ones)."""
+def ranked_trials(rows: list[dict[str, Any]], max_epochs: int) -> list[dict[str, Any]]:
+    """Search trials that ran the full budget, best first (never diverged/stopped/failed ones);
+    ties go to the faster trial."""
     full = [r for r in rows if r["role"] == "search" and r["status"] == "completed" and r["epochs"] >= max_epochs]
-    return max(full, key=lambda r: (r["val_acc"], -r["seconds"]), default=None)
+    return sorted(full, key=lambda r: (-r["val_acc"], r["seconds"] or 0.0))
+
+
+def best_trial(rows: list[dict[str, Any]], max_epochs: int) -> dict[str, Any] | None:
+    """The best full-budget search trial (rank 1 of :func:`ranked_trials`)."""
+    ranked = ranked_trials(rows, max_epochs)
+    return ranked[0] if ranked else None
 
 
 def write_best(folder: Path, rows: list[dict[str, Any]], max_epochs: int) -> Path | None:

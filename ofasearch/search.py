@@ -10,6 +10,10 @@ baseline Tuner (student alone and vanilla KD per pair at full budget, never show
 from __future__ import annotations
 
 import json
+import logging
+import os
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -20,6 +24,7 @@ from ray import tune
 from ofasearch.data import load_splits
 from ofasearch.errors import SpecError
 from ofasearch.models import build_model, describe_model
+from ofasearch.progress import ProgressView, error_text
 from ofasearch.results import ResultTables, summary_lines, write_best
 from ofasearch.space import SearchSpace
 from ofasearch.spec import Spec, load_spec, parse_spec
@@ -30,6 +35,9 @@ __all__ = ["SearchInterrupted", "plan", "resume_search", "run_search", "search_s
 
 SPEC_FILE = "spec.yaml"
 STATE_FILE = "state.json"
+# Tune saves its experiment state (trial statuses, searcher) at most this often; a killed driver
+# loses at most this much: trials finished since then re-run on resume.
+TUNE_STATE_PERIOD_S = 2
 
 
 def plan(spec: Spec, log: Callable[[str], None] = print) -> SearchSpace:
@@ -63,18 +71,28 @@ class Recorder(tune.Callback):
     """Tune callback feeding :class:`ResultTables`; the tables are rebuilt from disk after a
     restore (they are not pickled with the Tuner)."""
 
-    def __init__(self, folder: str, spec: dict[str, Any], stages: list[list[int]]):
-        self.folder, self.spec, self.stages = folder, spec, stages
+    def __init__(self, folder: str, spec: dict[str, Any], stages: list[list[int]], role: str):
+        self.folder, self.spec, self.stages, self.role = folder, spec, stages, role
         self.tables: ResultTables | None = None
+        self.reconciled = False
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "tables": None}
+        return {**self.__dict__, "tables": None, "reconciled": False}
 
     def _tables(self) -> ResultTables:
         if self.tables is None:
             space = SearchSpace(Spec.model_validate(self.spec), self.stages)
             self.tables = ResultTables(Path(self.folder), space)
         return self.tables
+
+    def on_step_begin(self, iteration, trials, **info):  # noqa: ANN001
+        """First step (also after a restore): forget rows of trials Tune does not know."""
+        if not self.reconciled:
+            self.reconciled = True
+            self._tables().keep_only(self.role, {t.trial_id for t in trials})
+
+    def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self._tables().on_start(trial.trial_id, _params(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
         self._tables().on_result(trial.trial_id, _params(trial.config), result)
@@ -83,21 +101,11 @@ class Recorder(tune.Callback):
         self._tables().on_end(trial.trial_id, _params(trial.config))
 
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-        self._tables().on_end(trial.trial_id, _params(trial.config), error=_error_text(trial))
+        self._tables().on_end(trial.trial_id, _params(trial.config), error=error_text(trial))
 
 
 def _params(config: dict[str, Any]) -> dict[str, Any]:
     return config.get("point", config)
-
-
-def _error_text(trial: Any) -> str:
-    path = getattr(trial, "error_file", None)
-    try:
-        text = Path(path).read_text().strip().splitlines() if path else []
-    except OSError:
-        text = []
-    lines = [line for line in text if line and not line.startswith(" ")]
-    return (lines[-1] if lines else "trial failed")[:500]
 
 
 def _trainable(spec: Spec, space: SearchSpace, teachers: list[dict | None], folder: Path):  # noqa: ANN202
@@ -111,9 +119,13 @@ def _trainable(spec: Spec, space: SearchSpace, teachers: list[dict | None], fold
 
 
 def _searcher(space: SearchSpace, spec: Spec):  # noqa: ANN202
+    import optuna
     from optuna.samplers import TPESampler
     from optuna.trial import TrialState
     from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`
 
     max_epochs = int(spec.optim.epochs)
 
@@ -138,11 +150,11 @@ def _searcher(space: SearchSpace, spec: Spec):  # noqa: ANN202
     )
 
 
-def _run_config(folder: Path, name: str, recorder: Any, verbose: int) -> tune.RunConfig:
+def _run_config(folder: Path, name: str, callbacks: list[tune.Callback], verbose: int) -> tune.RunConfig:
     return tune.RunConfig(
         name=name,
         storage_path=str(folder),
-        callbacks=[recorder],
+        callbacks=callbacks,
         verbose=verbose,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=0),
@@ -167,7 +179,7 @@ def run_search(
     address: str | None = None,
     num_cpus: int | None = None,
     dry_run: bool = False,
-    verbose: int = 1,
+    verbose: int = 0,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Run the whole search; returns the experiment folder ``<storage>/<name>``."""
@@ -185,7 +197,14 @@ def run_search(
         )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SPEC_FILE).write_text(spec.to_yaml())
-    _set_state(folder, phase="teachers", stages=space.available_stages, address=address, num_cpus=num_cpus)
+    _set_state(
+        folder,
+        phase="teachers",
+        stages=space.available_stages,
+        address=address,
+        num_cpus=num_cpus,
+        started_at=time.time(),
+    )
     return _execute(spec, space, folder, address=address, num_cpus=num_cpus, verbose=verbose, log=log)
 
 
@@ -241,11 +260,20 @@ def _execute(
     state = _state(folder)
     teachers = state.get("teachers") or _prepare_teachers(spec, space, log)
     _set_state(folder, teachers=teachers, phase=state.get("phase") if restore else "search")
-    ensure_ray(address, num_cpus, log=log)
+    ensure_ray(address, num_cpus, log=log, worker_output=bool(verbose))
+    # Quiet by default: our ProgressView instead of Tune's tables (the legacy reporter is the one
+    # that honours verbose=0) and no INFO lines; --verbose gives Ray's own output back.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose else "0"
+    logging.getLogger("ray.tune").setLevel(logging.INFO if verbose else logging.WARNING)
     res = spec.resources
     check_fits({"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker}, res.workers_per_trial, "resources")
     spec_data = spec.model_dump(mode="json", exclude={"teachers", "students"})
-    recorder = Recorder(str(folder), spec_data, space.available_stages)
+
+    def callbacks(role: str, total: int) -> list[tune.Callback]:
+        recorder = Recorder(str(folder), spec_data, space.available_stages, role=role)
+        return [recorder] if verbose else [recorder, ProgressView(role, total, int(spec.optim.epochs), log)]
+
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(TUNE_STATE_PERIOD_S))
     trainable = _trainable(spec, space, teachers, folder)
     # Reusing a trial process saves its start-up (torch + timm imports); a ray-train trial's
     # thread is still tearing down its worker group when the next trial arrives, so not there.
@@ -271,7 +299,7 @@ def _execute(
                     max_concurrent_trials=spec.search.max_concurrent,
                     reuse_actors=reuse,
                 ),
-                run_config=_run_config(folder, "search", recorder, verbose),
+                run_config=_run_config(folder, "search", callbacks("search", spec.search.num_samples), verbose),
             )
         _fit_or_interrupt(tuner, spec.search.num_samples, folder)
         _set_state(folder, phase="baselines" if spec.search.baselines else "done")
@@ -286,7 +314,7 @@ def _execute(
                 tune_config=tune.TuneConfig(
                     metric="val_acc", mode="max", max_concurrent_trials=spec.search.max_concurrent, reuse_actors=reuse
                 ),
-                run_config=_run_config(folder, "baselines", recorder, verbose),
+                run_config=_run_config(folder, "baselines", callbacks("baseline", 2 * len(space.pairs)), verbose),
             )
         _fit_or_interrupt(tuner, 2 * len(space.pairs), folder)
         _set_state(folder, phase="done")
@@ -309,12 +337,15 @@ def _fit_or_interrupt(tuner: tune.Tuner, expected: int, folder: Path) -> None:
 
 
 def _finish(spec: Spec, folder: Path, log: Callable[[str], None]) -> Path:
+    if "finished_at" not in _state(folder):
+        _set_state(folder, finished_at=time.time())
     rows = ResultTables(folder, SearchSpace(spec, _state(folder)["stages"])).trials.values()
     rows = list(rows)
     best = write_best(folder, rows, int(spec.optim.epochs))
     for line in summary_lines(rows, int(spec.optim.epochs), list(spec.searched_values())):
         log(line)
     log(f"results: {folder} (trials.parquet, epochs.parquet, TensorBoard: tensorboard --logdir {folder})")
+    log(f"report: ofasearch report {folder}; a config for production: ofasearch export {folder} [--rank K]")
     log(f"best config: {best}" if best else "no search trial ran the full budget: no best.yaml")
     return folder
 
@@ -327,7 +358,7 @@ def _load_folder(folder: Path) -> Spec:
     return parse_spec(yaml.safe_load((folder / SPEC_FILE).read_text()), str(folder / SPEC_FILE))
 
 
-def resume_search(folder: Path, *, verbose: int = 1, log: Callable[[str], None] = print) -> Path:
+def resume_search(folder: Path, *, verbose: int = 0, log: Callable[[str], None] = print) -> Path:
     """Continue an interrupted search: finished trials are kept, unfinished ones re-run."""
     folder = folder.resolve()
     spec = _load_folder(folder)

@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from ofasearch.costs import measure_cost
 from ofasearch.data import Splits, load_splits
 from ofasearch.distill import OFADistiller
 from ofasearch.logit_cache import LogitCache
@@ -75,7 +76,9 @@ def write_student(student: nn.Module, path: Path) -> None:
     save_file(state, str(path))
 
 
-def _summary(config: TrainConfig, result: FitResult, teacher: TeacherInfo | None) -> dict[str, Any]:
+def _summary(
+    config: TrainConfig, result: FitResult, teacher: TeacherInfo | None, cost: dict[str, Any]
+) -> dict[str, Any]:
     last = result.history[-1] if result.history else None
     return {
         "val_acc": result.best_val_acc,
@@ -90,6 +93,7 @@ def _summary(config: TrainConfig, result: FitResult, teacher: TeacherInfo | None
         "student_params": sum(p.numel() for p in result.distiller.student.parameters()),
         "teacher_val_acc": teacher.val_acc if teacher else None,
         "teacher_test_acc": teacher.test_acc if teacher else None,
+        **cost,
         "history": [asdict(h) for h in result.history],
     }
 
@@ -117,7 +121,7 @@ def train_worker(
         out_dir.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(str(out_dir / "tensorboard"))
 
-    def report(entry: EpochReport, d: OFADistiller) -> None:
+    def report(entry: EpochReport, d: OFADistiller, _cost: dict[str, Any]) -> None:
         if writer is not None:
             for key, value in entry.as_metrics().items():
                 writer.add_scalar(key, float(value), entry.epoch)
@@ -125,9 +129,9 @@ def train_worker(
         if on_epoch is not None:
             on_epoch(entry, d)
 
-    result = _fit_config(config, splits, teacher, cache, gpus=gpus, report=report, progress=progress)
+    result, cost = _fit_config(config, splits, teacher, cache, gpus=gpus, report=report, progress=progress)
     distiller = result.distiller
-    summary = _summary(config, result, teacher)
+    summary = _summary(config, result, teacher, cost)
     summary["teacher_cache"] = cache is not None
     if rank == 0:
         write_student(distiller.student, out_dir / "student.safetensors")
@@ -208,16 +212,18 @@ def fit_for_search(
     gpus: float = 0.0,
 ) -> FitResult:
     """A search trial's training: same loop, every epoch's metrics to ``report`` (with whether
-    the logit cache was used), no test split (a search never scores on test) and no files."""
-    return _fit_config(
+    the logit cache was used and the student's cost, so even an ASHA-stopped trial has it), no
+    test split (a search never scores on test) and no files."""
+    result, _cost = _fit_config(
         config,
         splits,
         teacher,
         cache,
         gpus=gpus,
-        report=lambda entry, _d: report({**entry.as_metrics(), "teacher_cache": cache is not None}),
+        report=lambda entry, _d, cost: report({**entry.as_metrics(), "teacher_cache": cache is not None, **cost}),
         evaluate_test=False,
     )
+    return result
 
 
 def _fit_config(
@@ -227,20 +233,32 @@ def _fit_config(
     cache: LogitCache | None,
     *,
     gpus: float,
+    report: Callable[[EpochReport, OFADistiller, dict[str, Any]], None],
     **fit_kwargs: Any,
-) -> FitResult:
-    """Build the distiller of ``config`` and train it with the one loop (every path ends here)."""
+) -> tuple[FitResult, dict[str, Any]]:
+    """Build the distiller of ``config``, measure its bare student (rank 0 only: the one whose
+    numbers are reported; other ranks get ``{}``) and train it with the one loop (every path ends
+    here). ``report`` also receives the cost metrics. Returns the fit result and those metrics."""
+    import torch.distributed as dist
+
     distiller = build_distiller(config, splits, teacher, cache)
-    return fit(
+    device = pick_device(gpus)
+    cost: dict[str, Any] = {}
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        distiller.student.to(device)
+        cost = measure_cost(distiller.student, splits.input_size, device).as_metrics()
+    result = fit(
         distiller,
         splits,
         config.distill,
         config.optim,
         seed=config.seed,
-        device=pick_device(gpus),
+        device=device,
         logit_cache=cache,
+        report=lambda entry, d: report(entry, d, cost),
         **fit_kwargs,
     )
+    return result, cost
 
 
 def ray_train_worker(payload: dict[str, Any]) -> None:

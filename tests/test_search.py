@@ -1,10 +1,13 @@
 """End-to-end search on scikit-learn's digits: real Ray Tune, Optuna TPE, ASHA, timm models."""
 
 import copy
+import json
 import math
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import ray
 from optuna.trial import TrialState
 
 from ofasearch.cli import main
@@ -93,3 +96,73 @@ def test_optuna_is_told_pruned_for_asha_stopped_trials():
     assert states == [TrialState.PRUNED, TrialState.COMPLETE]
     assert searcher._ot_study.trials[0].intermediate_values == {1: pytest.approx(0.1)}
     assert searcher._ot_study.best_value == pytest.approx(0.3)
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory, digits_search):
+    """The digits search again, from the CLI's defaults (quiet progress view), probing the Ray
+    dashboard while it runs."""
+    import urllib.request
+
+    import yaml
+
+    from ofasearch.search import run_search
+    from ofasearch.spec import load_spec
+
+    tmp = tmp_path_factory.mktemp("again")
+    path = tmp / "spec.yaml"
+    path.write_text(yaml.safe_dump({**SPEC, "storage": str(tmp / "results")}))
+    logs, probes = [], []
+
+    def log(line: str) -> None:
+        logs.append(line)
+        if line.startswith("Ray dashboard: "):
+            url = line.split()[2]
+            token_file = Path.home() / ".ray" / "auth_token"  # what `ray get-auth-token` prints
+            token = token_file.read_text().strip() if token_file.is_file() else ""
+            for route, headers in (("/", {}), ("/api/version", {"Authorization": f"Bearer {token}"})):
+                request = urllib.request.Request(url + route, headers=headers)
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        probes.append((route, response.status, response.read(2000)))
+                except urllib.error.HTTPError as exc:
+                    probes.append((route, exc.code, b""))
+
+    try:
+        folder = run_search(load_spec(path), num_cpus=2, log=log)
+    finally:
+        ray.shutdown()
+    return folder, logs, probes
+
+
+def _outcomes(folder):
+    searched = ["distill.eps", "distill.temperature", "distill.stages", "optim.lr"]
+    rows = pq.read_table(folder / "trials.parquet").to_pylist()
+    epochs = pq.read_table(folder / "epochs.parquet").to_pylist()
+    curves = {r["trial_id"]: [e["val_acc"] for e in sorted(epochs, key=lambda e: e["epoch"])
+                              if e["trial_id"] == r["trial_id"]] for r in rows}  # fmt: skip
+    return sorted(
+        (r["role"], r["student"], r["method"], r["status"], r["seed"], *(str(r.get(k)) for k in searched),
+         tuple(curves[r["trial_id"]]))
+        for r in rows
+    )  # fmt: skip
+
+
+def test_same_spec_and_seed_give_the_same_trials_and_metrics(digits_search, second_run):
+    folder, _logs, _probes = second_run
+    assert _outcomes(folder) == _outcomes(digits_search)
+
+
+def test_progress_view_replaces_tunes_tables(second_run, capsys):
+    _folder, logs, _probes = second_run
+    assert any(line.startswith("[search] 6/6 ended") for line in logs), logs
+    assert any(" stopped by ASHA after epoch " in line for line in logs)
+    assert any(line.startswith("[baseline] 4/4 ended (4 completed)") for line in logs)
+    assert any("left" in line for line in logs if line.startswith("[search] 1/6 ended"))
+
+
+def test_dashboard_answers_during_the_run(second_run):
+    _folder, _logs, probes = second_run
+    (_, page_status, page), (_, api_status, version) = probes
+    assert page_status == 200 and b"Ray Dashboard" in page
+    assert api_status == 200 and json.loads(version)["ray_version"] == ray.__version__

@@ -1,0 +1,128 @@
+"""The live view of a running search: one line per finished trial and a status line (trials
+ended/running, best so far, elapsed and estimated time left) instead of Ray Tune's tables.
+
+Everything is derived from Tune's own trial list at each step, so the view is right after a
+``resume`` too. ``ofasearch run --verbose`` shows Ray's tables and the trials' output instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+__all__ = ["ProgressView", "error_text", "format_duration", "outcome"]
+
+HEARTBEAT_S = 30.0
+
+
+def format_duration(seconds: float) -> str:
+    """``1:02:03`` / ``2:03``: short enough for a status line."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def outcome(trial: Any, max_epochs: int, ended: bool = False) -> str:
+    """What became of a trial: pending, running, completed, stopped (by ASHA), diverged or error.
+    ``ended``: Tune is ending it (its status still says RUNNING inside ``on_trial_complete``)."""
+    if trial.status == "ERROR":
+        return "error"
+    if trial.status != "TERMINATED" and not ended:
+        return "running" if trial.status == "RUNNING" else "pending"
+    last = trial.last_result or {}
+    if last.get("diverged"):
+        return "diverged"
+    return "completed" if int(last.get("epoch", 0)) >= max_epochs else "stopped"
+
+
+class ProgressView(tune.Callback):
+    """Prints progress of one Tuner (``phase`` "search" or "baselines") of ``total`` trials."""
+
+    def __init__(self, phase: str, total: int, max_epochs: int, log: Callable[[str], None] = print):
+        self.phase, self.total, self.max_epochs, self.log = phase, total, max_epochs, log
+        self.started = time.monotonic()
+        self.last_line = 0.0
+        self.done_at_start: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The log function may not pickle (Tune saves callbacks with the Tuner); a restore prints.
+        return {**self.__dict__, "log": print, "done_at_start": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.started = time.monotonic()
+
+    def status_line(self, trials: list[Any], ending: Any = None) -> str:
+        counts: dict[str, int] = {}
+        for trial in trials:
+            kind = outcome(trial, self.max_epochs, ended=trial is ending)
+            counts[kind] = counts.get(kind, 0) + 1
+        ended = sum(v for k, v in counts.items() if k not in ("running", "pending"))
+        if self.done_at_start is None:
+            self.done_at_start = ended
+        best = max(
+            (t for t in trials if outcome(t, self.max_epochs, ended=t is ending) == "completed"),
+            key=lambda t: (t.last_result or {}).get("val_acc", 0.0),
+            default=None,
+        )
+        elapsed = time.monotonic() - self.started
+        parts = [f"{counts.get(k, 0)} {k}" for k in ("completed", "stopped", "diverged", "error") if counts.get(k)]
+        line = f"[{self.phase}] {ended}/{self.total} ended" + (f" ({', '.join(parts)})" if parts else "")
+        line += f", {counts.get('running', 0)} running"
+        if best is not None and self.phase == "search":
+            line += f" | best val_acc {best.last_result.get('val_acc', 0.0):.4f} (trial {best.trial_id})"
+        line += f" | {format_duration(elapsed)} elapsed"
+        new = ended - self.done_at_start
+        if 0 < new and ended < self.total:
+            line += f", ~{format_duration(elapsed / new * (self.total - ended))} left"
+        return line
+
+    def _print_status(self, trials: list[Any], ending: Any = None) -> None:
+        self.last_line = time.monotonic()
+        self.log(self.status_line(trials, ending))
+
+    def on_step_begin(self, iteration, trials, **info):  # noqa: ANN001
+        if self.done_at_start is None:
+            self.status_line(trials)  # counts what a restored experiment had already finished
+
+    def on_step_end(self, iteration, trials, **info):  # noqa: ANN001
+        if time.monotonic() - self.last_line >= HEARTBEAT_S:
+            self._print_status(trials)
+
+    def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+        params = trial.config.get("point", trial.config)
+        values = " ".join(f"{k.split('__')[0].split('.')[-1]}={_short(v)}" for k, v in sorted(params.items()))
+        self.log(f"[{self.phase}] trial {trial.trial_id} started: {values}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+        last = trial.last_result or {}
+        kind = outcome(trial, self.max_epochs, ended=True)
+        what = {"stopped": f"stopped by ASHA after epoch {last.get('epoch')}", "diverged": "diverged (loss NaN/inf)"}
+        self.log(
+            f"[{self.phase}] trial {trial.trial_id} {what.get(kind, kind)}: "
+            f"val_acc {last.get('val_acc', 0.0):.4f} after {last.get('epoch', 0)}/{self.max_epochs} epochs"
+        )
+        self._print_status(trials, ending=trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self.log(f"[{self.phase}] trial {trial.trial_id} failed: {error_text(trial)}")
+        self._print_status(trials, ending=trial)
+
+
+def error_text(trial: Any) -> str:
+    """The last line of a failed trial's error (the exception message), for tables and the view."""
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text().strip().splitlines() if path else []
+    except OSError:
+        text = []
+    lines = [line for line in text if line and not line.startswith(" ")]
+    return (lines[-1] if lines else "trial failed")[:500]
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
