@@ -32,7 +32,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from ofasearch.search import plan
+    from ofasearch.plan import plan
     from ofasearch.spec import load_spec
 
     spec = load_spec(args.spec)

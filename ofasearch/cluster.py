@@ -15,8 +15,21 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["check_fits", "ensure_ray", "local_ray_processes", "prune_ray_sessions", "shutdown_ray", "stop_stale_ray"]
+__all__ = [
+    "PREEMPTION_RETRIES",
+    "check_fits",
+    "ensure_ray",
+    "local_ray_processes",
+    "prune_ray_sessions",
+    "shutdown_ray",
+    "stop_stale_ray",
+    "train_failure_config",
+]
 
+# Ray Train re-runs a run whose workers were lost to a node preemption (the retry can help) at
+# most this often; errors raised by the training itself (OOM, bad data) are never retried, and a
+# NaN loss is not an error at all (the trial ends `diverged`).
+PREEMPTION_RETRIES = 3
 KEEP_SESSIONS = 5  # Ray session folders (logs) kept under Ray's temp dir
 LOG_ROTATION = {"RAY_ROTATION_MAX_BYTES": str(64 * 1024**2), "RAY_ROTATION_BACKUP_COUNT": "2"}
 _SCRIPTS = ("ray/dashboard/", "log_monitor.py", "ray/autoscaler/_private/monitor.py", "ray_process_reaper.py",
@@ -142,6 +155,14 @@ def check_fits(per_worker: dict[str, float], workers: int, where: str) -> None:
             )
     if problems:
         raise SpecError(problems)
+
+
+def train_failure_config():  # noqa: ANN201 (ray.train.FailureConfig, imported lazily)
+    """Ray Train's retry policy for ofasearch runs: lost (preempted) workers only; a stuck worker
+    group start becomes an error after 3 controller failures instead of hanging."""
+    from ray.train import FailureConfig
+
+    return FailureConfig(max_failures=0, max_preemption_failures=PREEMPTION_RETRIES, controller_failure_limit=3)
 
 
 def shutdown_ray() -> None:

@@ -23,7 +23,7 @@ from ray import tune
 
 from ofasearch.data import load_splits
 from ofasearch.errors import SpecError
-from ofasearch.models import build_model, describe_model
+from ofasearch.plan import plan
 from ofasearch.progress import ProgressView, error_text
 from ofasearch.results import ResultTables, summary_lines, write_best
 from ofasearch.space import SearchSpace
@@ -38,33 +38,6 @@ STATE_FILE = "state.json"
 # Tune saves its experiment state (trial statuses, searcher) at most this often; a killed driver
 # loses at most this much: trials finished since then re-run on resume.
 TUNE_STATE_PERIOD_S = 2
-
-
-def plan(spec: Spec, log: Callable[[str], None] = print) -> SearchSpace:
-    """Resolve everything without training: data, every model built once, stage choices checked."""
-    splits = load_splits(spec.data)
-    stages: list[list[int]] = []
-    problems: list[str] = []
-    built: dict[str, list[int]] = {}
-    for i, pair in enumerate(spec.pairs or []):
-        for role, model in (("teacher", pair.teacher), ("student", pair.student)):
-            if model.label in built and role == "student":
-                continue
-            try:
-                net = build_model(
-                    model.model,
-                    model.kwargs,
-                    **splits.model_args,
-                )
-                if role == "student":
-                    built[model.label] = sorted(describe_model(net, splits.input_size).stage_shapes)
-            except SpecError as exc:
-                problems += [f"pairs[{i}].{role}: {p}" for p in exc.problems]
-        stages.append(built.get(pair.student.label, []))
-        log(f"pair {i}: {pair.label}; student stages {stages[-1]}")
-    if problems:
-        raise SpecError(problems)
-    return SearchSpace(spec, stages)
 
 
 class Recorder(tune.Callback):
@@ -257,16 +230,16 @@ def _execute(
 
     from ofasearch.cluster import check_fits, ensure_ray
 
+    ensure_ray(address, num_cpus, log=log, worker_output=bool(verbose))
+    res = spec.resources  # checked before teachers are trained: a trial too big fails in seconds
+    check_fits({"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker}, res.workers_per_trial, "resources")
     state = _state(folder)
     teachers = state.get("teachers") or _prepare_teachers(spec, space, log)
     _set_state(folder, teachers=teachers, phase=state.get("phase") if restore else "search")
-    ensure_ray(address, num_cpus, log=log, worker_output=bool(verbose))
     # Quiet by default: our ProgressView instead of Tune's tables (the legacy reporter is the one
     # that honours verbose=0) and no INFO lines; --verbose gives Ray's own output back.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose else "0"
     logging.getLogger("ray.tune").setLevel(logging.INFO if verbose else logging.WARNING)
-    res = spec.resources
-    check_fits({"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker}, res.workers_per_trial, "resources")
     spec_data = spec.model_dump(mode="json", exclude={"teachers", "students"})
 
     def callbacks(role: str, total: int) -> list[tune.Callback]:

@@ -174,7 +174,10 @@ def train(
 ) -> dict[str, Any]:
     """Run ``config`` at full budget and write ``output``: config.yaml, student.safetensors,
     metrics.json, tensorboard/. ``workers > 1`` runs DDP on Ray Train."""
+    from ofasearch.plan import plan
+
     splits = load_splits(config.data)
+    plan(config, log, splits=splits)  # stages, models and checkpoint checked before any training
     log(
         f"data: {config.data.dataset} train {len(splits.train)} / val {len(splits.val)} / test "
         f"{len(splits.test)} images of {splits.input_size}"
@@ -313,10 +316,10 @@ def _train_on_ray(
     cpus: float,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ofasearch.cluster import check_fits, ensure_ray
+    from ofasearch.cluster import check_fits, ensure_ray, train_failure_config
 
     ensure_ray(log=log)
     resources = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
@@ -328,7 +331,7 @@ def _train_on_ray(
         run_config=RunConfig(
             name=f"train-{output.name}",
             storage_path=str(output.parent / f".{output.name}-ray"),
-            failure_config=FailureConfig(max_failures=1, controller_failure_limit=3),
+            failure_config=train_failure_config(),
         ),
     )
     log(f"Ray Train: {workers} workers x {resources} ({'nccl' if gpus > 0 else 'gloo'})")

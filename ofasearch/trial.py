@@ -77,10 +77,11 @@ def run_trial(
 def _run_on_ray_train(
     config: TrainConfig, teacher: TeacherInfo | None, cache: LogitCache | None, storage: str, trial_id: str
 ) -> None:
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from ofasearch.cluster import train_failure_config
     from ofasearch.train_job import ray_train_worker, worker_payload
 
     res = config.resources
@@ -97,7 +98,7 @@ def _run_on_ray_train(
             name=f"trial-{trial_id}",
             storage_path=storage,
             callbacks=[TuneReportCallback()],
-            failure_config=FailureConfig(max_failures=0, controller_failure_limit=3),
+            failure_config=train_failure_config(),
         ),
     )
     trainer.fit()

@@ -6,7 +6,7 @@ import pytest
 
 from ofasearch.cli import main
 from ofasearch.models import build_model, describe_model
-from ofasearch.search import plan
+from ofasearch.plan import plan
 from ofasearch.space import SearchSpace
 from ofasearch.spec import load_spec
 
