@@ -76,8 +76,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from ofasearch.report import write_report
 
-    path = write_report(Path(args.results_dir), top_k=args.top_k)
-    print(f"report: {path}")
+    write_report(Path(args.results_dir), top_k=args.top_k)  # prints where the report went
     return 0
 
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from ofasearch.errors import SpecError
-from ofasearch.results import ranked_trials
+from ofasearch.results import ranked_trials, student_latency
 from ofasearch.spec import parse_config, parse_spec
 
 __all__ = ["choose_trial", "export_config"]
@@ -23,7 +23,7 @@ def _load(folder: Path) -> tuple[str, int, list[dict[str, Any]]]:
     spec = parse_spec(yaml.safe_load((folder / "spec.yaml").read_text()), str(folder / "spec.yaml"))
     path = folder / "trials.parquet"
     rows = pq.read_table(path).to_pylist() if path.is_file() else []
-    return spec.name, int(spec.optim.epochs), rows
+    return spec.name, int(spec.optim.epochs), student_latency(rows)
 
 
 def choose_trial(
@@ -33,8 +33,8 @@ def choose_trial(
     max_latency_ms: float | None = None,
     max_params: int | None = None,
 ) -> dict[str, Any]:
-    """The ``rank``-th best full-budget search trial among those within the limits
-    (latency is the batch-1 latency measured on the trial's device)."""
+    """The ``rank``-th best full-budget search trial among those within the limits (latency: the
+    batch-1 latency of the trial's student on its device, median over that student's trials)."""
     if rank < 1:
         raise SpecError([f"--rank: {rank} is not allowed; must be >= 1 (1 = best)"])
     ranked = ranked_trials(rows, max_epochs)

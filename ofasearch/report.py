@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ofasearch.errors import SpecError
-from ofasearch.results import best_trial, ranked_trials
+from ofasearch.results import best_trial, ranked_trials, student_latency
 from ofasearch.space import encode
 from ofasearch.spec import Choices, Range, Spec, parse_spec, read_yaml
 
@@ -98,7 +98,7 @@ def _load(folder: Path) -> _Run:
         state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     except json.JSONDecodeError as exc:
         raise SpecError([f"{state_path}: invalid JSON ({exc})"]) from None
-    trials = [r for r in _read_table(folder / "trials.parquet") if r.get("trial_id")]
+    trials = student_latency([r for r in _read_table(folder / "trials.parquet") if r.get("trial_id")])
     if not trials:
         raise SpecError([f"{folder}: no trials yet (trials.parquet is missing or empty)"])
     run = _Run(folder, spec, state, trials, _read_table(folder / "epochs.parquet"))
@@ -493,7 +493,9 @@ def _plot_pareto(run: _Run) -> bytes:
     if lats and max(lats) / min(lats) > 20:
         _log_axis(ax)
     devices = sorted({str(r["device"]) for r in run.trials if r.get("device")})
-    ax.set_xlabel("student latency, batch 1 (ms)" + (f" on {', '.join(devices)}" if devices else ""))
+    ax.set_xlabel(
+        "student latency, batch 1 (ms, median over its trials)" + (f" on {', '.join(devices)}" if devices else "")
+    )
     ax.set_ylabel("best val accuracy")
     ax.grid(alpha=0.3)
     handles = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from ofasearch.space import SearchSpace, encode
 from ofasearch.spec import TrainConfig
 from ofasearch.trial import BASELINE_KEY, backend_for, trial_config
 
-__all__ = ["ResultTables", "best_trial", "ranked_trials", "summary_lines", "write_best"]
+__all__ = ["ResultTables", "best_trial", "ranked_trials", "student_latency", "summary_lines", "write_best"]
 
 TRIAL_COLUMNS = ["trial_id", "role", "status", "teacher", "student", "method", "val_acc", "val_acc_last",
                  "epochs", "seconds", "error", "seed", "backend", "teacher_cache", *COST_COLUMNS,
@@ -137,6 +138,22 @@ def _finite(value: Any) -> float | None:
 def _dotted_value(config: TrainConfig, path: str) -> Any:
     section, key = path.split(".", 1)
     return getattr(getattr(config, section), key)
+
+
+def student_latency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose latencies are their student's median over every trial of it on the same device.
+    Latency is a property of the architecture; one trial's measurement on a shared machine is
+    noisy (the same student varied 2x here), so comparisons and limits use the median."""
+    groups: dict[tuple[Any, Any], dict[str, list[float]]] = {}
+    for r in rows:
+        for key in ("latency_ms_b1", "latency_ms_b64"):
+            if r.get(key) is not None:
+                groups.setdefault((r["student"], r.get("device")), {}).setdefault(key, []).append(r[key])
+    out = []
+    for r in rows:
+        medians = groups.get((r["student"], r.get("device")), {})
+        out.append({**r, **{k: statistics.median(v) for k, v in medians.items()}})
+    return out
 
 
 def ranked_trials(rows: list[dict[str, Any]], max_epochs: int) -> list[dict[str, Any]]:

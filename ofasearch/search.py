@@ -364,11 +364,17 @@ def search_status(folder: Path, log: Callable[[str], None] = print) -> list[dict
 
 
 def load_and_run(path: str, **kwargs: Any) -> Path:
-    """CLI helper: load, apply ``--name/--storage``, run."""
+    """CLI helper: load, apply ``--name/--storage``, run. Without ``--name`` an earlier search of
+    the same name is never touched: this one goes to ``name-2`` (``-3``...)."""
     spec = load_spec(path)
     overrides = {k: v for k in ("name", "storage") if (v := kwargs.pop(k, None))}
     if overrides:
         data = spec.model_dump(mode="json", exclude={"teachers", "students"})
         data.update(overrides)
         spec = parse_spec(data, path).resolve_paths(Path.cwd())
+    if "name" not in overrides:
+        folder = fresh_folder(Path(spec.storage), spec.name)
+        if folder.name != spec.name:
+            kwargs.get("log", print)(f"{Path(spec.storage) / spec.name} holds an earlier search; this one: {folder}")
+            spec = spec.model_copy(update={"name": folder.name})
     return run_search(spec, **kwargs)

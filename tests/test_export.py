@@ -4,13 +4,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from ofasearch.cli import main
-from ofasearch.results import ranked_trials
+from ofasearch.results import ranked_trials, student_latency
 from ofasearch.spec import load_config
 
 
 @pytest.fixture(scope="module")
 def ranked(digits_search):
-    return ranked_trials(pq.read_table(digits_search / "trials.parquet").to_pylist(), 3)
+    return ranked_trials(student_latency(pq.read_table(digits_search / "trials.parquet").to_pylist()), 3)
 
 
 def test_rank_one_is_best_yaml_and_loads_as_a_train_config(digits_search, ranked, tmp_path, capsys):

@@ -78,6 +78,14 @@ def test_resume_of_a_finished_search_keeps_everything(digits_search, capsys):
     assert "best full-budget search trial" in capsys.readouterr().out
 
 
+def test_a_rerun_goes_next_to_an_earlier_search(digits_search, capsys):
+    assert main(["run", str(digits_search / "spec.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "holds an earlier search" in out and f"results would go to {digits_search}-2" in out
+    assert main(["run", str(digits_search / "spec.yaml"), "--name", digits_search.name]) == 2
+    assert "already holds a search; `ofasearch resume" in capsys.readouterr().err
+
+
 def test_an_earlier_search_is_never_overwritten(digits_search):
     assert fresh_folder(digits_search.parent, digits_search.name) == digits_search.parent / f"{digits_search.name}-2"
     assert fresh_folder(digits_search.parent, "other") == digits_search.parent / "other"
