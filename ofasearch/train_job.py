@@ -193,7 +193,18 @@ def train(
         )  # fmt: skip
     output = output.resolve()
     if workers <= 1:
-        summary = train_worker(config, splits, teacher, output, cache=cache, gpus=gpus_per_worker, progress=progress)
+        # As many threads as a search trial had (float reductions, hence results, depend on it):
+        # best.yaml then reproduces its trial exactly; raise resources.cpus_per_worker for speed.
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, int(cpus_per_worker)))
+        try:
+            summary = train_worker(
+                config, splits, teacher, output, cache=cache, gpus=gpus_per_worker, progress=progress
+            )
+        finally:
+            torch.set_num_threads(threads)
     else:
         payload = worker_payload(config, teacher, cache, gpus_per_worker, search=False)
         summary = _train_on_ray(payload, output, workers, gpus_per_worker, cpus_per_worker, log)

@@ -67,6 +67,10 @@ def test_best_yaml_trains(digits_search, tmp_path):
     out = tmp_path / "best"
     assert main(["train", str(digits_search / "best.yaml"), "--output", str(out), "--no-progress"]) == 0
     assert (out / "student.safetensors").is_file()
+    trials = pq.read_table(digits_search / "trials.parquet").to_pylist()
+    best = max((t for t in trials if t["role"] == "search" and t["status"] == "completed"), key=lambda t: t["val_acc"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_acc"] == pytest.approx(best["val_acc"], abs=1e-9), "best.yaml reproduces its trial"
 
 
 def test_resume_of_a_finished_search_keeps_everything(digits_search, capsys):
