@@ -7,23 +7,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import yaml
 
 from ofasearch.errors import SpecError
-from ofasearch.results import ranked_trials, student_latency
-from ofasearch.spec import parse_config, parse_spec
+from ofasearch.results import load_folder_spec, ranked_trials, read_rows, student_latency
+from ofasearch.spec import parse_config
 
 __all__ = ["choose_trial", "export_config"]
 
 
 def _load(folder: Path) -> tuple[str, int, list[dict[str, Any]]]:
-    if not (folder / "spec.yaml").is_file():
-        raise SpecError([f"{folder}: not an ofasearch results folder (no spec.yaml)"])
-    spec = parse_spec(yaml.safe_load((folder / "spec.yaml").read_text()), str(folder / "spec.yaml"))
-    path = folder / "trials.parquet"
-    rows = pq.read_table(path).to_pylist() if path.is_file() else []
-    return spec.name, int(spec.optim.epochs), student_latency(rows)
+    spec = load_folder_spec(folder)
+    return spec.name, int(spec.optim.epochs), student_latency(read_rows(folder / "trials.parquet"))
 
 
 def choose_trial(

@@ -16,15 +16,23 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ofasearch.errors import SpecError
-from ofasearch.results import best_trial, ranked_trials, student_latency
+from ofasearch.results import (
+    best_trial,
+    load_folder_spec,
+    pair_baseline,
+    ranked_trials,
+    read_rows,
+    status_counts,
+    student_latency,
+)
 from ofasearch.space import encode
-from ofasearch.spec import Choices, Range, Spec, parse_spec, read_yaml
+from ofasearch.spec import Choices, Range, Spec
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -78,30 +86,18 @@ class _Run:
         return any(r.get(column) is not None for r in self.trials)
 
 
-def _read_table(path: Path) -> list[dict[str, Any]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(path).to_pylist() if path.is_file() else []
-    except (OSError, pa.ArrowException) as exc:
-        raise SpecError([f"{path}: unreadable Parquet table ({str(exc).splitlines()[0]})"]) from None
-
-
 def _load(folder: Path) -> _Run:
     """Read the folder; a wrong folder or one without trials is bad input (a SpecError)."""
-    if not (folder / "spec.yaml").is_file():
-        raise SpecError([f"{folder}: not an ofasearch results folder (no spec.yaml)"])
-    spec = parse_spec(read_yaml(folder / "spec.yaml"), str(folder / "spec.yaml"))
+    spec = load_folder_spec(folder)
     state_path = folder / "state.json"
     try:
         state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     except json.JSONDecodeError as exc:
         raise SpecError([f"{state_path}: invalid JSON ({exc})"]) from None
-    trials = student_latency([r for r in _read_table(folder / "trials.parquet") if r.get("trial_id")])
+    trials = student_latency([r for r in read_rows(folder / "trials.parquet") if r.get("trial_id")])
     if not trials:
         raise SpecError([f"{folder}: no trials yet (trials.parquet is missing or empty)"])
-    run = _Run(folder, spec, state, trials, _read_table(folder / "epochs.parquet"))
+    run = _Run(folder, spec, state, trials, read_rows(folder / "epochs.parquet"))
     run.pairs = [(p.teacher.label, p.student.label) for p in spec.pairs or []]
     for r in trials:  # a pair missing from the spec (should not happen) still gets a colour
         if (r["teacher"], r["student"]) not in run.pairs:
@@ -177,24 +173,11 @@ def _category(value: Any) -> str:
     return str(encode(value)) if isinstance(value, list) else str(value)
 
 
-def _baseline(run: _Run, row: dict[str, Any], method: str) -> dict[str, Any] | None:
-    """The same pair's completed baseline (first one, as ``ofasearch status`` reports it)."""
-    for r in run.trials:
-        if (
-            r["role"] == "baseline"
-            and r["method"] == method
-            and r["status"] == "completed"
-            and (r["teacher"], r["student"]) == (row["teacher"], row["student"])
-        ):
-            return r
-    return None
-
-
 def _gains(run: _Run, row: dict[str, Any]) -> dict[str, float | None]:
     """Accuracy gain of ``row`` over its pair's baselines, in accuracy units (0.01 = 1 point)."""
     out: dict[str, float | None] = {}
     for method in ("none", "kd"):
-        base = _baseline(run, row, method)
+        base = pair_baseline(run.trials, row, method)
         out[method] = None if base is None else (row["val_acc"] or 0.0) - (base["val_acc"] or 0.0)
     return out
 
@@ -205,13 +188,6 @@ def _ranked(run: _Run) -> list[dict[str, Any]]:
     ids = {r["trial_id"] for r in ranked}
     rest = sorted((r for r in run.search if r["trial_id"] not in ids), key=lambda r: -(r["val_acc"] or 0.0))
     return ranked + rest
-
-
-def _status_counts(rows: Iterable[dict[str, Any]]) -> str:
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
 
 
 # --------------------------------------------------------------------------- plots
@@ -603,8 +579,8 @@ def _header(run: _Run) -> str:
     meta = [
         ("dataset", f"{spec.data.dataset}" + (f", {spec.data.image_size} px" if spec.data.image_size else "")),
         ("phase", run.state.get("phase", "?")),
-        ("search trials", f"{len(run.search)} of {search.num_samples}: {_status_counts(run.search)}"),
-        ("baselines", f"{len(baselines)}: {_status_counts(baselines)}" if baselines else "none yet"),
+        ("search trials", f"{len(run.search)} of {search.num_samples}: {status_counts(run.search)}"),
+        ("baselines", f"{len(baselines)}: {status_counts(baselines)}" if baselines else "none yet"),
         ("budget", f"{run.max_epochs} epochs; ASHA grace {search.grace_epochs}, reduction {search.reduction_factor}"),
         ("time", _elapsed(run)),
         ("best", best_text),
@@ -678,7 +654,7 @@ def _pairs_table(run: _Run) -> str:
         row = {"teacher": t, "student": s}
         accs = []
         for method in ("none", "kd"):
-            base = _baseline(run, row, method)
+            base = pair_baseline(run.trials, row, method)
             accs.append(f"{base['val_acc']:.4f}" if base else "\u2013")
         ofa = [r for r in run.search if (r["teacher"], r["student"]) == (t, s) and run.full_budget(r)]
         best = max((r["val_acc"] or 0.0 for r in ofa), default=None)

@@ -17,15 +17,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ofasearch.costs import COST_COLUMNS
+from ofasearch.errors import SpecError
 from ofasearch.space import SearchSpace, encode
-from ofasearch.spec import TrainConfig
+from ofasearch.spec import Spec, TrainConfig, load_spec
 from ofasearch.trial import BASELINE_KEY, backend_for, trial_config
 
-__all__ = ["ResultTables", "best_trial", "ranked_trials", "student_latency", "summary_lines", "write_best"]
+__all__ = [
+    "SPEC_FILE",
+    "ResultTables",
+    "best_trial",
+    "load_folder_spec",
+    "pair_baseline",
+    "ranked_trials",
+    "read_rows",
+    "status_counts",
+    "student_latency",
+    "summary_lines",
+    "write_best",
+]
 
 TRIAL_COLUMNS = ["trial_id", "role", "status", "teacher", "student", "method", "val_acc", "val_acc_last",
                  "epochs", "seconds", "error", "seed", "backend", "teacher_cache", *COST_COLUMNS,
                  "config"]  # fmt: skip
+SPEC_FILE = "spec.yaml"  # the spec a results folder was run with
 EPOCH_COLUMNS = ["trial_id", "role", "epoch", "train_loss", "val_acc", "lr", "seconds"]
 
 
@@ -41,8 +55,19 @@ def _write_atomic(rows: list[dict[str, Any]], columns: list[str], path: Path) ->
     os.replace(tmp, path)
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
-    return pq.read_table(path).to_pylist() if path.is_file() else []
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """A table's rows ([] when it does not exist yet); a damaged file is a one-line SpecError."""
+    try:
+        return pq.read_table(path).to_pylist() if path.is_file() else []
+    except (OSError, pa.ArrowException) as exc:
+        raise SpecError([f"{path}: unreadable Parquet table ({str(exc).splitlines()[0]})"]) from None
+
+
+def load_folder_spec(folder: Path) -> Spec:
+    """The spec a results folder was run with (its ``spec.yaml``, paths already absolute)."""
+    if not (folder / SPEC_FILE).is_file():
+        raise SpecError([f"{folder}: not an ofasearch results folder (no {SPEC_FILE})"])
+    return load_spec(folder / SPEC_FILE)
 
 
 class ResultTables:
@@ -52,9 +77,9 @@ class ResultTables:
         self.folder = folder
         self.space = space
         self.max_epochs = int(space.spec.optim.epochs)
-        self.trials: dict[str, dict[str, Any]] = {r["trial_id"]: r for r in _read(folder / "trials.parquet")}
+        self.trials: dict[str, dict[str, Any]] = {r["trial_id"]: r for r in read_rows(folder / "trials.parquet")}
         self.epochs: dict[tuple[str, int], dict[str, Any]] = {
-            (r["trial_id"], int(r["epoch"])): r for r in _read(folder / "epochs.parquet")
+            (r["trial_id"], int(r["epoch"])): r for r in read_rows(folder / "epochs.parquet")
         }
 
     def _row(self, trial_id: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -182,6 +207,23 @@ def write_best(folder: Path, rows: list[dict[str, Any]], max_epochs: int) -> Pat
     return path
 
 
+def pair_baseline(rows: list[dict[str, Any]], row: dict[str, Any], method: str) -> dict[str, Any] | None:
+    """``row``'s pair's completed baseline of ``method`` ("none": student alone, "kd"), or None."""
+    for r in rows:
+        if (r["role"] == "baseline" and r["method"] == method and r["status"] == "completed"
+                and (r["teacher"], r["student"]) == (row["teacher"], row["student"])):  # fmt: skip
+            return r
+    return None
+
+
+def status_counts(rows: list[dict[str, Any]]) -> str:
+    """``"2 completed, 6 stopped"`` (``"none"`` for no rows)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
+
+
 def summary_lines(rows: list[dict[str, Any]], max_epochs: int, searched: list[str]) -> list[str]:
     """A plain-text table of all trials, best first, and OFA's gain over each pair's baselines."""
     if not rows:
@@ -203,16 +245,12 @@ def summary_lines(rows: list[dict[str, Any]], max_epochs: int, searched: list[st
         lines.append("")
         lines.append(f"best full-budget search trial: {best['trial_id']} val_acc {best['val_acc']:.4f}")
         for method in ("none", "kd"):
-            base = [r for r in rows if r["role"] == "baseline" and r["method"] == method and r["status"] == "completed"
-                    and r["student"] == best["student"] and r["teacher"] == best["teacher"]]  # fmt: skip
-            if base:
-                gain = best["val_acc"] - base[0]["val_acc"]
+            base = pair_baseline(rows, best, method)
+            if base is not None:
+                gain = best["val_acc"] - base["val_acc"]
                 name = "student alone" if method == "none" else "vanilla KD"
-                lines.append(f"  vs {name}: {base[0]['val_acc']:.4f} -> gain {gain:+.4f}")
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    lines.append("trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+                lines.append(f"  vs {name}: {base['val_acc']:.4f} -> gain {gain:+.4f}")
+    lines.append(f"trials: {status_counts(rows)}")
     return lines
 
 

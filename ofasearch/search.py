@@ -25,7 +25,7 @@ from ofasearch.data import load_splits
 from ofasearch.errors import SpecError
 from ofasearch.plan import plan
 from ofasearch.progress import ProgressView, error_text
-from ofasearch.results import ResultTables, summary_lines, write_best
+from ofasearch.results import SPEC_FILE, ResultTables, load_folder_spec, summary_lines, write_best
 from ofasearch.space import SearchSpace
 from ofasearch.spec import Spec, load_spec, parse_spec
 from ofasearch.teacher import prepare_logit_cache, prepare_teacher
@@ -33,7 +33,6 @@ from ofasearch.trial import BASELINE_KEY, backend_for, run_trial, trial_resource
 
 __all__ = ["SearchInterrupted", "plan", "resume_search", "run_search", "search_status"]
 
-SPEC_FILE = "spec.yaml"
 STATE_FILE = "state.json"
 # Tune saves its experiment state (trial statuses, searcher) at most this often; a killed driver
 # loses at most this much: trials finished since then re-run on resume.
@@ -323,18 +322,10 @@ def _finish(spec: Spec, folder: Path, log: Callable[[str], None]) -> Path:
     return folder
 
 
-def _load_folder(folder: Path) -> Spec:
-    if not (folder / SPEC_FILE).is_file():
-        raise SpecError([f"{folder}: not an ofasearch results folder (no {SPEC_FILE})"])
-    import yaml
-
-    return parse_spec(yaml.safe_load((folder / SPEC_FILE).read_text()), str(folder / SPEC_FILE))
-
-
 def resume_search(folder: Path, *, verbose: int = 0, log: Callable[[str], None] = print) -> Path:
     """Continue an interrupted search: finished trials are kept, unfinished ones re-run."""
     folder = folder.resolve()
-    spec = _load_folder(folder)
+    spec = load_folder_spec(folder)
     state = _state(folder)
     space = SearchSpace(spec, state["stages"])
     if state.get("phase") == "done":
@@ -355,7 +346,7 @@ def resume_search(folder: Path, *, verbose: int = 0, log: Callable[[str], None] 
 def search_status(folder: Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Print the trials so far (reads only the Parquet table; safe while a search runs)."""
     folder = folder.resolve()
-    spec = _load_folder(folder)
+    spec = load_folder_spec(folder)
     rows = ResultTables(folder, SearchSpace(spec, _state(folder).get("stages", []))).trials
     log(f"{folder}: phase {_state(folder).get('phase', '?')}")
     for line in summary_lines(list(rows.values()), int(spec.optim.epochs), list(spec.searched_values())):
