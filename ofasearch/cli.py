@@ -13,8 +13,8 @@ __all__ = ["main"]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ofasearch.spec import load_config
-    from ofasearch.train_job import train
+    from ofasearch.config import load_config
+    from ofasearch.training.job import train
 
     config = load_config(args.config)
     if args.workers < 1:
@@ -32,8 +32,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from ofasearch.plan import plan
-    from ofasearch.spec import load_spec
+    from ofasearch.config import load_spec
+    from ofasearch.search.plan import plan
 
     spec = load_spec(args.spec)
     space = plan(spec)
@@ -45,7 +45,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ofasearch.search import load_and_run
+    from ofasearch.search.run import load_and_run
 
     load_and_run(
         args.spec,
@@ -60,28 +60,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from ofasearch.search import resume_search
+    from ofasearch.search.run import resume_search
 
     resume_search(Path(args.results_dir), verbose=2 if args.verbose else 0)
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ofasearch.search import search_status
+    from ofasearch.search.run import search_status
 
     search_status(Path(args.results_dir))
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from ofasearch.report import write_report
+    from ofasearch.results.report import write_report
 
     write_report(Path(args.results_dir), top_k=args.top_k)  # prints where the report went
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ofasearch.export import export_config
+    from ofasearch.results.export import export_config
 
     path, row = export_config(
         Path(args.results_dir),

@@ -15,11 +15,11 @@ import time
 
 import torch
 
+from ofasearch.config import DataSpec, DistillSpec, OptimSpec
 from ofasearch.data import find_fashion_mnist, load_splits
 from ofasearch.distill import OFADistiller
 from ofasearch.models import build_model
-from ofasearch.spec import DataSpec, DistillSpec, OptimSpec
-from ofasearch.train_loop import fit
+from ofasearch.training.loop import fit
 
 STUDENT = ("vit_tiny_patch16_224", {"patch_size": 4, "embed_dim": 96, "depth": 4, "num_heads": 3})
 TEACHER = "resnet10t"

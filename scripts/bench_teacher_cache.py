@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ofasearch.config import DataSpec, DistillSpec, OptimSpec
 from ofasearch.data import find_fashion_mnist, load_splits
 from ofasearch.distill import OFADistiller
-from ofasearch.logit_cache import open_or_build
 from ofasearch.models import build_model
-from ofasearch.spec import DataSpec, DistillSpec, OptimSpec
-from ofasearch.train_loop import fit
+from ofasearch.training.logit_cache import open_or_build
+from ofasearch.training.loop import fit
 
 TEACHER = "resnet50"
 STUDENT = ("vit_tiny_patch16_224", {"patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 2})

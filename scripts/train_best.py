@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ofasearch import OFADistiller, SpecError, load_config
 from ofasearch.data import load_splits
 from ofasearch.models import build_model, load_weights
-from ofasearch.teacher import prepare_teacher
+from ofasearch.training.teacher import prepare_teacher
 
 
 def your_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool) -> DataLoader:

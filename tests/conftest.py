@@ -29,7 +29,7 @@ def ray_local():
     """A local Ray for one test, always shut down (two instances on one host break Ray Train)."""
     import ray
 
-    from ofasearch.cluster import ensure_ray
+    from ofasearch.cluster.ray_session import ensure_ray
 
     ensure_ray(num_cpus=2, log=lambda _m: None)
     yield ray
@@ -43,8 +43,8 @@ def digits_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import ray
     import yaml
 
-    from ofasearch.search import run_search
-    from ofasearch.spec import load_spec
+    from ofasearch.config import load_spec
+    from ofasearch.search.run import run_search
     from tests.specs import SPEC
 
     tmp = tmp_path_factory.mktemp("search")

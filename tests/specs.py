@@ -17,3 +17,12 @@ SPEC = {
     # one trial at a time: ASHA sees results in a fixed order, so its decisions are reproducible
     "search": {"num_samples": 6, "grace_epochs": 1, "reduction_factor": 2, "max_concurrent": 1},
 }
+
+# One train config: a ViT student distilled from a ResNet-10t teacher on digits.
+CONFIG = {
+    "name": "digits-test",
+    "data": {"dataset": "digits", "image_size": 16},
+    "pairs": [{"teacher": {"model": "resnet10t", "recipe": {"epochs": 4, "batch_size": 64}}, "student": VIT}],
+    "distill": {"method": "ofa", "eps": 1.2, "stages": [2, 3, 4]},
+    "optim": {"name": "adamw", "lr": 2e-3, "epochs": 6, "batch_size": 32, "warmup_epochs": 1},
+}

@@ -1,0 +1,1 @@
+"""Ray: starting or joining an instance, and the one TorchTrainer factory."""

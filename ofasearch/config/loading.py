@@ -1,0 +1,128 @@
+"""Reading YAML into validated configs; every problem becomes one ``field.path: message`` line."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ofasearch.config.schema import DATASETS, Spec, TrainConfig
+from ofasearch.errors import SpecError
+
+__all__ = ["format_errors", "load_config", "load_spec", "parse_config", "parse_spec", "read_yaml"]
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """Read a YAML file; a missing file or a syntax error becomes a one-line :class:`SpecError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError([f"{p}: no such file"])
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError([f"{p}:{where}: invalid YAML: {what}"]) from None
+
+
+M = typing.TypeVar("M", bound=Spec)
+
+
+def _parse(cls: type[M], data: Any, source: str) -> M:
+    if not isinstance(data, dict):
+        raise SpecError([f"{source}: expected a mapping at the top level, got {type(data).__name__}"])
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_errors(exc, cls)) from None
+
+
+def parse_spec(data: Any, source: str = "spec") -> Spec:
+    """Validate a search spec given as a dict."""
+    return _parse(Spec, data, source)
+
+
+def parse_config(data: Any, source: str = "config") -> TrainConfig:
+    """Validate a train config given as a dict."""
+    return _parse(TrainConfig, data, source)
+
+
+def load_spec(path: str | os.PathLike) -> Spec:
+    """Load and validate a search spec; paths in it are resolved against the current directory."""
+    return parse_spec(read_yaml(path), str(path)).resolve_paths(Path.cwd())
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Load and validate a train config (one pair, constants only), as ``ofasearch train`` does."""
+    config = parse_config(read_yaml(path), str(path)).resolve_paths(Path.cwd())
+    assert isinstance(config, TrainConfig)
+    return config
+
+
+def format_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
+    """One ``field.path: message`` line per pydantic error, with close matches for typo'd keys."""
+    lines = []
+    for err in exc.errors():
+        loc = err["loc"]
+        path = _dotted(loc)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            allowed = sorted(_fields_at(root, loc[:-1]))
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            message = f"unknown key{hint} (allowed: {', '.join(allowed)})"
+        elif err["type"] == "literal_error":
+            given = err.get("input")
+            expected = err.get("ctx", {}).get("expected", "")
+            close = difflib.get_close_matches(str(given), list(DATASETS), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close and loc[-1] == "dataset" else ""
+            message = f"{given!r} is not allowed{hint} (allowed: {expected})"
+        elif err["type"] == "missing":
+            message = "required field is missing"
+        elif "input" in err and err["type"] not in ("value_error", "assertion_error"):
+            message = f"{message} (got {err['input']!r})"
+        lines.append(f"{path}: {message}" if path else message)
+    return lines
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith("function-"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _fields_at(root: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
+    """The allowed keys of the section at ``loc`` (walks list and optional annotations)."""
+    cls: Any = root
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part) if isinstance(cls, type) else None
+        if field is None:
+            return set()
+        cls = _first_model(field.annotation)
+        if cls is None:
+            return set()
+    return set(cls.model_fields) if isinstance(cls, type) and issubclass(cls, BaseModel) else set()
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None

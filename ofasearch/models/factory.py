@@ -1,0 +1,120 @@
+"""timm models as ofasearch sees them: creation, stage features, family, normalisation, weights.
+
+No per-model code: every model that implements timm's ``forward_intermediates()`` and
+``feature_info`` works. The paper's stages 1..4 are mapped onto the model's own feature list
+(:func:`stage_indices`), and CNN-map vs token branches are decided from the model's actual
+feature layout (:func:`is_token_model`), not from its name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from pathlib import Path
+from typing import Any
+
+import timm
+import timm.models
+import torch
+from torch import nn
+
+from ofasearch.errors import SpecError
+
+__all__ = ["build_model", "load_weights", "normalization", "unknown_model_message"]
+
+
+@functools.lru_cache(maxsize=1)
+def _timm_names() -> tuple[str, ...]:
+    return tuple(timm.list_models())
+
+
+def _model_class(name: str) -> type[nn.Module] | None:
+    cls = getattr(timm.models, name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, nn.Module) else None
+
+
+def unknown_model_message(name: str) -> str | None:
+    """None if ``name`` is a timm model name or class, else a message with close matches."""
+    if timm.is_model(name) or _model_class(name) is not None:
+        return None
+    close = difflib.get_close_matches(name, _timm_names(), n=3, cutoff=0.6)
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    return f"unknown timm model {name!r}{hint} (see `ofasearch models`)"
+
+
+def build_model(
+    name: str,
+    kwargs: dict[str, Any] | None = None,
+    *,
+    num_classes: int,
+    in_chans: int,
+    image_size: int,
+    pretrained: bool = False,
+) -> nn.Module:
+    """Create a timm model for this data: classes and channels from the data, ``img_size`` too
+    when the model takes it (unless ``kwargs`` set it)."""
+    args = dict(kwargs or {})
+    args.update(num_classes=num_classes, in_chans=in_chans)
+    cls = _model_class(name) if not timm.is_model(name) else None
+    if cls is None and unknown_model_message(name):
+        raise SpecError([unknown_model_message(name) or ""])
+    with_size = {"img_size": image_size, **args}
+    for attempt in (with_size, args):
+        try:
+            if cls is not None:
+                return cls(**attempt)
+            return timm.create_model(name, pretrained=pretrained, **attempt)
+        except TypeError as exc:
+            if "img_size" in str(exc) and attempt is with_size and "img_size" not in args:
+                continue  # this model has no img_size argument
+            raise SpecError([f"model {name!r}: bad kwargs {kwargs}: {exc}"]) from None
+        except (OSError, RuntimeError, ValueError) as exc:
+            if pretrained and _looks_like_download_error(exc):
+                raise SpecError(
+                    [
+                        f"model {name!r}: pretrained weights need the Hugging Face hub, which is "
+                        f"unreachable here ({type(exc).__name__}); download them elsewhere and set "
+                        "checkpoint: /path/to/weights.safetensors instead of pretrained: true"
+                    ]
+                ) from None
+            raise
+    raise AssertionError("unreachable")
+
+
+def _looks_like_download_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(w in text for w in ("connect", "resolve", "offline", "hub", "http", "network", "url"))
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a state dict (safetensors, or a torch file holding one; a ``state_dict``/``model``
+    key is unwrapped). The classifier may differ when it was trained for other classes."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError([f"checkpoint {str(p)!r}: no such file"])
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(p))
+    else:
+        state = torch.load(str(p), map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[:2]
+        raise SpecError([f"checkpoint {str(p)!r} does not fit the model: {' '.join(first)}"]) from None
+
+
+def normalization(model: nn.Module, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The model's own mean/std (timm pretrained config), averaged down for grayscale input."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean = tuple(cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN))
+    std = tuple(cfg.get("std", timm.data.IMAGENET_DEFAULT_STD))
+    if in_chans != len(mean):
+        mean = (sum(mean) / len(mean),) * in_chans
+        std = (sum(std) / len(std),) * in_chans
+    return mean, std

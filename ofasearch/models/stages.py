@@ -1,0 +1,117 @@
+"""Stages of a timm model: the paper's stages 1..4 mapped onto its own features, measured shapes, family."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import timm
+import torch
+from torch import nn
+
+from ofasearch.errors import SpecError
+
+__all__ = ["ModelInfo", "StageShape", "describe_model", "is_token_model", "stage_indices"]
+
+
+def _feature_reductions(model: nn.Module) -> list[int]:
+    info = getattr(model, "feature_info", None)
+    if info is None or not hasattr(model, "forward_intermediates"):
+        raise SpecError(
+            [
+                f"model {type(model).__name__} has no forward_intermediates()/feature_info in "
+                f"timm {timm.__version__}; ofasearch needs both for exit branches"
+            ]
+        )
+    if hasattr(info, "reduction"):
+        return list(info.reduction())
+    return [int(f.get("reduction", 1)) for f in info]
+
+
+def stage_indices(model: nn.Module) -> dict[int, int]:
+    """Map the paper's stages 1..4 onto indices of the model's ``forward_intermediates``.
+
+    Hierarchical models (feature reductions grow): their last four features are stages 1..4;
+    with fewer than four, the missing early stages are absent. Plain models with N equal-
+    resolution blocks: stage k is block ``ceil(N * f_k) - 1`` with f = (1/6, 1/3, 5/6, 1), kept
+    strictly increasing, which gives blocks 1, 3, 9, 11 for N = 12 (the reference DeiT setting),
+    0, 1, 4, 5 for N = 6 and 0, 1, 2, 3 for N = 4.
+    """
+    reductions = _feature_reductions(model)
+    n = len(reductions)
+    if len(set(reductions)) > 1:
+        return {stage: n - 5 + stage for stage in range(1, 5) if n - 5 + stage >= 0}
+    raw = [math.ceil(n * f - 1e-9) - 1 for f in (1 / 6, 1 / 3, 5 / 6, 1.0)]
+    idx = list(raw)
+    for k in range(2, -1, -1):  # keep below the next stage
+        idx[k] = min(idx[k], idx[k + 1] - 1)
+    for k in range(1, 4):  # and above the previous one
+        idx[k] = max(idx[k], idx[k - 1] + 1)
+    return {stage: i for stage, i in zip(range(1, 5), idx, strict=True) if 0 <= i < n}
+
+
+@dataclass(frozen=True)
+class StageShape:
+    """Measured shape of one stage's feature map, channels first: (C, H, W)."""
+
+    channels: int
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the distiller needs to know about a model, measured with one dummy forward."""
+
+    tokens: bool  # True: ViT/Swin/Mixer-like (token branches); False: CNN-map branches
+    prefix_tokens: int
+    num_features: int
+    stage_index: dict[int, int]  # paper stage -> forward_intermediates index
+    stage_shapes: dict[int, StageShape]
+    attention: bool
+
+    @property
+    def family(self) -> str:
+        if not self.tokens:
+            return "cnn"
+        return "vit" if self.attention else "mlp"
+
+
+def is_token_model(features: torch.Tensor, num_features: int) -> bool:
+    """Token models keep channels last: ``forward_features`` gives (B, L, D) or (B, H, W, D)."""
+    if features.ndim == 3:
+        return True
+    return features.ndim == 4 and features.shape[-1] == num_features and features.shape[1] != num_features
+
+
+def describe_model(model: nn.Module, input_size: tuple[int, int, int]) -> ModelInfo:
+    """Measure stage shapes and the model family with one forward pass on a zero batch."""
+    index = stage_indices(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            x = torch.zeros(1, *input_size)
+            features = model.forward_features(x)
+            inter = model.forward_intermediates(x, indices=sorted(index.values()), intermediates_only=True)
+    finally:
+        model.train(was_training)
+    by_index = dict(zip(sorted(index.values()), inter, strict=True))
+    shapes = {}
+    for stage, i in index.items():
+        t = by_index[i]
+        if isinstance(t, tuple):
+            t = t[0]
+        if t.ndim != 4:
+            raise SpecError([f"model {type(model).__name__}: stage {stage} feature has shape {tuple(t.shape)}"])
+        shapes[stage] = StageShape(int(t.shape[1]), int(t.shape[2]), int(t.shape[3]))
+    num_features = int(getattr(model, "num_features", shapes[max(shapes)].channels))
+    attention = any("attention" in type(m).__name__.lower() for m in model.modules())
+    return ModelInfo(
+        tokens=is_token_model(features, num_features),
+        prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0),
+        num_features=num_features,
+        stage_index=index,
+        stage_shapes=shapes,
+        attention=attention,
+    )

@@ -1,0 +1,1 @@
+"""The search: space, plan, searcher, trials, progress and ``ofasearch run/resume/status``."""

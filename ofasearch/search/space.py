@@ -1,0 +1,180 @@
+"""From a search spec to Optuna: the define-by-run space, paper defaults, and back to a config.
+
+Parameter names are the dotted paths of the spec (``distill.eps``); stage choices are filtered
+per student (a 4-block ViT has all four stages, a 2-block one only 3 and 4), so their parameter
+is named per student (``distill.stages__<student>``), as Optuna needs a fixed value space per
+name. Lists (stages, per-stage eps) are encoded as strings because Optuna's categorical
+choices must be primitives.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ofasearch.config import Choices, DistillSpec, Range, Spec, TrainConfig, parse_config
+from ofasearch.errors import SpecError
+
+__all__ = ["PAPER_DEFAULTS", "SearchSpace", "decode", "encode"]
+
+# The reference code's defaults (DESIGN.md section 2); "stages" means every stage the student has.
+PAPER_DEFAULTS: dict[str, Any] = {
+    "distill.method": "ofa",
+    "distill.temperature": 1.0,
+    "distill.eps": 1.0,
+    "distill.gt_weight": 1.0,
+    "distill.kd_weight": 1.0,
+    "distill.ofa_weight": 1.0,
+}
+INT_FIELDS = {"optim.batch_size", "optim.warmup_epochs"}
+NOT_SEARCHABLE = {"optim.epochs": "it is the full budget (ASHA's max_t); give one value"}
+
+
+def encode(value: Any) -> Any:
+    """Optuna-safe form of a value: lists become strings (``[1, 2]`` -> ``"1,2"``)."""
+    if isinstance(value, list):
+        return ",".join(json.dumps(v) for v in value)
+    return value
+
+
+def decode(value: Any) -> Any:
+    """Inverse of :func:`encode`."""
+    if isinstance(value, str) and re.fullmatch(r"[-0-9.eE+]+(,[-0-9.eE+]+)*", value):
+        return [json.loads(v) for v in value.split(",")]
+    return value
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+@dataclass
+class SearchSpace:
+    """The searchable part of a spec, plus each pair's available student stages."""
+
+    spec: Spec
+    available_stages: list[list[int]]  # per pair, measured from the student
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{path}: cannot be searched: {why}"
+            for path, why in NOT_SEARCHABLE.items()
+            if path in self.spec.searched_values()
+        ]
+        for i, pair in enumerate(self.pairs):
+            stages = self.spec.distill.stages
+            options = stages.choices if isinstance(stages, Choices) else [stages]
+            if not self._stage_choices(i) and self._method_can_be("ofa"):
+                problems.append(
+                    f"distill.stages: none of {options} fits pairs[{i}].student {pair.student.label}, "
+                    f"which has stages {self.available_stages[i]}"
+                )
+        if problems:
+            raise SpecError(problems)
+
+    @property
+    def pairs(self):  # noqa: ANN201 - list[PairSpec]
+        assert self.spec.pairs is not None
+        return self.spec.pairs
+
+    def _method_can_be(self, method: str) -> bool:
+        m = self.spec.distill.method
+        return method in m.choices if isinstance(m, Choices) else m == method
+
+    def _stages_given(self) -> bool:
+        return self.spec.distill.stages is not None
+
+    def _stage_choices(self, pair: int) -> list[list[int]]:
+        if not self._stages_given():  # not in the spec: every stage this student has
+            return [list(self.available_stages[pair])]
+        stages = self.spec.distill.stages
+        options = stages.choices if isinstance(stages, Choices) else [stages]
+        have = set(self.available_stages[pair])
+        return [list(o) for o in options if set(o) <= have]
+
+    def param_name(self, path: str, pair: int) -> str:
+        if path == "distill.stages" and len(self.pairs) > 1:
+            return f"{path}__{_slug(self.pairs[pair].student.label)}"
+        return path
+
+    # ------------------------------------------------------------------ Optuna define-by-run
+    def define(self, trial: Any) -> dict[str, Any]:
+        """Optuna define-by-run function: suggest a pair, then each searched value."""
+        pair = 0
+        if len(self.pairs) > 1:
+            labels = [p.label for p in self.pairs]
+            pair = labels.index(trial.suggest_categorical("pair", labels))
+        for path, dist in self.spec.searched_values().items():
+            name = self.param_name(path, pair)
+            if path == "distill.stages":
+                trial.suggest_categorical(name, [encode(c) for c in self._stage_choices(pair)])
+            elif isinstance(dist, Choices):
+                trial.suggest_categorical(name, [encode(c) for c in dist.choices])
+            elif path in INT_FIELDS:
+                trial.suggest_int(name, int(dist.low), int(dist.high), log=dist.log)
+            else:
+                trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+        return {}
+
+    def defaults(self, pair: int) -> dict[str, Any]:
+        """The paper's defaults for ``pair`` as Optuna params (clipped into the searched ranges)."""
+        point: dict[str, Any] = {}
+        if len(self.pairs) > 1:
+            point["pair"] = self.pairs[pair].label
+        for path, dist in self.spec.searched_values().items():
+            name = self.param_name(path, pair)
+            if path == "distill.stages":
+                choices = self._stage_choices(pair)
+                point[name] = encode(max(choices, key=len))
+            elif isinstance(dist, Choices):
+                wanted = PAPER_DEFAULTS.get(path)
+                point[name] = encode(wanted if wanted in dist.choices else dist.choices[0])
+            else:
+                point[name] = _default_in_range(path, dist)
+        return point
+
+    # ------------------------------------------------------------------ back to a train config
+    def config_for(self, params: dict[str, Any], **overrides: Any) -> TrainConfig:
+        """The train config of one trial: the chosen pair, each searched value set to the param.
+        ``overrides`` (dotted paths) are applied last, e.g. ``{"distill.method": "kd"}``."""
+        pair = 0
+        if len(self.pairs) > 1:
+            pair = [p.label for p in self.pairs].index(params["pair"])
+        data = self.spec.model_dump(mode="json", exclude={"teachers", "students"})
+        data["pairs"] = [data["pairs"][pair]]
+        for path in self.spec.searched_values():
+            _set(data, path, decode(params[self.param_name(path, pair)]))
+        for path, value in overrides.items():
+            _set(data, path.replace("__", "."), value)
+        return parse_config(data, source=f"trial {params}")
+
+    def cache_settings(self) -> DistillSpec:
+        """The distill settings that decide the logit cache (method ofa unless only 'none' is searched)."""
+        d = self.spec.distill
+        method = "none" if not any(self._method_can_be(m) for m in ("ofa", "kd")) else "ofa"
+        return DistillSpec(method=method, teacher_cache=d.teacher_cache, cache_views=d.cache_views)
+
+    def pair_index(self, params: dict[str, Any]) -> int:
+        return [p.label for p in self.pairs].index(params["pair"]) if len(self.pairs) > 1 else 0
+
+    def baseline_config(self, pair: int, method: str) -> TrainConfig:
+        """Student alone (``none``) or vanilla KD (``kd``) at full budget with the pair's defaults."""
+        return self.config_for(self.defaults(pair), **{"distill.method": method})
+
+
+def _default_in_range(path: str, dist: Range) -> float | int:
+    if path in PAPER_DEFAULTS:
+        value = min(max(float(PAPER_DEFAULTS[path]), dist.low), dist.high)
+    elif dist.log:
+        value = math.sqrt(dist.low * dist.high)
+    else:
+        value = (dist.low + dist.high) / 2
+    return int(round(value)) if path in INT_FIELDS else value
+
+
+def _set(data: dict[str, Any], path: str, value: Any) -> None:
+    section, key = path.split(".", 1)
+    data.setdefault(section, {})[key] = value

@@ -1,0 +1,1 @@
+"""The one training loop and what it needs: teachers, the logit cache, costs, artefacts, ``ofasearch train``."""

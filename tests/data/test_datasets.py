@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from ofasearch.config import DataSpec
+from ofasearch.data import augment, find_fashion_mnist, load_splits
+
+
+def test_digits_split_is_fixed_and_disjoint():
+    a = load_splits(DataSpec(dataset="digits", image_size=16))
+    b = load_splits(DataSpec(dataset="digits", image_size=16))
+    assert torch.equal(a.val.images, b.val.images) and torch.equal(a.train.labels, b.train.labels)
+    assert (len(a.train), len(a.val), len(a.test)) == (1294, 144, 359)
+    assert a.train.images.shape[1:] == (1, 16, 16) and a.train.images.dtype == torch.uint8
+    train_rows = {bytes(x.numpy()) for x in a.train.images}
+    assert not any(bytes(x.numpy()) in train_rows for x in a.val.images[:50])
+    assert a.num_classes == 10 and not a.flip
+
+
+def test_train_subset_and_val_fraction():
+    s = load_splits(DataSpec(dataset="digits", train_subset=200, val_fraction=0.25))
+    assert (len(s.train), len(s.val)) == (150, 50)
+
+
+def test_fashion_mnist_from_the_debian_package():
+    assert find_fashion_mnist() is not None, "install it: apt-get install dataset-fashion-mnist (make data)"
+    s = load_splits(DataSpec(dataset="fashion-mnist", val_fraction=0.1))
+    assert (len(s.train), len(s.val), len(s.test)) == (54000, 6000, 10000)
+    assert s.input_size == (1, 28, 28) and s.flip
+    resized = load_splits(DataSpec(dataset="fashion-mnist", image_size=32, train_subset=100))
+    assert resized.train.images.shape[1:] == (1, 32, 32)
+
+
+def test_augmentation_replays_per_sample_and_view():
+    images = torch.randint(0, 256, (20, 1, 16, 16), dtype=torch.uint8)
+    index = torch.arange(20)
+    a = augment(images, index, seed=1, view=3, flip=True)
+    b = augment(images[5:9], index[5:9], seed=1, view=3, flip=True)
+    assert torch.equal(a[5:9], b), "a sample's view must not depend on its batch"
+    c = augment(images, index, seed=1, view=4, flip=True)
+    assert not torch.equal(a, c)
+    assert a.dtype == torch.float32 and 0.0 <= a.min() and a.max() <= 1.0
+
+
+def test_augmentation_is_a_crop_of_the_padded_image():
+    images = torch.arange(64, dtype=torch.uint8).view(1, 1, 8, 8)
+    out = augment(images, torch.tensor([0]), seed=0, view=0, flip=False, pad=1)
+    values = set((out * 255).round().long().flatten().tolist()) - {0}
+    assert values <= set(range(64)) and len(values) >= 40
+
+
+def test_missing_cifar_root_is_a_clear_error(tmp_path):
+    from ofasearch import SpecError
+
+    with pytest.raises(SpecError, match="cifar10 not found"):
+        load_splits(DataSpec(dataset="cifar10", root=str(tmp_path)))

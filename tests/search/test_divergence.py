@@ -1,0 +1,72 @@
+"""A search where some trials explode on purpose: they end `diverged`, the search goes on, ASHA and
+Optuna see a finite value, and they never become the best config."""
+
+import json
+import math
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import ray
+import yaml
+
+from ofasearch.config import load_spec
+from ofasearch.search.run import run_search
+from tests.specs import MIXER, SPEC, TEACHER
+
+
+def test_diverging_trials_are_recorded_and_never_best(tmp_path, ray_local):
+    spec = {
+        **SPEC,
+        "name": "diverging",
+        "pairs": [{"teacher": TEACHER, "student": MIXER}],
+        "distill": {"eps": {"low": 1.0, "high": 1.5}},
+        # lr 1e6 blows the weights up within a few steps: the loss turns inf/NaN
+        "optim": {**SPEC["optim"], "lr": {"choices": [3.0e-3, 1.0e6]}, "epochs": 2, "clip_grad": 0.0},
+        "search": {"num_samples": 4, "grace_epochs": 1, "reduction_factor": 2, "max_concurrent": 1,
+                   "baselines": False},
+        "storage": str(tmp_path / "results"),
+    }  # fmt: skip
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    folder = run_search(load_spec(path), log=lambda _m: None)
+    trials = pq.read_table(folder / "trials.parquet").to_pylist()
+    assert len(trials) == 4, "the search went on after a trial diverged"
+    diverged = [t for t in trials if t["status"] == "diverged"]
+    assert diverged and all(t["optim.lr"] == 1.0e6 for t in diverged)
+    assert all("NaN" in t["error"] and t["val_acc"] == 0.0 for t in diverged)
+    assert all(math.isfinite(e["val_acc"]) for e in pq.read_table(folder / "epochs.parquet").to_pylist())
+    best = (folder / "best.yaml").read_text()
+    assert "lr: 0.003" in best
+
+
+def test_a_trial_that_raises_ends_in_error_and_the_search_goes_on(tmp_path):
+    """Pair 1's teacher-logit cache is truncated once the teachers are ready (a real I/O failure
+    inside its trials): they end `error` with the message in trials.parquet, pair 0 carries on."""
+    # resnet10t (recipe as in the other tests) is already in the session's teacher store
+    other = {"model": "resnet14t", "recipe": {"epochs": 2, "batch_size": 64}}
+    spec = {**SPEC, "name": "raising", "pairs": [{"teacher": TEACHER, "student": MIXER},
+                                                 {"teacher": other, "student": MIXER}],
+            "distill": {"eps": {"low": 1.0, "high": 1.5}}, "optim": {**SPEC["optim"], "epochs": 2},
+            "search": {**SPEC["search"], "num_samples": 4, "baselines": False},
+            "storage": str(tmp_path / "results")}  # fmt: skip
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    folder = tmp_path / "results" / "raising"
+
+    def log(line: str) -> None:
+        if line.startswith("[search] 0/"):  # the first status line: teachers ready, no trial started yet
+            cache = json.loads((folder / "state.json").read_text())["teachers"][1]["cache"]
+            (Path(cache["folder"]) / "logits.f16").write_bytes(b"")
+
+    try:
+        run_search(load_spec(path), num_cpus=2, log=log)
+    finally:
+        ray.shutdown()
+    trials = pq.read_table(folder / "trials.parquet").to_pylist()
+    broken = [t for t in trials if t["teacher"] == "resnet14t" and t["method"] != "none"]
+    assert broken and all(t["status"] == "error" for t in broken)
+    assert all("mmap length is greater than file size" in t["error"] for t in broken), broken[0]["error"]
+    fine = [t for t in trials if t not in broken]
+    assert fine and all(t["status"] in ("completed", "stopped") for t in fine)
+    assert len([t for t in trials if t["role"] == "search"]) == 4, "the search went on after the errors"
+    assert "resnet10t" in (folder / "best.yaml").read_text()

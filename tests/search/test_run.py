@@ -1,0 +1,180 @@
+"""End-to-end search on scikit-learn's digits: real Ray Tune, Optuna TPE, ASHA, timm models."""
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+from optuna.trial import TrialState
+
+from ofasearch.cli import main
+from ofasearch.config import parse_spec
+from ofasearch.search.run import _searcher, fresh_folder, resume_search
+from ofasearch.search.space import SearchSpace
+from tests.specs import SPEC
+
+
+def test_outputs_and_tables(digits_search):
+    for name in ("trials.parquet", "epochs.parquet", "best.yaml", "spec.yaml", "search", "baselines"):
+        assert (digits_search / name).exists(), name
+    trials = pq.read_table(digits_search / "trials.parquet").to_pylist()
+    columns = set(trials[0])
+    assert {
+        "trial_id",
+        "role",
+        "status",
+        "teacher",
+        "student",
+        "method",
+        "val_acc",
+        "val_acc_last",
+        "epochs",
+        "seconds",
+        "error",
+        "seed",
+    } <= columns
+    assert {"distill.eps", "distill.temperature", "distill.stages", "optim.lr"} <= columns
+    search = [t for t in trials if t["role"] == "search"]
+    baselines = [t for t in trials if t["role"] == "baseline"]
+    assert len(search) == 6
+    assert sorted((b["student"][:8], b["method"]) for b in baselines) == sorted(
+        (s, m) for s in ("MlpMixer", "vit_tiny") for m in ("kd", "none")
+    )
+    assert all(b["status"] == "completed" and b["epochs"] == 3 for b in baselines)
+    epochs = pq.read_table(digits_search / "epochs.parquet").to_pylist()
+    assert {"trial_id", "epoch", "train_loss", "val_acc", "lr", "seconds"} <= set(epochs[0])
+    assert len(epochs) == sum(t["epochs"] for t in trials)
+    assert all(math.isfinite(e["val_acc"]) for e in epochs)
+    assert list((digits_search / "search").rglob("events.out.tfevents*")), "TensorBoard events per trial"
+
+
+def test_asha_stopped_trials_and_best_is_full_budget(digits_search):
+    trials = pq.read_table(digits_search / "trials.parquet").to_pylist()
+    search = [t for t in trials if t["role"] == "search"]
+    stopped = [t for t in search if t["status"] == "stopped"]
+    assert stopped and all(t["epochs"] < 3 for t in stopped)
+    completed = [t for t in search if t["status"] == "completed"]
+    best_line = (digits_search / "best.yaml").read_text().splitlines()[0]
+    best = max(completed, key=lambda t: t["val_acc"])
+    assert best["trial_id"] in best_line and best["epochs"] == 3
+    assert all(t["val_acc"] <= best["val_acc"] or t["status"] != "completed" for t in search)
+
+
+def test_best_yaml_trains(digits_search, tmp_path):
+    out = tmp_path / "best"
+    assert main(["train", str(digits_search / "best.yaml"), "--output", str(out), "--no-progress"]) == 0
+    assert (out / "student.safetensors").is_file()
+    trials = pq.read_table(digits_search / "trials.parquet").to_pylist()
+    best = max((t for t in trials if t["role"] == "search" and t["status"] == "completed"), key=lambda t: t["val_acc"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_acc"] == pytest.approx(best["val_acc"], abs=1e-9), "best.yaml reproduces its trial"
+
+
+def test_resume_of_a_finished_search_keeps_everything(digits_search, capsys):
+    before = pq.read_table(digits_search / "trials.parquet").to_pylist()
+    resume_search(digits_search)
+    assert "already finished" in capsys.readouterr().out
+    assert pq.read_table(digits_search / "trials.parquet").to_pylist() == before
+    assert main(["status", str(digits_search)]) == 0
+    assert "best full-budget search trial" in capsys.readouterr().out
+
+
+def test_a_rerun_goes_next_to_an_earlier_search(digits_search, capsys):
+    assert main(["run", str(digits_search / "spec.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "holds an earlier search" in out and f"results would go to {digits_search}-2" in out
+    assert main(["run", str(digits_search / "spec.yaml"), "--name", digits_search.name]) == 2
+    assert "already holds a search; `ofasearch resume" in capsys.readouterr().err
+
+
+def test_an_earlier_search_is_never_overwritten(digits_search):
+    assert fresh_folder(digits_search.parent, digits_search.name) == digits_search.parent / f"{digits_search.name}-2"
+    assert fresh_folder(digits_search.parent, "other") == digits_search.parent / "other"
+
+
+def test_optuna_is_told_pruned_for_asha_stopped_trials():
+    spec = parse_spec(copy.deepcopy(SPEC))
+    searcher = _searcher(SearchSpace(spec, [[1, 2, 3, 4], [3, 4]]), spec)
+    for trial_id, epochs in (("stopped", 1), ("full", 3)):
+        searcher.suggest(trial_id)
+        for epoch in range(1, epochs + 1):
+            result = {"val_acc": 0.1 * epoch, "epoch": epoch, "training_iteration": epoch}
+            searcher.on_trial_result(trial_id, result)
+        searcher.on_trial_complete(trial_id, result)
+    states = [t.state for t in searcher._ot_study.trials]
+    assert states == [TrialState.PRUNED, TrialState.COMPLETE]
+    assert searcher._ot_study.trials[0].intermediate_values == {1: pytest.approx(0.1)}
+    assert searcher._ot_study.best_value == pytest.approx(0.3)
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory, digits_search):
+    """The digits search again, from the CLI's defaults (quiet progress view), probing the Ray
+    dashboard while it runs."""
+    import urllib.request
+
+    import yaml
+
+    from ofasearch.config import load_spec
+    from ofasearch.search.run import run_search
+
+    tmp = tmp_path_factory.mktemp("again")
+    path = tmp / "spec.yaml"
+    path.write_text(yaml.safe_dump({**SPEC, "storage": str(tmp / "results")}))
+    logs, probes = [], []
+
+    def log(line: str) -> None:
+        logs.append(line)
+        if line.startswith("Ray dashboard: "):
+            url = line.split()[2]
+            token_file = Path.home() / ".ray" / "auth_token"  # what `ray get-auth-token` prints
+            token = token_file.read_text().strip() if token_file.is_file() else ""
+            for route, headers in (("/", {}), ("/api/version", {"Authorization": f"Bearer {token}"})):
+                request = urllib.request.Request(url + route, headers=headers)
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        probes.append((route, response.status, response.read(2000)))
+                except urllib.error.HTTPError as exc:
+                    probes.append((route, exc.code, b""))
+
+    try:
+        folder = run_search(load_spec(path), num_cpus=2, log=log)
+    finally:
+        ray.shutdown()
+    return folder, logs, probes
+
+
+def _outcomes(folder):
+    searched = ["distill.eps", "distill.temperature", "distill.stages", "optim.lr"]
+    rows = pq.read_table(folder / "trials.parquet").to_pylist()
+    epochs = pq.read_table(folder / "epochs.parquet").to_pylist()
+    curves = {r["trial_id"]: [e["val_acc"] for e in sorted(epochs, key=lambda e: e["epoch"])
+                              if e["trial_id"] == r["trial_id"]] for r in rows}  # fmt: skip
+    return sorted(
+        (r["role"], r["student"], r["method"], r["status"], r["seed"], *(str(r.get(k)) for k in searched),
+         tuple(curves[r["trial_id"]]))
+        for r in rows
+    )  # fmt: skip
+
+
+def test_same_spec_and_seed_give_the_same_trials_and_metrics(digits_search, second_run):
+    folder, _logs, _probes = second_run
+    assert _outcomes(folder) == _outcomes(digits_search)
+
+
+def test_progress_view_replaces_tunes_tables(second_run, capsys):
+    _folder, logs, _probes = second_run
+    assert any(line.startswith("[search] 6/6 ended") for line in logs), logs
+    assert any(" stopped by ASHA after epoch " in line for line in logs)
+    assert any(line.startswith("[baseline] 4/4 ended (4 completed)") for line in logs)
+    assert any("left" in line for line in logs if line.startswith("[search] 1/6 ended"))
+
+
+def test_dashboard_answers_during_the_run(second_run):
+    _folder, _logs, probes = second_run
+    (_, page_status, page), (_, api_status, version) = probes
+    assert page_status == 200 and b"Ray Dashboard" in page
+    assert api_status == 200 and json.loads(version)["ray_version"] == ray.__version__

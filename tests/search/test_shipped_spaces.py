@@ -1,0 +1,39 @@
+"""The shipped search spaces validate and plan (data found, every model built, stages fit)."""
+
+from pathlib import Path
+
+import pytest
+
+from ofasearch.cli import main
+from ofasearch.config import load_spec
+from ofasearch.models import build_model, describe_model
+from ofasearch.search.plan import plan
+from ofasearch.search.space import SearchSpace
+
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+@pytest.mark.parametrize("name", ["cnn_to_vit", "vit_to_cnn", "cnn_to_mlp"])
+def test_fashion_spaces_plan(name):
+    space = plan(load_spec(SPACES / f"{name}.yaml"), log=lambda _m: None)
+    assert len(space.pairs) == 2 and all(space.available_stages)
+    assert space.spec.searched_values(), "a search space searches something"
+
+
+def test_validate_and_dry_run_build_every_pair(capsys, tmp_path):
+    assert main(["validate", str(SPACES / "cnn_to_vit.yaml")]) == 0
+    assert "valid; 2 pair(s)" in capsys.readouterr().out
+    assert main(["run", str(SPACES / "cnn_to_vit.yaml"), "--dry-run", "--storage", str(tmp_path)]) == 0
+    assert "dry run" in capsys.readouterr().out and not any(tmp_path.iterdir())
+
+
+def test_paper_space_is_valid_without_its_data():
+    spec = load_spec(SPACES / "cifar100_paper.yaml")
+    stages = []
+    for pair in spec.pairs:
+        model = build_model(pair.student.model, pair.student.kwargs, num_classes=100, in_chans=3, image_size=32)
+        stages.append(sorted(describe_model(model, (3, 32, 32)).stage_shapes))
+        build_model(pair.teacher.model, pair.teacher.kwargs, num_classes=100, in_chans=3, image_size=32)
+    space = SearchSpace(spec, stages)
+    assert space.spec.optim.epochs == 300 and space.spec.resources.gpus_per_worker == 1
+    assert space.baseline_config(0, "kd").distill.method == "kd"

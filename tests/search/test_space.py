@@ -1,0 +1,91 @@
+import optuna
+import pytest
+
+from ofasearch import SpecError
+from ofasearch.config import parse_spec
+from ofasearch.search.space import SearchSpace, decode, encode
+
+VIT = {"model": "vit_tiny_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 32, "depth": 4, "num_heads": 1}}
+SHALLOW = {"model": "vit_tiny_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 1}}
+SPEC = {
+    "data": {"dataset": "digits"},
+    "pairs": [
+        {"teacher": {"model": "resnet10t"}, "student": VIT},
+        {"teacher": {"model": "resnet10t"}, "student": SHALLOW},
+    ],
+    "distill": {
+        "stages": {"choices": [[1, 2, 3, 4], [3, 4], [4]]},
+        "eps": {"low": 1.1, "high": 1.6},
+        "temperature": {"low": 1.0, "high": 4.0},
+        "ofa_weight": {"low": 0.1, "high": 1.0, "log": True},
+    },
+    "optim": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "batch_size": {"choices": [64, 128]}},
+}
+STAGES = [[1, 2, 3, 4], [3, 4]]  # what plan() measures for these two students
+
+
+def space() -> SearchSpace:
+    return SearchSpace(parse_spec(SPEC), STAGES)
+
+
+def test_encode_decode_round_trip():
+    for value in ([1, 2, 3, 4], [1.1, 1.2], 1.5, "adamw"):
+        assert decode(encode(value)) == value
+
+
+def test_define_by_run_names_stage_choices_per_student():
+    s = space()
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    seen_stage_values: dict[str, set] = {}
+    for _ in range(30):
+        trial = study.ask()
+        s.define(trial)
+        pair = trial.params["pair"]
+        stage_keys = [k for k in trial.params if k.startswith("distill.stages")]
+        assert len(stage_keys) == 1
+        seen_stage_values.setdefault(stage_keys[0], set()).add(trial.params[stage_keys[0]])
+        assert 1.1 <= trial.params["distill.eps"] <= 1.6
+        config = s.config_for(trial.params)
+        assert config.pair.label == pair and config.distill.eps == trial.params["distill.eps"]
+        assert isinstance(config.distill.stages, list)
+        study.tell(trial, 0.5)
+    by_student = {k.split("__")[1][:40]: v for k, v in seen_stage_values.items()}
+    assert len(by_student) == 2
+    shallow = next(v for k, v in seen_stage_values.items() if "depth_2" in k)
+    assert shallow <= {"3,4", "4"}, "a 2-block student never gets stages 1 or 2"
+
+
+def test_paper_defaults_are_clipped_into_ranges():
+    s = space()
+    point = s.defaults(0)
+    assert point["distill.eps"] == 1.1  # paper eps 1 clipped to the range
+    assert point["distill.temperature"] == 1.0 and point["distill.ofa_weight"] == 1.0
+    assert point[s.param_name("distill.stages", 0)] == "1,2,3,4"
+    assert s.defaults(1)[s.param_name("distill.stages", 1)] == "3,4"
+    assert point["optim.lr"] == pytest.approx(1e-3)
+    assert point["optim.batch_size"] == 64
+    base = s.baseline_config(1, "none")
+    assert base.distill.method == "none" and base.pair.student.kwargs["depth"] == 2
+
+
+def test_enqueued_defaults_come_first_in_optuna():
+    s = space()
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    for i in range(2):
+        study.enqueue_trial(s.defaults(i))
+    for i in range(2):
+        trial = study.ask()
+        s.define(trial)
+        assert trial.params == s.defaults(i)
+
+
+def test_stage_choices_that_fit_no_student_are_rejected():
+    spec = parse_spec({**SPEC, "distill": {"stages": {"choices": [[1, 2]]}}})
+    with pytest.raises(SpecError, match=r"distill.stages: none of \[\[1, 2\]\] fits pairs\[1\].student"):
+        SearchSpace(spec, STAGES)
+
+
+def test_epochs_cannot_be_searched():
+    spec = parse_spec({**SPEC, "optim": {"epochs": {"choices": [3, 6]}}})
+    with pytest.raises(SpecError, match="optim.epochs: cannot be searched"):
+        SearchSpace(spec, STAGES)

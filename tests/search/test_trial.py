@@ -1,0 +1,80 @@
+"""The ray-train trial backend (TorchTrainer with 2 gloo workers inside a Tune trial) and the
+resume of an interrupted search (SIGINT to the driver, then ``ofasearch resume``)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import yaml
+
+from ofasearch.config import load_spec
+from ofasearch.search.run import run_search
+from tests.specs import MIXER, SPEC, TEACHER
+
+
+def test_search_with_ray_train_trials(tmp_path, ray_local):
+    spec = {
+        **SPEC,
+        "name": "ray-train-search",
+        "pairs": [{"teacher": TEACHER, "student": MIXER}],
+        "distill": {"eps": {"low": 1.0, "high": 1.5}},
+        "optim": {**SPEC["optim"], "epochs": 2},
+        "search": {"num_samples": 2, "grace_epochs": 2, "max_concurrent": 1, "baselines": False},
+        "resources": {"workers_per_trial": 2, "cpus_per_worker": 1, "backend": "ray-train"},
+        "storage": str(tmp_path / "results"),
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    folder = run_search(load_spec(path), log=lambda _m: None)
+    trials = pq.read_table(folder / "trials.parquet").to_pylist()
+    assert len(trials) == 2
+    assert all(t["backend"] == "ray-train" and t["status"] == "completed" and t["epochs"] == 2 for t in trials)
+    epochs = pq.read_table(folder / "epochs.parquet").to_pylist()
+    for t in trials:
+        losses = [e["train_loss"] for e in sorted(epochs, key=lambda e: e["epoch"]) if e["trial_id"] == t["trial_id"]]
+        assert len(losses) == 2 and losses[1] < losses[0], "DDP training reduces the loss"
+    assert (folder / "best.yaml").is_file()
+    assert len(list((folder / "train_runs").iterdir())) == 2, "one Ray Train run per trial, next to the Tune run"
+
+
+def _rows(folder):
+    path = folder / "trials.parquet"
+    return pq.read_table(path).to_pylist() if path.exists() else []
+
+
+def test_resume_of_an_interrupted_search(tmp_path):
+    spec = {
+        **SPEC,
+        "name": "interrupted",
+        "storage": str(tmp_path / "results"),
+        "search": {**SPEC["search"], "num_samples": 5, "max_concurrent": 1, "baselines": False},
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    folder = tmp_path / "results" / "interrupted"
+    cli = [sys.executable, "-m", "ofasearch.cli"]
+    proc = subprocess.Popen(
+        [*cli, "run", str(path), "--num-cpus", "2"],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(r["status"] in ("completed", "stopped") for r in _rows(folder)):
+        time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, "Ctrl-C ends with 130 and says how to resume"
+    done_before = {r["trial_id"] for r in _rows(folder) if r["status"] in ("completed", "stopped")}
+    assert 1 <= len(done_before) < 5
+    result = subprocess.run(
+        [*cli, "resume", str(folder)], env=os.environ.copy(), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = _rows(folder)
+    finished = [r for r in rows if r["status"] in ("completed", "stopped")]
+    assert len(finished) == 5 and len({r["trial_id"] for r in rows}) == len(rows)
+    assert done_before <= {r["trial_id"] for r in finished}, "finished trials are kept"
+    assert (folder / "best.yaml").is_file()
