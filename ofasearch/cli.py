@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ofasearch.errors import SpecError
+from ofasearch.utils.logs import console_logging
 
 __all__ = ["main"]
 
@@ -166,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with console_logging():
+            return int(args.func(args) or 0)
     except SpecError as exc:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)

@@ -78,7 +78,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _, teacher = models(splits)
         start = time.perf_counter()
-        cache = open_or_build(teacher, splits, Path(tmp) / "cache", seed=0, views=epochs, log=lambda _m: None)
+        cache = open_or_build(teacher, splits, Path(tmp) / "cache", seed=0, views=epochs)
         build = time.perf_counter() - start
         per_10k = cache.size_bytes() / cache.num_samples / cache.views * 10_000
         live = epoch_seconds(splits, optim, None)

@@ -31,7 +31,7 @@ def ray_local():
 
     from ofasearch.cluster.ray_session import ensure_ray
 
-    ensure_ray(num_cpus=2, log=lambda _m: None)
+    ensure_ray(num_cpus=2)
     yield ray
     ray.shutdown()
 
@@ -50,6 +50,6 @@ def digits_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("search")
     path = tmp / "spec.yaml"
     path.write_text(yaml.safe_dump({**SPEC, "storage": str(tmp / "results")}))
-    folder = run_search(load_spec(path), num_cpus=2, log=lambda _m: None)
+    folder = run_search(load_spec(path), num_cpus=2)
     ray.shutdown()
     return folder

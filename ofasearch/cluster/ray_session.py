@@ -8,9 +8,9 @@ crashed search can be resumed without the user hunting for processes or disk spa
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -25,6 +25,8 @@ __all__ = [
     "stop_stale_ray",
     "train_failure_config",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Ray Train re-runs a run whose workers were lost to a node preemption (the retry can help) at
 # most this often; errors raised by the training itself (OOM, bad data) are never retried, and a
@@ -60,7 +62,7 @@ def local_ray_processes() -> tuple[list[psutil.Process], list[psutil.Process]]:
     return gcs, others
 
 
-def stop_stale_ray(log: Callable[[str], None] = print) -> list[int]:
+def stop_stale_ray() -> list[int]:
     """Stop Ray processes left by a crashed driver (no GCS alive on this host); returns their pids."""
     gcs, others = local_ray_processes()
     if gcs or not others:
@@ -77,7 +79,7 @@ def stop_stale_ray(log: Callable[[str], None] = print) -> list[int]:
         except psutil.Error:
             pass
     pids = sorted(p.pid for p in others)
-    log(f"stopped {len(pids)} stale Ray process(es) left by an earlier crash: pids {pids}")
+    logger.info(f"stopped {len(pids)} stale Ray process(es) left by an earlier crash: pids {pids}")
     return pids
 
 
@@ -104,7 +106,6 @@ def ensure_ray(
     address: str | None = None,
     num_cpus: int | None = None,
     *,
-    log: Callable[[str], None] = print,
     worker_output: bool = True,
 ) -> str | None:
     """Join ``address`` (or ``$RAY_ADDRESS``, or the Ray already running on this host) or start a
@@ -119,13 +120,13 @@ def ensure_ray(
     if address is None:
         gcs, _ = local_ray_processes()
         if gcs:
-            log(f"joining the Ray instance already running on this host (gcs_server pid {gcs[0].pid})")
+            logger.info(f"joining the Ray instance already running on this host (gcs_server pid {gcs[0].pid})")
             kwargs["address"] = "auto"
         else:
-            stop_stale_ray(log)
+            stop_stale_ray()
             pruned = prune_ray_sessions()
             if pruned:
-                log(f"removed {len(pruned)} old Ray session folder(s) under {ray_temp_dir()}")
+                logger.info(f"removed {len(pruned)} old Ray session folder(s) under {ray_temp_dir()}")
             for key, value in LOG_ROTATION.items():
                 os.environ.setdefault(key, value)
             kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
@@ -133,7 +134,7 @@ def ensure_ray(
     context = ray.init(**kwargs)
     url = getattr(context, "dashboard_url", None)
     if url:
-        log(f"Ray dashboard: http://{url} (token: `ray get-auth-token`)")
+        logger.info(f"Ray dashboard: http://{url} (token: `ray get-auth-token`)")
     return f"http://{url}" if url else None
 
 

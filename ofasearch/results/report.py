@@ -13,10 +13,10 @@ import base64
 import html
 import io
 import json
+import logging
 import math
 import os
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["write_report"]
+
+logger = logging.getLogger(__name__)
 
 PLOT_NAMES = ("learning_curves", "searched_values", "importance", "pareto")
 FINISHED = ("completed", "stopped")
@@ -747,7 +749,7 @@ def _page(run: _Run, top_k: int, plots: dict[str, str], notes: dict[str, str]) -
 # --------------------------------------------------------------------------- entry point
 
 
-def write_report(folder: Path, top_k: int = 10, log: Callable[[str], None] = print) -> Path:
+def write_report(folder: Path, top_k: int = 10) -> Path:
     """Write ``folder/report.html`` (self-contained) and its PNGs under ``folder/report/``.
 
     Raises :class:`~ofasearch.errors.SpecError` when ``folder`` is not a results folder or holds
@@ -800,5 +802,5 @@ def write_report(folder: Path, top_k: int = 10, log: Callable[[str], None] = pri
     tmp = path.with_name(f".report.html.{os.getpid()}.tmp")
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)
-    log(f"report: {path} ({len(plots)} plots; PNGs in {out})")
+    logger.info(f"report: {path} ({len(plots)} plots; PNGs in {out})")
     return path

@@ -7,7 +7,7 @@ way, in seconds, before a teacher is trained or Ray is started.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from pathlib import Path
 
 from ofasearch.config import Spec
@@ -18,8 +18,10 @@ from ofasearch.search.space import SearchSpace
 
 __all__ = ["plan"]
 
+logger = logging.getLogger(__name__)
 
-def plan(spec: Spec, log: Callable[[str], None] = print, splits: Splits | None = None) -> SearchSpace:
+
+def plan(spec: Spec, splits: Splits | None = None) -> SearchSpace:
     """Resolve everything without training: data, every model built once, stage choices checked."""
     splits = splits or load_splits(spec.data)
     stages: list[list[int]] = []
@@ -40,7 +42,7 @@ def plan(spec: Spec, log: Callable[[str], None] = print, splits: Splits | None =
             except SpecError as exc:
                 problems += [f"pairs[{i}].{role}: {p}" for p in exc.problems]
         stages.append(built.get(pair.student.label, []))
-        log(f"pair {i}: {pair.label}; student stages {stages[-1]}")
+        logger.info(f"pair {i}: {pair.label}; student stages {stages[-1]}")
     for i, pair in enumerate(spec.pairs or []):
         checkpoint = pair.teacher.checkpoint
         if checkpoint not in (None, "auto") and not Path(checkpoint).is_file():

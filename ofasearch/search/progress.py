@@ -7,14 +7,16 @@ Everything is derived from Tune's own trial list at each step, so the view is ri
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
 __all__ = ["ProgressView", "error_text", "format_duration", "outcome"]
+
+logger = logging.getLogger(__name__)
 
 HEARTBEAT_S = 30.0
 
@@ -42,15 +44,15 @@ def outcome(trial: Any, max_epochs: int, ended: bool = False) -> str:
 class ProgressView(tune.Callback):
     """Prints progress of one Tuner (``phase`` "search" or "baselines") of ``total`` trials."""
 
-    def __init__(self, phase: str, total: int, max_epochs: int, log: Callable[[str], None] = print):
-        self.phase, self.total, self.max_epochs, self.log = phase, total, max_epochs, log
+    def __init__(self, phase: str, total: int, max_epochs: int):
+        self.phase, self.total, self.max_epochs = phase, total, max_epochs
         self.started = time.monotonic()
         self.last_line = 0.0
         self.done_at_start: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        # The log function may not pickle (Tune saves callbacks with the Tuner); a restore prints.
-        return {**self.__dict__, "log": print, "done_at_start": None}
+        # Tune saves callbacks with the Tuner; a restored view counts the trials done afresh.
+        return {**self.__dict__, "done_at_start": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -83,7 +85,7 @@ class ProgressView(tune.Callback):
 
     def _print_status(self, trials: list[Any], ending: Any = None) -> None:
         self.last_line = time.monotonic()
-        self.log(self.status_line(trials, ending))
+        logger.info(self.status_line(trials, ending))
 
     def on_step_begin(self, iteration, trials, **info):  # noqa: ANN001
         if self.done_at_start is None:
@@ -96,20 +98,20 @@ class ProgressView(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
         params = trial.config.get("point", trial.config)
         values = " ".join(f"{k.split('__')[0].split('.')[-1]}={_short(v)}" for k, v in sorted(params.items()))
-        self.log(f"[{self.phase}] trial {trial.trial_id} started: {values}")
+        logger.info(f"[{self.phase}] trial {trial.trial_id} started: {values}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
         last = trial.last_result or {}
         kind = outcome(trial, self.max_epochs, ended=True)
         what = {"stopped": f"stopped by ASHA after epoch {last.get('epoch')}", "diverged": "diverged (loss NaN/inf)"}
-        self.log(
+        logger.info(
             f"[{self.phase}] trial {trial.trial_id} {what.get(kind, kind)}: "
             f"val_acc {last.get('val_acc', 0.0):.4f} after {last.get('epoch', 0)}/{self.max_epochs} epochs"
         )
         self._print_status(trials, ending=trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-        self.log(f"[{self.phase}] trial {trial.trial_id} failed: {error_text(trial)}")
+        logger.info(f"[{self.phase}] trial {trial.trial_id} failed: {error_text(trial)}")
         self._print_status(trials, ending=trial)
 
 

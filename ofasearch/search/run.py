@@ -14,7 +14,6 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,8 @@ from ofasearch.search.trial import BASELINE_KEY, backend_for, run_trial, trial_r
 from ofasearch.training.teacher import prepare_logit_cache, prepare_teacher
 
 __all__ = ["SearchInterrupted", "plan", "resume_search", "run_search", "search_status"]
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 # Tune saves its experiment state (trial statuses, searcher) at most this often; a killed driver
@@ -152,13 +153,14 @@ def run_search(
     num_cpus: int | None = None,
     dry_run: bool = False,
     verbose: int = 0,
-    log: Callable[[str], None] = print,
 ) -> Path:
     """Run the whole search; returns the experiment folder ``<storage>/<name>``."""
     folder = Path(spec.storage) / spec.name
-    space = plan(spec, log)
+    space = plan(spec)
     if dry_run:
-        log(f"dry run: {spec.search.num_samples} trials over {len(space.pairs)} pair(s); results would go to {folder}")
+        logger.info(
+            f"dry run: {spec.search.num_samples} trials over {len(space.pairs)} pair(s); results would go to {folder}"
+        )
         return folder
     if (folder / SPEC_FILE).exists():
         raise SpecError(
@@ -177,7 +179,7 @@ def run_search(
         num_cpus=num_cpus,
         started_at=time.time(),
     )
-    return _execute(spec, space, folder, address=address, num_cpus=num_cpus, verbose=verbose, log=log)
+    return _execute(spec, space, folder, address=address, num_cpus=num_cpus, verbose=verbose)
 
 
 def fresh_folder(storage: Path, name: str) -> Path:
@@ -189,14 +191,14 @@ def fresh_folder(storage: Path, name: str) -> Path:
     return folder
 
 
-def _prepare_teachers(spec: Spec, space: SearchSpace, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _prepare_teachers(spec: Spec, space: SearchSpace) -> list[dict[str, Any]]:
     """Every pair's teacher (auto-trained once) and its logit cache, before any trial starts, so
     trials share them and never race to build them."""
     splits = load_splits(spec.data)
     gpus = spec.resources.gpus_per_worker
     teachers: list[dict[str, Any]] = []
     for pair in space.pairs:
-        info = prepare_teacher(pair.teacher, spec.data, splits, gpus=gpus, log=log)
+        info = prepare_teacher(pair.teacher, spec.data, splits, gpus=gpus)
         distill = space.cache_settings()
         cache = prepare_logit_cache(
             pair.teacher,
@@ -208,7 +210,6 @@ def _prepare_teachers(spec: Spec, space: SearchSpace, log: Callable[[str], None]
             epochs=int(spec.optim.epochs),
             gpus=gpus,
             progress=True,
-            log=log,
         )
         teachers.append({"info": asdict(info), "cache": asdict(cache) if cache else None})
     return teachers
@@ -222,18 +223,17 @@ def _execute(
     address: str | None,
     num_cpus: int | None,
     verbose: int,
-    log: Callable[[str], None],
     restore: bool = False,
 ) -> Path:
     from ray.tune.schedulers import ASHAScheduler
 
     from ofasearch.cluster.ray_session import check_fits, ensure_ray
 
-    ensure_ray(address, num_cpus, log=log, worker_output=bool(verbose))
+    ensure_ray(address, num_cpus, worker_output=bool(verbose))
     res = spec.resources  # checked before teachers are trained: a trial too big fails in seconds
     check_fits({"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker}, res.workers_per_trial, "resources")
     state = _state(folder)
-    teachers = state.get("teachers") or _prepare_teachers(spec, space, log)
+    teachers = state.get("teachers") or _prepare_teachers(spec, space)
     _set_state(folder, teachers=teachers, phase=state.get("phase") if restore else "search")
     # Quiet by default: our ProgressView instead of Tune's tables (the legacy reporter is the one
     # that honours verbose=0) and no INFO lines; --verbose gives Ray's own output back.
@@ -243,7 +243,7 @@ def _execute(
 
     def callbacks(role: str, total: int) -> list[tune.Callback]:
         recorder = Recorder(str(folder), spec_data, space.available_stages, role=role)
-        return [recorder] if verbose else [recorder, ProgressView(role, total, int(spec.optim.epochs), log)]
+        return [recorder] if verbose else [recorder, ProgressView(role, total, int(spec.optim.epochs))]
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(TUNE_STATE_PERIOD_S))
     trainable = _trainable(spec, space, teachers, folder)
@@ -290,7 +290,7 @@ def _execute(
             )
         _fit_or_interrupt(tuner, 2 * len(space.pairs), folder)
         _set_state(folder, phase="done")
-    return _finish(spec, folder, log)
+    return _finish(spec, folder)
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -308,29 +308,29 @@ def _fit_or_interrupt(tuner: tune.Tuner, expected: int, folder: Path) -> None:
         raise SearchInterrupted(folder)
 
 
-def _finish(spec: Spec, folder: Path, log: Callable[[str], None]) -> Path:
+def _finish(spec: Spec, folder: Path) -> Path:
     if "finished_at" not in _state(folder):
         _set_state(folder, finished_at=time.time())
     rows = ResultTables(folder, SearchSpace(spec, _state(folder)["stages"])).trials.values()
     rows = list(rows)
     best = write_best(folder, rows, int(spec.optim.epochs))
     for line in summary_lines(rows, int(spec.optim.epochs), list(spec.searched_values())):
-        log(line)
-    log(f"results: {folder} (trials.parquet, epochs.parquet, TensorBoard: tensorboard --logdir {folder})")
-    log(f"report: ofasearch report {folder}; a config for production: ofasearch export {folder} [--rank K]")
-    log(f"best config: {best}" if best else "no search trial ran the full budget: no best.yaml")
+        logger.info(line)
+    logger.info(f"results: {folder} (trials.parquet, epochs.parquet, TensorBoard: tensorboard --logdir {folder})")
+    logger.info(f"report: ofasearch report {folder}; a config for production: ofasearch export {folder} [--rank K]")
+    logger.info(f"best config: {best}" if best else "no search trial ran the full budget: no best.yaml")
     return folder
 
 
-def resume_search(folder: Path, *, verbose: int = 0, log: Callable[[str], None] = print) -> Path:
+def resume_search(folder: Path, *, verbose: int = 0) -> Path:
     """Continue an interrupted search: finished trials are kept, unfinished ones re-run."""
     folder = folder.resolve()
     spec = load_folder_spec(folder)
     state = _state(folder)
     space = SearchSpace(spec, state["stages"])
     if state.get("phase") == "done":
-        log(f"{folder}: search already finished")
-        return _finish(spec, folder, log)
+        logger.info(f"{folder}: search already finished")
+        return _finish(spec, folder)
     return _execute(
         spec,
         space,
@@ -338,19 +338,18 @@ def resume_search(folder: Path, *, verbose: int = 0, log: Callable[[str], None] 
         address=state.get("address"),
         num_cpus=state.get("num_cpus"),
         verbose=verbose,
-        log=log,
         restore=True,
     )
 
 
-def search_status(folder: Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def search_status(folder: Path) -> list[dict[str, Any]]:
     """Print the trials so far (reads only the Parquet table; safe while a search runs)."""
     folder = folder.resolve()
     spec = load_folder_spec(folder)
     rows = ResultTables(folder, SearchSpace(spec, _state(folder).get("stages", []))).trials
-    log(f"{folder}: phase {_state(folder).get('phase', '?')}")
+    logger.info(f"{folder}: phase {_state(folder).get('phase', '?')}")
     for line in summary_lines(list(rows.values()), int(spec.optim.epochs), list(spec.searched_values())):
-        log(line)
+        logger.info(line)
     return list(rows.values())
 
 
@@ -366,6 +365,6 @@ def load_and_run(path: str, **kwargs: Any) -> Path:
     if "name" not in overrides:
         folder = fresh_folder(Path(spec.storage), spec.name)
         if folder.name != spec.name:
-            kwargs.get("log", print)(f"{Path(spec.storage) / spec.name} holds an earlier search; this one: {folder}")
+            logger.info(f"{Path(spec.storage) / spec.name} holds an earlier search; this one: {folder}")
             spec = spec.model_copy(update={"name": folder.name})
     return run_search(spec, **kwargs)

@@ -8,6 +8,7 @@ run's checkpoint, so the output folder is written on the driver even on a multi-
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -35,6 +36,8 @@ __all__ = [
     "worker_payload",
     "write_student",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def build_distiller(
@@ -170,26 +173,25 @@ def train(
     gpus_per_worker: float = 0.0,
     cpus_per_worker: float = 1.0,
     progress: bool = True,
-    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run ``config`` at full budget and write ``output``: config.yaml, student.safetensors,
     metrics.json, tensorboard/. ``workers > 1`` runs DDP on Ray Train."""
     from ofasearch.search.plan import plan
 
     splits = load_splits(config.data)
-    plan(config, log, splits=splits)  # stages, models and checkpoint checked before any training
-    log(
+    plan(config, splits=splits)  # stages, models and checkpoint checked before any training
+    logger.info(
         f"data: {config.data.dataset} train {len(splits.train)} / val {len(splits.val)} / test "
         f"{len(splits.test)} images of {splits.input_size}"
     )
     teacher = cache = None
     if config.distill.method != "none":
         teacher = prepare_teacher(
-            config.pair.teacher, config.data, splits, gpus=gpus_per_worker, progress=progress, log=log
+            config.pair.teacher, config.data, splits, gpus=gpus_per_worker, progress=progress
         )
         cache = prepare_logit_cache(
             config.pair.teacher, teacher, config.data, splits, config.distill, seed=config.seed,
-            epochs=int(config.optim.epochs), gpus=gpus_per_worker, progress=progress, log=log,
+            epochs=int(config.optim.epochs), gpus=gpus_per_worker, progress=progress,
         )  # fmt: skip
     output = output.resolve()
     if workers <= 1:
@@ -207,8 +209,8 @@ def train(
             torch.set_num_threads(threads)
     else:
         payload = worker_payload(config, teacher, cache, gpus_per_worker, search=False)
-        summary = _train_on_ray(payload, output, workers, gpus_per_worker, cpus_per_worker, log)
-    log(
+        summary = _train_on_ray(payload, output, workers, gpus_per_worker, cpus_per_worker)
+    logger.info(
         f"student {config.pair.student.label} ({config.distill.method}): val_acc {summary['val_acc']:.4f} "
         f"test_acc {summary['test_acc'] if summary['test_acc'] is None else round(summary['test_acc'], 4)} "
         f"in {summary['train_seconds']:.1f}s; written to {output}"
@@ -325,14 +327,13 @@ def _train_on_ray(
     workers: int,
     gpus: float,
     cpus: float,
-    log: Callable[[str], None],
 ) -> dict[str, Any]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from ofasearch.cluster.ray_session import check_fits, ensure_ray, train_failure_config
 
-    ensure_ray(log=log)
+    ensure_ray()
     resources = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
     check_fits(resources, workers, "train")
     trainer = TorchTrainer(
@@ -345,7 +346,7 @@ def _train_on_ray(
             failure_config=train_failure_config(),
         ),
     )
-    log(f"Ray Train: {workers} workers x {resources} ({'nccl' if gpus > 0 else 'gloo'})")
+    logger.info(f"Ray Train: {workers} workers x {resources} ({'nccl' if gpus > 0 else 'gloo'})")
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train finished without a checkpoint: {result.error}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -25,6 +26,8 @@ from ofasearch.data import Splits, augment
 from ofasearch.models import normalization
 
 __all__ = ["LogitCache", "cache_key", "cache_views", "open_or_build"]
+
+logger = logging.getLogger(__name__)
 
 MAX_DEFAULT_VIEWS = 32
 
@@ -131,7 +134,6 @@ def open_or_build(
     device: torch.device | None = None,
     batch_size: int = 256,
     progress: bool = False,
-    log=print,  # noqa: ANN001
 ) -> LogitCache:
     """Return the cache in ``folder``, building it first (under a lock) when it is not there."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +143,7 @@ def open_or_build(
         if not meta_path.is_file():
             tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
             tmp.mkdir(parents=True, exist_ok=True)
-            log(f"building the teacher-logit cache: {len(splits.train)} images x {views} views -> {folder}")
+            logger.info(f"building the teacher-logit cache: {len(splits.train)} images x {views} views -> {folder}")
             start = time.perf_counter()
             _build(
                 teacher,
@@ -163,7 +165,7 @@ def open_or_build(
             )
             (tmp / "meta.json").write_text(json.dumps(asdict(cache), indent=2))
             tmp.rename(folder)
-            log(f"teacher-logit cache built in {cache.build_seconds:.1f}s ({cache.size_bytes() / 1e6:.1f} MB)")
+            logger.info(f"teacher-logit cache built in {cache.build_seconds:.1f}s ({cache.size_bytes() / 1e6:.1f} MB)")
             return cache
     meta = json.loads(meta_path.read_text())
     meta["folder"] = str(folder)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -28,6 +29,8 @@ from ofasearch.training.logit_cache import LogitCache, cache_key, cache_views, o
 from ofasearch.training.loop import fit, pick_device, seed_everything
 
 __all__ = ["TeacherInfo", "build_teacher", "cache_dir", "prepare_logit_cache", "prepare_teacher", "teacher_key"]
+
+logger = logging.getLogger(__name__)
 
 RECIPE_VERSION = 2  # bump when the teacher training code changes what a key means
 TEACHER_SEED = 0
@@ -76,7 +79,7 @@ def build_teacher(teacher: ModelSpec, info: TeacherInfo, splits: Splits) -> nn.M
 
 
 def prepare_teacher(
-    teacher: ModelSpec, data: DataSpec, splits: Splits, *, gpus: float = 0.0, progress: bool = False, log=print
+    teacher: ModelSpec, data: DataSpec, splits: Splits, *, gpus: float = 0.0, progress: bool = False
 ) -> TeacherInfo:  # noqa: ANN001
     """Resolve ``checkpoint``/``pretrained``; for ``auto`` train once (under a lock) or reuse."""
     if teacher.pretrained:
@@ -92,7 +95,7 @@ def prepare_teacher(
     with open(folder.parent / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second trial waits here for the first
         if not (folder / "meta.json").is_file():
-            log(
+            logger.info(
                 f"training teacher {teacher.label} on {data.dataset} ({teacher.recipe.epochs} epochs); "
                 f"stored in {folder} for every later run"
             )
@@ -104,7 +107,7 @@ def prepare_teacher(
     info = TeacherInfo(
         str(folder / "teacher.safetensors"), meta["val_acc"], meta["test_acc"], meta["train_seconds"], trained_now
     )
-    log(
+    logger.info(
         f"teacher {teacher.label}: val_acc {info.val_acc:.4f} test_acc {info.test_acc:.4f}"
         + ("" if trained_now else f" (cached, {folder})")
     )
@@ -164,7 +167,6 @@ def prepare_logit_cache(
     epochs: int,
     gpus: float = 0.0,
     progress: bool = False,
-    log=print,  # noqa: ANN001
 ) -> LogitCache | None:
     """The teacher-logit cache for this teacher, data and seed (built once), or None when
     ``teacher_cache: off`` or there is no teacher to cache."""
@@ -183,5 +185,4 @@ def prepare_logit_cache(
         views=views,
         device=pick_device(gpus),
         progress=progress,
-        log=log,
     )

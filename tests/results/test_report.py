@@ -19,6 +19,7 @@ import yaml
 from ofasearch.config import parse_spec
 from ofasearch.errors import SpecError
 from ofasearch.results.report import write_report
+from tests.logcapture import log_lines
 from tests.specs import SPEC
 
 FOLDER_FILES = ("spec.yaml", "state.json", "trials.parquet", "epochs.parquet", "best.yaml")
@@ -32,9 +33,9 @@ def report(digits_search: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     folder.mkdir()
     for name in FOLDER_FILES:
         shutil.copy2(digits_search / name, folder / name)
-    logged: list[str] = []
     start = time.perf_counter()
-    path = write_report(folder, top_k=10, log=logged.append)
+    with log_lines() as logged:
+        path = write_report(folder, top_k=10)
     seconds = time.perf_counter() - start
     trials = pq.read_table(folder / "trials.parquet").to_pylist()
     return {
@@ -197,10 +198,10 @@ def test_every_plot_decodes_in_chromium(report, tmp_path):
 
 def test_bad_folders_give_one_clear_line(tmp_path):
     with pytest.raises(SpecError) as exc:
-        write_report(tmp_path, log=lambda _m: None)
+        write_report(tmp_path)
     assert exc.value.problems == [f"{tmp_path}: not an ofasearch results folder (no spec.yaml)"]
     (tmp_path / "spec.yaml").write_text(parse_spec(SPEC).to_yaml())
     with pytest.raises(SpecError) as exc:
-        write_report(tmp_path, log=lambda _m: None)
+        write_report(tmp_path)
     assert len(exc.value.problems) == 1 and "no trials yet" in exc.value.problems[0]
     assert not (tmp_path / "report.html").exists()

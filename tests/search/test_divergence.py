@@ -11,6 +11,7 @@ import yaml
 
 from ofasearch.config import load_spec
 from ofasearch.search.run import run_search
+from tests.logcapture import log_lines
 from tests.specs import MIXER, SPEC, TEACHER
 
 
@@ -28,7 +29,7 @@ def test_diverging_trials_are_recorded_and_never_best(tmp_path, ray_local):
     }  # fmt: skip
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    folder = run_search(load_spec(path), log=lambda _m: None)
+    folder = run_search(load_spec(path))
     trials = pq.read_table(folder / "trials.parquet").to_pylist()
     assert len(trials) == 4, "the search went on after a trial diverged"
     diverged = [t for t in trials if t["status"] == "diverged"]
@@ -59,7 +60,8 @@ def test_a_trial_that_raises_ends_in_error_and_the_search_goes_on(tmp_path):
             (Path(cache["folder"]) / "logits.f16").write_bytes(b"")
 
     try:
-        run_search(load_spec(path), num_cpus=2, log=log)
+        with log_lines(log):
+            run_search(load_spec(path), num_cpus=2)
     finally:
         ray.shutdown()
     trials = pq.read_table(folder / "trials.parquet").to_pylist()

@@ -14,6 +14,7 @@ import yaml
 
 from ofasearch.cluster.ray_session import local_ray_processes
 from ofasearch.search.run import resume_search
+from tests.logcapture import log_lines
 from tests.specs import MIXER, SPEC, TEACHER
 
 NUM_SAMPLES = 6
@@ -53,9 +54,9 @@ def test_sigkill_then_resume_finishes_the_search(tmp_path):
     _gcs, leftovers = local_ray_processes()
     leftover_pids = [p.pid for p in leftovers]
 
-    logs: list[str] = []
     try:
-        resume_search(folder, verbose=0, log=logs.append)
+        with log_lines() as logs:
+            resume_search(folder, verbose=0)
     finally:
         ray.shutdown()
 

@@ -14,6 +14,7 @@ from ofasearch.cli import main
 from ofasearch.config import parse_spec
 from ofasearch.search.run import _searcher, fresh_folder, resume_search
 from ofasearch.search.space import SearchSpace
+from tests.logcapture import log_lines
 from tests.specs import SPEC
 
 
@@ -141,7 +142,8 @@ def second_run(tmp_path_factory, digits_search):
                     probes.append((route, exc.code, b""))
 
     try:
-        folder = run_search(load_spec(path), num_cpus=2, log=log)
+        with log_lines(log):
+            folder = run_search(load_spec(path), num_cpus=2)
     finally:
         ray.shutdown()
     return folder, logs, probes

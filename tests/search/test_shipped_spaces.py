@@ -15,7 +15,7 @@ SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 @pytest.mark.parametrize("name", ["cnn_to_vit", "vit_to_cnn", "cnn_to_mlp"])
 def test_fashion_spaces_plan(name):
-    space = plan(load_spec(SPACES / f"{name}.yaml"), log=lambda _m: None)
+    space = plan(load_spec(SPACES / f"{name}.yaml"))
     assert len(space.pairs) == 2 and all(space.available_stages)
     assert space.spec.searched_values(), "a search space searches something"
 

@@ -28,7 +28,7 @@ def test_search_with_ray_train_trials(tmp_path, ray_local):
     }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    folder = run_search(load_spec(path), log=lambda _m: None)
+    folder = run_search(load_spec(path))
     trials = pq.read_table(folder / "trials.parquet").to_pylist()
     assert len(trials) == 2
     assert all(t["backend"] == "ray-train" and t["status"] == "completed" and t["epochs"] == 2 for t in trials)

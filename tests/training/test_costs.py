@@ -131,7 +131,7 @@ def test_every_search_report_and_trials_parquet_carry_the_cost(tmp_path):
     assert len(reports) == 2 and all(set(COST_COLUMNS) <= set(r) for r in reports)
     assert reports[0]["params"] == sum(p.numel() for p in timm.create_model(**_student_args()).parameters())
 
-    space = plan(parse_spec(SPEC), log=lambda _m: None)
+    space = plan(parse_spec(SPEC))
     tables = ResultTables(tmp_path, space)
     tables.on_result("t1", space.defaults(0), {**reports[0], "epoch": 1})
     row = pq.read_table(tmp_path / "trials.parquet").to_pylist()[0]

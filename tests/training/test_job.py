@@ -60,8 +60,8 @@ def test_student_weights_load_into_timm_as_they_are(trained):
 def test_auto_teacher_is_trained_once_and_reused():
     config = parse_config(CONFIG)
     splits = load_splits(config.data)
-    first = prepare_teacher(config.pair.teacher, config.data, splits, log=lambda _m: None)
-    second = prepare_teacher(config.pair.teacher, config.data, splits, log=lambda _m: None)
+    first = prepare_teacher(config.pair.teacher, config.data, splits)
+    second = prepare_teacher(config.pair.teacher, config.data, splits)
     assert not second.trained_now and second.checkpoint == first.checkpoint
     assert second.val_acc == first.val_acc > 0.8
 

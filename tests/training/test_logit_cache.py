@@ -11,6 +11,7 @@ from ofasearch.config import DataSpec
 from ofasearch.data import augment, load_splits
 from ofasearch.models import build_model, normalization
 from ofasearch.training.logit_cache import cache_views, open_or_build
+from tests.logcapture import log_lines
 from tests.specs import CONFIG
 
 
@@ -26,7 +27,7 @@ def teacher():
 
 
 def test_cached_logits_equal_the_live_teacher_on_the_same_view(tmp_path, splits, teacher):
-    cache = open_or_build(teacher, splits, tmp_path / "c", seed=3, views=3, log=lambda _m: None)
+    cache = open_or_build(teacher, splits, tmp_path / "c", seed=3, views=3)
     assert (cache.num_samples, cache.views, cache.num_classes) == (len(splits.train), 3, 10)
     assert cache.size_bytes() == len(splits.train) * 3 * 10 * 2, "float16 (N, V, C)"
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization(teacher, 1))
@@ -41,9 +42,9 @@ def test_cached_logits_equal_the_live_teacher_on_the_same_view(tmp_path, splits,
 
 
 def test_cache_is_reused_not_rebuilt(tmp_path, splits, teacher):
-    messages = []
-    first = open_or_build(teacher, splits, tmp_path / "c", seed=0, views=2, log=messages.append)
-    second = open_or_build(teacher, splits, tmp_path / "c", seed=0, views=2, log=messages.append)
+    with log_lines() as messages:
+        first = open_or_build(teacher, splits, tmp_path / "c", seed=0, views=2)
+        second = open_or_build(teacher, splits, tmp_path / "c", seed=0, views=2)
     assert second.build_seconds == first.build_seconds and sum("building" in m for m in messages) == 1
 
 
