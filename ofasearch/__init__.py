@@ -1,8 +1,35 @@
-"""ofasearch: search OFA-KD distillation setups between heterogeneous timm architectures."""
+"""ofasearch: search OFA-KD distillation setups between heterogeneous timm architectures.
 
-from ofasearch.config import Spec, TrainConfig, load_config, load_spec
-from ofasearch.distill import OFADistiller, kd_loss, ofa_loss
-from ofasearch.errors import SpecError
+The public API is imported lazily, so ``import ofasearch.results`` (and ``ofasearch status``) does
+not load torch, timm or ray; ``from ofasearch import OFADistiller`` loads them when asked.
+"""
 
-__all__ = ["OFADistiller", "Spec", "SpecError", "TrainConfig", "kd_loss", "load_config", "load_spec", "ofa_loss"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "OFADistiller": "ofasearch.distill",
+    "kd_loss": "ofasearch.distill",
+    "ofa_loss": "ofasearch.distill",
+    "SpecError": "ofasearch.errors",
+    "Spec": "ofasearch.config",
+    "TrainConfig": "ofasearch.config",
+    "load_config": "ofasearch.config",
+    "load_spec": "ofasearch.config",
+}
+__all__ = ["OFADistiller", "Spec", "SpecError", "TrainConfig", "kd_loss", "load_config", "load_spec", "ofa_loss"]
+
+if TYPE_CHECKING:
+    from ofasearch.config import Spec, TrainConfig, load_config, load_spec
+    from ofasearch.distill import OFADistiller, kd_loss, ofa_loss
+    from ofasearch.errors import SpecError
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ofasearch' has no attribute {name!r}")

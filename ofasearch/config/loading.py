@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ofasearch.config.schema import DATASETS, Spec, TrainConfig
+from ofasearch.config.schema import DATASETS, MODEL_CHECK, Spec, TrainConfig
 from ofasearch.errors import SpecError
 
 __all__ = ["format_errors", "load_config", "load_spec", "parse_config", "parse_spec", "read_yaml"]
@@ -34,33 +34,40 @@ def read_yaml(path: str | os.PathLike) -> Any:
 M = typing.TypeVar("M", bound=Spec)
 
 
-def _parse(cls: type[M], data: Any, source: str) -> M:
+def _parse(cls: type[M], data: Any, source: str, check_models: bool) -> M:
     if not isinstance(data, dict):
         raise SpecError([f"{source}: expected a mapping at the top level, got {type(data).__name__}"])
+    context = {}
+    if check_models:
+        # The one lazy import of an upper layer: model names are checked against the installed
+        # timm, which only code that is about to build models needs (readers of results don't).
+        from ofasearch.models.factory import unknown_model_message
+
+        context[MODEL_CHECK] = unknown_model_message
     try:
-        return cls.model_validate(data)
+        return cls.model_validate(data, context=context)
     except ValidationError as exc:
         raise SpecError(format_errors(exc, cls)) from None
 
 
-def parse_spec(data: Any, source: str = "spec") -> Spec:
-    """Validate a search spec given as a dict."""
-    return _parse(Spec, data, source)
+def parse_spec(data: Any, source: str = "spec", *, check_models: bool = True) -> Spec:
+    """Validate a search spec given as a dict; ``check_models`` also checks model names in timm."""
+    return _parse(Spec, data, source, check_models)
 
 
-def parse_config(data: Any, source: str = "config") -> TrainConfig:
-    """Validate a train config given as a dict."""
-    return _parse(TrainConfig, data, source)
+def parse_config(data: Any, source: str = "config", *, check_models: bool = True) -> TrainConfig:
+    """Validate a train config given as a dict; ``check_models`` also checks model names in timm."""
+    return _parse(TrainConfig, data, source, check_models)
 
 
-def load_spec(path: str | os.PathLike) -> Spec:
+def load_spec(path: str | os.PathLike, *, check_models: bool = True) -> Spec:
     """Load and validate a search spec; paths in it are resolved against the current directory."""
-    return parse_spec(read_yaml(path), str(path)).resolve_paths(Path.cwd())
+    return parse_spec(read_yaml(path), str(path), check_models=check_models).resolve_paths(Path.cwd())
 
 
-def load_config(path: str | os.PathLike) -> TrainConfig:
+def load_config(path: str | os.PathLike, *, check_models: bool = True) -> TrainConfig:
     """Load and validate a train config (one pair, constants only), as ``ofasearch train`` does."""
-    config = parse_config(read_yaml(path), str(path)).resolve_paths(Path.cwd())
+    config = parse_config(read_yaml(path), str(path), check_models=check_models).resolve_paths(Path.cwd())
     assert isinstance(config, TrainConfig)
     return config
 

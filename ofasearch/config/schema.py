@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 
 __all__ = [
     "Choices",
@@ -34,6 +34,9 @@ __all__ = [
 
 DATASETS = ("fashion-mnist", "digits", "cifar10", "cifar100", "imagefolder")
 STAGES = (1, 2, 3, 4)
+# Validation-context key of the function that checks a model name against the installed timm
+# (``loading`` passes it; results folders are read without it, see ``check_models``).
+MODEL_CHECK = "model_check"
 
 
 class Strict(BaseModel):
@@ -198,10 +201,9 @@ class ModelSpec(Strict):
     recipe: TeacherRecipe = Field(default_factory=TeacherRecipe)
 
     @model_validator(mode="after")
-    def _known_model(self) -> ModelSpec:
-        from ofasearch.models import unknown_model_message
-
-        message = unknown_model_message(self.model)
+    def _known_model(self, info: ValidationInfo) -> ModelSpec:
+        check = (info.context or {}).get(MODEL_CHECK)
+        message = check(self.model) if check is not None else None
         if message:
             raise ValueError(message)
         if self.pretrained and self.checkpoint not in (None, "auto"):

@@ -7,7 +7,6 @@ reader, ``ofasearch status`` or a crash never sees a half-written file.
 
 from __future__ import annotations
 
-import math
 import os
 import statistics
 from pathlib import Path
@@ -16,15 +15,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ofasearch.config import Spec, TrainConfig, load_spec
+from ofasearch.config import Spec, load_spec
 from ofasearch.errors import SpecError
-from ofasearch.search.space import SearchSpace, encode
-from ofasearch.search.trial import BASELINE_KEY, backend_for, trial_config
-from ofasearch.training.costs import COST_COLUMNS
 
 __all__ = [
     "SPEC_FILE",
-    "ResultTables",
+    "COST_COLUMNS",
+    "EPOCH_COLUMNS",
+    "TRIAL_COLUMNS",
     "best_trial",
     "load_folder_spec",
     "pair_baseline",
@@ -32,10 +30,12 @@ __all__ = [
     "read_rows",
     "status_counts",
     "student_latency",
+    "write_table",
     "summary_lines",
     "write_best",
 ]
 
+COST_COLUMNS = ("params", "flops", "latency_ms_b1", "latency_ms_b64", "device")  # ModelCost.as_metrics()
 TRIAL_COLUMNS = ["trial_id", "role", "status", "teacher", "student", "method", "val_acc", "val_acc_last",
                  "epochs", "seconds", "error", "seed", "backend", "teacher_cache", *COST_COLUMNS,
                  "config"]  # fmt: skip
@@ -43,7 +43,7 @@ SPEC_FILE = "spec.yaml"  # the spec a results folder was run with
 EPOCH_COLUMNS = ["trial_id", "role", "epoch", "train_loss", "val_acc", "lr", "seconds"]
 
 
-def _write_atomic(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
+def write_table(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
     names = list(columns) + sorted({k for r in rows for k in r} - set(columns))
     table = (
         pa.Table.from_pylist([{k: r.get(k) for k in names} for r in rows])
@@ -68,101 +68,6 @@ def load_folder_spec(folder: Path) -> Spec:
     if not (folder / SPEC_FILE).is_file():
         raise SpecError([f"{folder}: not an ofasearch results folder (no {SPEC_FILE})"])
     return load_spec(folder / SPEC_FILE)
-
-
-class ResultTables:
-    """The two tables in memory, loaded from disk on resume and saved after every change."""
-
-    def __init__(self, folder: Path, space: SearchSpace):
-        self.folder = folder
-        self.space = space
-        self.max_epochs = int(space.spec.optim.epochs)
-        self.trials: dict[str, dict[str, Any]] = {r["trial_id"]: r for r in read_rows(folder / "trials.parquet")}
-        self.epochs: dict[tuple[str, int], dict[str, Any]] = {
-            (r["trial_id"], int(r["epoch"])): r for r in read_rows(folder / "epochs.parquet")
-        }
-
-    def _row(self, trial_id: str, params: dict[str, Any]) -> dict[str, Any]:
-        row = self.trials.get(trial_id)
-        if row is None:
-            config = trial_config(self.space, params)
-            role = "baseline" if BASELINE_KEY in params else "search"
-            row = {
-                "trial_id": trial_id, "role": role, "status": "running", "teacher": config.pair.teacher.label,
-                "student": config.pair.student.label, "method": config.distill.method, "val_acc": 0.0,
-                "val_acc_last": 0.0, "epochs": 0, "seconds": 0.0, "error": None, "seed": config.seed,
-                "backend": backend_for(config.resources), "teacher_cache": False, "config": config.to_yaml(),
-            }  # fmt: skip
-            for path in self.space.spec.searched_values():
-                value = _dotted_value(config, path)
-                row[path] = str(encode(value)) if isinstance(value, list) else value
-            self.trials[trial_id] = row
-        return row
-
-    def on_result(self, trial_id: str, params: dict[str, Any], result: dict[str, Any]) -> None:
-        row = self._row(trial_id, params)
-        epoch = int(result.get("epoch", 0))
-        val = _finite(result.get("val_acc"))
-        self.epochs[(trial_id, epoch)] = {
-            "trial_id": trial_id, "role": row["role"], "epoch": epoch, "train_loss": _finite(result.get("train_loss")),
-            "val_acc": val, "lr": _finite(result.get("lr")), "seconds": _finite(result.get("seconds")),
-        }  # fmt: skip
-        row.update(
-            status="diverged" if result.get("diverged") else "running",
-            val_acc=max(row["val_acc"] or 0.0, val or 0.0),
-            val_acc_last=val,
-            epochs=epoch,
-            seconds=(row["seconds"] or 0.0) + (_finite(result.get("seconds")) or 0.0),
-            teacher_cache=bool(result.get("teacher_cache", False)),
-        )
-        row.update({k: result[k] for k in COST_COLUMNS if k in result})  # the student's size and speed
-        if result.get("diverged"):
-            row["error"] = "loss became NaN/inf; trial stopped"
-        self.save()
-
-    def on_start(self, trial_id: str, params: dict[str, Any]) -> None:
-        """A trial (re)starts from epoch 0 (after a crash it re-runs): drop what it reported before."""
-        self.trials.pop(trial_id, None)
-        self.epochs = {k: v for k, v in self.epochs.items() if k[0] != trial_id}
-        self._row(trial_id, params)
-        self.save()
-
-    def keep_only(self, role: str, trial_ids: set[str]) -> list[str]:
-        """Drop rows of ``role`` trials that Tune does not know (reported after its last saved
-        state, before a crash): Tune runs new trials in their place. Returns the dropped ids."""
-        dropped = [t for t, r in self.trials.items() if r["role"] == role and t not in trial_ids]
-        for trial_id in dropped:
-            del self.trials[trial_id]
-        self.epochs = {k: v for k, v in self.epochs.items() if k[0] not in dropped}
-        if dropped:
-            self.save()
-        return dropped
-
-    def on_end(self, trial_id: str, params: dict[str, Any], error: str | None = None) -> None:
-        row = self._row(trial_id, params)
-        if error is not None:
-            row.update(status="error", error=error)
-        elif row["status"] != "diverged":
-            row["status"] = "completed" if row["epochs"] >= self.max_epochs else "stopped"
-        self.save()
-
-    def save(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(list(self.trials.values()), TRIAL_COLUMNS, self.folder / "trials.parquet")
-        rows = sorted(self.epochs.values(), key=lambda r: (r["trial_id"], r["epoch"]))
-        _write_atomic(rows, EPOCH_COLUMNS, self.folder / "epochs.parquet")
-
-
-def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _dotted_value(config: TrainConfig, path: str) -> Any:
-    section, key = path.split(".", 1)
-    return getattr(getattr(config, section), key)
 
 
 def student_latency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

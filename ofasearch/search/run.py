@@ -23,9 +23,10 @@ from ray import tune
 from ofasearch.config import Spec, load_spec, parse_spec
 from ofasearch.data import load_splits
 from ofasearch.errors import SpecError
-from ofasearch.results.tables import SPEC_FILE, ResultTables, load_folder_spec, summary_lines, write_best
+from ofasearch.results.tables import SPEC_FILE, load_folder_spec, summary_lines, write_best
 from ofasearch.search.plan import plan
-from ofasearch.search.progress import ProgressView, error_text
+from ofasearch.search.progress import ProgressView
+from ofasearch.search.recorder import Recorder, ResultTables, trial_params
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.trial import BASELINE_KEY, backend_for, run_trial, trial_resources
 from ofasearch.training.teacher import prepare_logit_cache, prepare_teacher
@@ -40,50 +41,9 @@ STATE_FILE = "state.json"
 TUNE_STATE_PERIOD_S = 2
 
 
-class Recorder(tune.Callback):
-    """Tune callback feeding :class:`ResultTables`; the tables are rebuilt from disk after a
-    restore (they are not pickled with the Tuner)."""
-
-    def __init__(self, folder: str, spec: dict[str, Any], stages: list[list[int]], role: str):
-        self.folder, self.spec, self.stages, self.role = folder, spec, stages, role
-        self.tables: ResultTables | None = None
-        self.reconciled = False
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "tables": None, "reconciled": False}
-
-    def _tables(self) -> ResultTables:
-        if self.tables is None:
-            space = SearchSpace(Spec.model_validate(self.spec), self.stages)
-            self.tables = ResultTables(Path(self.folder), space)
-        return self.tables
-
-    def on_step_begin(self, iteration, trials, **info):  # noqa: ANN001
-        """First step (also after a restore): forget rows of trials Tune does not know."""
-        if not self.reconciled:
-            self.reconciled = True
-            self._tables().keep_only(self.role, {t.trial_id for t in trials})
-
-    def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
-        self._tables().on_start(trial.trial_id, _params(trial.config))
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
-        self._tables().on_result(trial.trial_id, _params(trial.config), result)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
-        self._tables().on_end(trial.trial_id, _params(trial.config))
-
-    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-        self._tables().on_end(trial.trial_id, _params(trial.config), error=error_text(trial))
-
-
-def _params(config: dict[str, Any]) -> dict[str, Any]:
-    return config.get("point", config)
-
-
 def _trainable(spec: Spec, space: SearchSpace, teachers: list[dict | None], folder: Path):  # noqa: ANN202
     def trial(config: dict[str, Any]) -> None:
-        run_trial(_params(config), spec=spec_data, stages=stages, teachers=teachers, train_storage=train_storage)
+        run_trial(trial_params(config), spec=spec_data, stages=stages, teachers=teachers, train_storage=train_storage)
 
     spec_data = spec.model_dump(mode="json", exclude={"teachers", "students"})
     stages, train_storage = space.available_stages, str(folder / "train_runs")

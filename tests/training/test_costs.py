@@ -121,8 +121,8 @@ def test_train_writes_the_student_cost_into_metrics(tmp_path):
 
 
 def test_every_search_report_and_trials_parquet_carry_the_cost(tmp_path):
-    from ofasearch.results.tables import ResultTables
     from ofasearch.search.plan import plan
+    from ofasearch.search.recorder import ResultTables
     from ofasearch.training.job import fit_for_search
 
     config = parse_config(CONFIG)

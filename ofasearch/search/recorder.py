@@ -1,0 +1,159 @@
+"""What a search writes while it runs: ``trials.parquet`` and ``epochs.parquet``, fed by a Tune callback.
+
+Both tables are rewritten atomically on every change (see :func:`ofasearch.results.tables.write_table`),
+so a reader, ``ofasearch status`` or a crash never sees a half-written file. After a restore the
+callback rebuilds the tables from disk and forgets rows of trials Tune never saved.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from ofasearch.config import Spec, TrainConfig
+from ofasearch.results.tables import COST_COLUMNS, EPOCH_COLUMNS, TRIAL_COLUMNS, read_rows, write_table
+from ofasearch.search.progress import error_text
+from ofasearch.search.space import SearchSpace, encode
+from ofasearch.search.trial import BASELINE_KEY, backend_for, trial_config
+
+__all__ = ["Recorder", "ResultTables", "trial_params"]
+
+
+class ResultTables:
+    """The two tables in memory, loaded from disk on resume and saved after every change."""
+
+    def __init__(self, folder: Path, space: SearchSpace):
+        self.folder = folder
+        self.space = space
+        self.max_epochs = int(space.spec.optim.epochs)
+        self.trials: dict[str, dict[str, Any]] = {r["trial_id"]: r for r in read_rows(folder / "trials.parquet")}
+        self.epochs: dict[tuple[str, int], dict[str, Any]] = {
+            (r["trial_id"], int(r["epoch"])): r for r in read_rows(folder / "epochs.parquet")
+        }
+
+    def _row(self, trial_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        row = self.trials.get(trial_id)
+        if row is None:
+            config = trial_config(self.space, params)
+            role = "baseline" if BASELINE_KEY in params else "search"
+            row = {
+                "trial_id": trial_id, "role": role, "status": "running", "teacher": config.pair.teacher.label,
+                "student": config.pair.student.label, "method": config.distill.method, "val_acc": 0.0,
+                "val_acc_last": 0.0, "epochs": 0, "seconds": 0.0, "error": None, "seed": config.seed,
+                "backend": backend_for(config.resources), "teacher_cache": False, "config": config.to_yaml(),
+            }  # fmt: skip
+            for path in self.space.spec.searched_values():
+                value = _dotted_value(config, path)
+                row[path] = str(encode(value)) if isinstance(value, list) else value
+            self.trials[trial_id] = row
+        return row
+
+    def on_result(self, trial_id: str, params: dict[str, Any], result: dict[str, Any]) -> None:
+        row = self._row(trial_id, params)
+        epoch = int(result.get("epoch", 0))
+        val = _finite(result.get("val_acc"))
+        self.epochs[(trial_id, epoch)] = {
+            "trial_id": trial_id, "role": row["role"], "epoch": epoch, "train_loss": _finite(result.get("train_loss")),
+            "val_acc": val, "lr": _finite(result.get("lr")), "seconds": _finite(result.get("seconds")),
+        }  # fmt: skip
+        row.update(
+            status="diverged" if result.get("diverged") else "running",
+            val_acc=max(row["val_acc"] or 0.0, val or 0.0),
+            val_acc_last=val,
+            epochs=epoch,
+            seconds=(row["seconds"] or 0.0) + (_finite(result.get("seconds")) or 0.0),
+            teacher_cache=bool(result.get("teacher_cache", False)),
+        )
+        row.update({k: result[k] for k in COST_COLUMNS if k in result})  # the student's size and speed
+        if result.get("diverged"):
+            row["error"] = "loss became NaN/inf; trial stopped"
+        self.save()
+
+    def on_start(self, trial_id: str, params: dict[str, Any]) -> None:
+        """A trial (re)starts from epoch 0 (after a crash it re-runs): drop what it reported before."""
+        self.trials.pop(trial_id, None)
+        self.epochs = {k: v for k, v in self.epochs.items() if k[0] != trial_id}
+        self._row(trial_id, params)
+        self.save()
+
+    def keep_only(self, role: str, trial_ids: set[str]) -> list[str]:
+        """Drop rows of ``role`` trials that Tune does not know (reported after its last saved
+        state, before a crash): Tune runs new trials in their place. Returns the dropped ids."""
+        dropped = [t for t, r in self.trials.items() if r["role"] == role and t not in trial_ids]
+        for trial_id in dropped:
+            del self.trials[trial_id]
+        self.epochs = {k: v for k, v in self.epochs.items() if k[0] not in dropped}
+        if dropped:
+            self.save()
+        return dropped
+
+    def on_end(self, trial_id: str, params: dict[str, Any], error: str | None = None) -> None:
+        row = self._row(trial_id, params)
+        if error is not None:
+            row.update(status="error", error=error)
+        elif row["status"] != "diverged":
+            row["status"] = "completed" if row["epochs"] >= self.max_epochs else "stopped"
+        self.save()
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_table(list(self.trials.values()), TRIAL_COLUMNS, self.folder / "trials.parquet")
+        rows = sorted(self.epochs.values(), key=lambda r: (r["trial_id"], r["epoch"]))
+        write_table(rows, EPOCH_COLUMNS, self.folder / "epochs.parquet")
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _dotted_value(config: TrainConfig, path: str) -> Any:
+    section, key = path.split(".", 1)
+    return getattr(getattr(config, section), key)
+
+
+class Recorder(tune.Callback):
+    """Tune callback feeding :class:`ResultTables`; the tables are rebuilt from disk after a
+    restore (they are not pickled with the Tuner)."""
+
+    def __init__(self, folder: str, spec: dict[str, Any], stages: list[list[int]], role: str):
+        self.folder, self.spec, self.stages, self.role = folder, spec, stages, role
+        self.tables: ResultTables | None = None
+        self.reconciled = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "tables": None, "reconciled": False}
+
+    def _tables(self) -> ResultTables:
+        if self.tables is None:
+            space = SearchSpace(Spec.model_validate(self.spec), self.stages)
+            self.tables = ResultTables(Path(self.folder), space)
+        return self.tables
+
+    def on_step_begin(self, iteration, trials, **info):  # noqa: ANN001
+        """First step (also after a restore): forget rows of trials Tune does not know."""
+        if not self.reconciled:
+            self.reconciled = True
+            self._tables().keep_only(self.role, {t.trial_id for t in trials})
+
+    def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self._tables().on_start(trial.trial_id, trial_params(trial.config))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+        self._tables().on_result(trial.trial_id, trial_params(trial.config), result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self._tables().on_end(trial.trial_id, trial_params(trial.config))
+
+    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self._tables().on_end(trial.trial_id, trial_params(trial.config), error=error_text(trial))
+
+
+def trial_params(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's Optuna params (baselines run from a grid, under ``point``)."""
+    return config.get("point", config)
