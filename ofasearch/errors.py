@@ -16,10 +16,6 @@ class SpecError(ValueError):
         self.problems = list(problems) or ["invalid input"]
         super().__init__("\n".join(self.problems))
 
-    def __reduce__(self):  # noqa: ANN204 - keep the problem list when Ray pickles the error
+    def __reduce__(self) -> tuple[type[SpecError], tuple[list[str]]]:
+        # keep the problem list when Ray pickles the error
         return (type(self), (self.problems,))
-
-
-def problem(path: str, message: str) -> SpecError:
-    """A :class:`SpecError` with a single problem at ``path``."""
-    return SpecError([f"{path}: {message}" if path else message])

@@ -7,8 +7,11 @@ import yaml
 from ofasearch.cli import main
 
 MIXER = {"model": "MlpMixer", "kwargs": {"patch_size": 4, "num_blocks": 2, "embed_dim": 48}}
-GOOD = {"data": {"dataset": "digits", "image_size": 16},
-        "pairs": [{"teacher": {"model": "resnet10t"}, "student": MIXER}], "optim": {"epochs": 2}}  # fmt: skip
+GOOD = {
+    "data": {"dataset": "digits", "image_size": 16},
+    "pairs": [{"teacher": {"model": "resnet10t"}, "student": MIXER}],
+    "optim": {"epochs": 2},
+}
 
 CASES = {
     "typo'd student model": (

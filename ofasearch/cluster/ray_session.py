@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -21,7 +23,6 @@ __all__ = [
     "ensure_ray",
     "local_ray_processes",
     "prune_ray_sessions",
-    "shutdown_ray",
     "stop_stale_ray",
     "train_failure_config",
 ]
@@ -34,8 +35,14 @@ logger = logging.getLogger(__name__)
 PREEMPTION_RETRIES = 3
 KEEP_SESSIONS = 5  # Ray session folders (logs) kept under Ray's temp dir
 LOG_ROTATION = {"RAY_ROTATION_MAX_BYTES": str(64 * 1024**2), "RAY_ROTATION_BACKUP_COUNT": "2"}
-_SCRIPTS = ("ray/dashboard/", "log_monitor.py", "ray/autoscaler/_private/monitor.py", "ray_process_reaper.py",
-            "default_worker.py", "runtime_env/agent/main.py")  # fmt: skip
+_SCRIPTS = (
+    "ray/dashboard/",
+    "log_monitor.py",
+    "ray/autoscaler/_private/monitor.py",
+    "ray_process_reaper.py",
+    "default_worker.py",
+    "runtime_env/agent/main.py",
+)
 
 
 def _is_ray(proc: psutil.Process) -> bool:
@@ -127,15 +134,26 @@ def ensure_ray(
             pruned = prune_ray_sessions()
             if pruned:
                 logger.info(f"removed {len(pruned)} old Ray session folder(s) under {ray_temp_dir()}")
-            for key, value in LOG_ROTATION.items():
-                os.environ.setdefault(key, value)
             kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
             kwargs["dashboard_host"] = "127.0.0.1"
-    context = ray.init(**kwargs)
+    with _environment(LOG_ROTATION if kwargs.get("address") is None else {}):  # read by the processes Ray starts
+        context = ray.init(**kwargs)
     url = getattr(context, "dashboard_url", None)
     if url:
         logger.info(f"Ray dashboard: http://{url} (token: `ray get-auth-token`)")
     return f"http://{url}" if url else None
+
+
+@contextmanager
+def _environment(defaults: dict[str, str]) -> Iterator[None]:
+    """Set ``defaults`` (where the user has not) for the block only, then restore the environment."""
+    added = {k: v for k, v in defaults.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def check_fits(per_worker: dict[str, float], workers: int, where: str) -> None:
@@ -164,10 +182,3 @@ def train_failure_config():  # noqa: ANN201 (ray.train.FailureConfig, imported l
     from ray.train import FailureConfig
 
     return FailureConfig(max_failures=0, max_preemption_failures=PREEMPTION_RETRIES, controller_failure_limit=3)
-
-
-def shutdown_ray() -> None:
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()

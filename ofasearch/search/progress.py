@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.experiment import Trial
 
 __all__ = ["ProgressView", "error_text", "format_duration", "outcome"]
 
@@ -87,20 +88,20 @@ class ProgressView(tune.Callback):
         self.last_line = time.monotonic()
         logger.info(self.status_line(trials, ending))
 
-    def on_step_begin(self, iteration, trials, **info):  # noqa: ANN001
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         if self.done_at_start is None:
             self.status_line(trials)  # counts what a restored experiment had already finished
 
-    def on_step_end(self, iteration, trials, **info):  # noqa: ANN001
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         if time.monotonic() - self.last_line >= HEARTBEAT_S:
             self._print_status(trials)
 
-    def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         params = trial.config.get("point", trial.config)
         values = " ".join(f"{k.split('__')[0].split('.')[-1]}={_short(v)}" for k, v in sorted(params.items()))
         logger.info(f"[{self.phase}] trial {trial.trial_id} started: {values}")
 
-    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         last = trial.last_result or {}
         kind = outcome(trial, self.max_epochs, ended=True)
         what = {"stopped": f"stopped by ASHA after epoch {last.get('epoch')}", "diverged": "diverged (loss NaN/inf)"}
@@ -110,7 +111,7 @@ class ProgressView(tune.Callback):
         )
         self._print_status(trials, ending=trial)
 
-    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         logger.info(f"[{self.phase}] trial {trial.trial_id} failed: {error_text(trial)}")
         self._print_status(trials, ending=trial)
 

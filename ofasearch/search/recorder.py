@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.experiment import Trial
 
 from ofasearch.config import Spec, TrainConfig
 from ofasearch.results.tables import COST_COLUMNS, EPOCH_COLUMNS, TRIAL_COLUMNS, read_rows, write_table
@@ -40,11 +41,22 @@ class ResultTables:
             config = trial_config(self.space, params)
             role = "baseline" if BASELINE_KEY in params else "search"
             row = {
-                "trial_id": trial_id, "role": role, "status": "running", "teacher": config.pair.teacher.label,
-                "student": config.pair.student.label, "method": config.distill.method, "val_acc": 0.0,
-                "val_acc_last": 0.0, "epochs": 0, "seconds": 0.0, "error": None, "seed": config.seed,
-                "backend": backend_for(config.resources), "teacher_cache": False, "config": config.to_yaml(),
-            }  # fmt: skip
+                "trial_id": trial_id,
+                "role": role,
+                "status": "running",
+                "teacher": config.pair.teacher.label,
+                "student": config.pair.student.label,
+                "method": config.distill.method,
+                "val_acc": 0.0,
+                "val_acc_last": 0.0,
+                "epochs": 0,
+                "seconds": 0.0,
+                "error": None,
+                "seed": config.seed,
+                "backend": backend_for(config.resources),
+                "teacher_cache": False,
+                "config": config.to_yaml(),
+            }
             for path in self.space.spec.searched_values():
                 value = _dotted_value(config, path)
                 row[path] = str(encode(value)) if isinstance(value, list) else value
@@ -56,9 +68,14 @@ class ResultTables:
         epoch = int(result.get("epoch", 0))
         val = _finite(result.get("val_acc"))
         self.epochs[(trial_id, epoch)] = {
-            "trial_id": trial_id, "role": row["role"], "epoch": epoch, "train_loss": _finite(result.get("train_loss")),
-            "val_acc": val, "lr": _finite(result.get("lr")), "seconds": _finite(result.get("seconds")),
-        }  # fmt: skip
+            "trial_id": trial_id,
+            "role": row["role"],
+            "epoch": epoch,
+            "train_loss": _finite(result.get("train_loss")),
+            "val_acc": val,
+            "lr": _finite(result.get("lr")),
+            "seconds": _finite(result.get("seconds")),
+        }
         row.update(
             status="diverged" if result.get("diverged") else "running",
             val_acc=max(row["val_acc"] or 0.0, val or 0.0),
@@ -135,22 +152,24 @@ class Recorder(tune.Callback):
             self.tables = ResultTables(Path(self.folder), space)
         return self.tables
 
-    def on_step_begin(self, iteration, trials, **info):  # noqa: ANN001
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         """First step (also after a restore): forget rows of trials Tune does not know."""
         if not self.reconciled:
             self.reconciled = True
             self._tables().keep_only(self.role, {t.trial_id for t in trials})
 
-    def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._tables().on_start(trial.trial_id, trial_params(trial.config))
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
         self._tables().on_result(trial.trial_id, trial_params(trial.config), result)
 
-    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._tables().on_end(trial.trial_id, trial_params(trial.config))
 
-    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._tables().on_end(trial.trial_id, trial_params(trial.config), error=error_text(trial))
 
 

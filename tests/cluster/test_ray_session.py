@@ -20,8 +20,13 @@ def test_gpu_asked_for_on_a_cpu_machine(tmp_path, capsys):
 
 
 def test_trial_bigger_than_the_cluster(tmp_path, capsys, ray_local):
-    spec = {**SPEC, "name": "too-big", "pairs": [{"teacher": TEACHER, "student": MIXER}],
-            "resources": {"workers_per_trial": 2, "cpus_per_worker": 4}, "storage": str(tmp_path / "r")}  # fmt: skip
+    spec = {
+        **SPEC,
+        "name": "too-big",
+        "pairs": [{"teacher": TEACHER, "student": MIXER}],
+        "resources": {"workers_per_trial": 2, "cpus_per_worker": 4},
+        "storage": str(tmp_path / "r"),
+    }
     assert main(["run", _write(tmp_path, spec)]) == 2
     err = capsys.readouterr().err
     assert "resources.cpus_per_worker: 4 x 2 worker(s) needs 8 CPUs, but the Ray cluster has 2" in err

@@ -23,10 +23,9 @@ def test_diverging_trials_are_recorded_and_never_best(tmp_path, ray_local):
         "distill": {"eps": {"low": 1.0, "high": 1.5}},
         # lr 1e6 blows the weights up within a few steps: the loss turns inf/NaN
         "optim": {**SPEC["optim"], "lr": {"choices": [3.0e-3, 1.0e6]}, "epochs": 2, "clip_grad": 0.0},
-        "search": {"num_samples": 4, "grace_epochs": 1, "reduction_factor": 2, "max_concurrent": 1,
-                   "baselines": False},
+        "search": {"num_samples": 4, "grace_epochs": 1, "reduction_factor": 2, "max_concurrent": 1, "baselines": False},
         "storage": str(tmp_path / "results"),
-    }  # fmt: skip
+    }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     folder = run_search(load_spec(path))
@@ -45,11 +44,15 @@ def test_a_trial_that_raises_ends_in_error_and_the_search_goes_on(tmp_path):
     inside its trials): they end `error` with the message in trials.parquet, pair 0 carries on."""
     # resnet10t (recipe as in the other tests) is already in the session's teacher store
     other = {"model": "resnet14t", "recipe": {"epochs": 2, "batch_size": 64}}
-    spec = {**SPEC, "name": "raising", "pairs": [{"teacher": TEACHER, "student": MIXER},
-                                                 {"teacher": other, "student": MIXER}],
-            "distill": {"eps": {"low": 1.0, "high": 1.5}}, "optim": {**SPEC["optim"], "epochs": 2},
-            "search": {**SPEC["search"], "num_samples": 4, "baselines": False},
-            "storage": str(tmp_path / "results")}  # fmt: skip
+    spec = {
+        **SPEC,
+        "name": "raising",
+        "pairs": [{"teacher": TEACHER, "student": MIXER}, {"teacher": other, "student": MIXER}],
+        "distill": {"eps": {"low": 1.0, "high": 1.5}},
+        "optim": {**SPEC["optim"], "epochs": 2},
+        "search": {**SPEC["search"], "num_samples": 4, "baselines": False},
+        "storage": str(tmp_path / "results"),
+    }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     folder = tmp_path / "results" / "raising"

@@ -28,8 +28,13 @@ def _rows(folder):
 
 
 def test_sigkill_then_resume_finishes_the_search(tmp_path):
-    spec = {**SPEC, "name": "crash", "pairs": [{"teacher": TEACHER, "student": MIXER}],
-            "search": {**SPEC["search"], "num_samples": NUM_SAMPLES}, "storage": str(tmp_path / "results")}  # fmt: skip
+    spec = {
+        **SPEC,
+        "name": "crash",
+        "pairs": [{"teacher": TEACHER, "student": MIXER}],
+        "search": {**SPEC["search"], "num_samples": NUM_SAMPLES},
+        "storage": str(tmp_path / "results"),
+    }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     driver = subprocess.Popen(
         [sys.executable, "-m", "ofasearch.cli", "run", "spec.yaml", "--num-cpus", "2"],
@@ -71,8 +76,11 @@ def test_sigkill_then_resume_finishes_the_search(tmp_path):
     by_id = {r["trial_id"]: r for r in rows}
     for trial_id, before in kept.items():
         after = by_id[trial_id]
-        assert (after["status"], after["epochs"], after["val_acc"]) == (before["status"], before["epochs"],
-                                                                        before["val_acc"])  # fmt: skip
+        assert (after["status"], after["epochs"], after["val_acc"]) == (
+            before["status"],
+            before["epochs"],
+            before["val_acc"],
+        )
     assert len(seen_before_kill) < len(rows), "the resume ran the trials the crash cut short"
     epochs = pq.read_table(folder / "epochs.parquet").to_pylist()
     for row in rows:

@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 
 from ofasearch.cli import main
 from ofasearch.config import parse_spec
-from ofasearch.search.run import _searcher, fresh_folder, resume_search
+from ofasearch.search.run import fresh_folder, resume_search
+from ofasearch.search.searcher import OptunaSearcher
 from ofasearch.search.space import SearchSpace
 from tests.logcapture import log_lines
 from tests.specs import SPEC
@@ -76,8 +77,9 @@ def test_best_yaml_trains(digits_search, tmp_path):
 
 def test_resume_of_a_finished_search_keeps_everything(digits_search, capsys):
     before = pq.read_table(digits_search / "trials.parquet").to_pylist()
-    resume_search(digits_search)
-    assert "already finished" in capsys.readouterr().out
+    with log_lines() as lines:
+        resume_search(digits_search)
+    assert any("already finished" in line for line in lines), lines
     assert pq.read_table(digits_search / "trials.parquet").to_pylist() == before
     assert main(["status", str(digits_search)]) == 0
     assert "best full-budget search trial" in capsys.readouterr().out
@@ -98,17 +100,17 @@ def test_an_earlier_search_is_never_overwritten(digits_search):
 
 def test_optuna_is_told_pruned_for_asha_stopped_trials():
     spec = parse_spec(copy.deepcopy(SPEC))
-    searcher = _searcher(SearchSpace(spec, [[1, 2, 3, 4], [3, 4]]), spec)
+    searcher = OptunaSearcher(SearchSpace(spec, [[1, 2, 3, 4], [3, 4]]), seed=spec.seed, max_epochs=3)
     for trial_id, epochs in (("stopped", 1), ("full", 3)):
         searcher.suggest(trial_id)
         for epoch in range(1, epochs + 1):
             result = {"val_acc": 0.1 * epoch, "epoch": epoch, "training_iteration": epoch}
             searcher.on_trial_result(trial_id, result)
         searcher.on_trial_complete(trial_id, result)
-    states = [t.state for t in searcher._ot_study.trials]
+    states = [t.state for t in searcher.study.trials]
     assert states == [TrialState.PRUNED, TrialState.COMPLETE]
-    assert searcher._ot_study.trials[0].intermediate_values == {1: pytest.approx(0.1)}
-    assert searcher._ot_study.best_value == pytest.approx(0.3)
+    assert searcher.study.trials[0].intermediate_values == {1: pytest.approx(0.1)}
+    assert searcher.study.best_value == pytest.approx(0.3)
 
 
 @pytest.fixture(scope="module")
@@ -153,13 +155,24 @@ def _outcomes(folder):
     searched = ["distill.eps", "distill.temperature", "distill.stages", "optim.lr"]
     rows = pq.read_table(folder / "trials.parquet").to_pylist()
     epochs = pq.read_table(folder / "epochs.parquet").to_pylist()
-    curves = {r["trial_id"]: [e["val_acc"] for e in sorted(epochs, key=lambda e: e["epoch"])
-                              if e["trial_id"] == r["trial_id"]] for r in rows}  # fmt: skip
-    return sorted(
-        (r["role"], r["student"], r["method"], r["status"], r["seed"], *(str(r.get(k)) for k in searched),
-         tuple(curves[r["trial_id"]]))
+    curves = {
+        r["trial_id"]: [
+            e["val_acc"] for e in sorted(epochs, key=lambda e: e["epoch"]) if e["trial_id"] == r["trial_id"]
+        ]
         for r in rows
-    )  # fmt: skip
+    }
+    return sorted(
+        (
+            r["role"],
+            r["student"],
+            r["method"],
+            r["status"],
+            r["seed"],
+            *(str(r.get(k)) for k in searched),
+            tuple(curves[r["trial_id"]]),
+        )
+        for r in rows
+    )
 
 
 def test_same_spec_and_seed_give_the_same_trials_and_metrics(digits_search, second_run):

@@ -1,0 +1,45 @@
+"""Where a search stands, in ``state.json``: what ``ofasearch resume`` reads to continue it.
+
+A search moves through :class:`Phase` in order; each phase is written *before* its work starts,
+so a driver killed at any moment is resumed in the phase it was in. The file is replaced
+atomically, so it is never half-written.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from pathlib import Path
+from typing import Any
+
+from ofasearch.utils.files import atomic_write
+
+__all__ = ["STATE_FILE", "Phase", "read_state", "update_state"]
+
+STATE_FILE = "state.json"
+
+
+class Phase(str, enum.Enum):
+    """The phases of a search, in order (stored by value in ``state.json``)."""
+
+    TEACHERS = "teachers"  # teachers and logit caches are prepared, before any trial
+    SEARCH = "search"  # the Optuna/ASHA Tuner
+    BASELINES = "baselines"  # student alone and vanilla KD per pair, at full budget
+    DONE = "done"
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    """The folder's state (``{}`` before the first write); ``phase`` is a :class:`Phase`."""
+    path = folder / STATE_FILE
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    if "phase" in state:
+        state["phase"] = Phase(state["phase"])
+    return state
+
+
+def update_state(folder: Path, **update: Any) -> dict[str, Any]:
+    """Merge ``update`` into the folder's state and write it atomically; returns the new state."""
+    state = {**read_state(folder), **update}
+    text = json.dumps({k: v.value if isinstance(v, Phase) else v for k, v in state.items()}, indent=2)
+    atomic_write(folder / STATE_FILE, text)
+    return state
