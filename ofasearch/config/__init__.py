@@ -1,11 +1,16 @@
-"""The one YAML schema (search specs and train configs) and its loading; imports no torch, timm or ray."""
+"""The one YAML schema (search specs and train configs) and its loading; imports no torch, timm or ray.
+
+:class:`TrainConfig` holds concrete values (``optim.epochs`` is an ``int``); :class:`Spec` holds the
+same settings where each tunable one may also be a :class:`Range` or :class:`Choices`."""
 
 from ofasearch.config.loading import format_errors, load_config, load_spec, parse_config, parse_spec, read_yaml
 from ofasearch.config.schema import (
     Choices,
     DataSpec,
+    DistillSearchSpec,
     DistillSpec,
     ModelSpec,
+    OptimSearchSpec,
     OptimSpec,
     PairSpec,
     Range,
@@ -19,8 +24,10 @@ from ofasearch.config.schema import (
 __all__ = [
     "Choices",
     "DataSpec",
+    "DistillSearchSpec",
     "DistillSpec",
     "ModelSpec",
+    "OptimSearchSpec",
     "OptimSpec",
     "PairSpec",
     "Range",

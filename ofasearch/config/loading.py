@@ -47,7 +47,7 @@ def _parse(cls: type[M], data: Any, source: str, check_models: bool) -> M:
     try:
         return cls.model_validate(data, context=context)
     except ValidationError as exc:
-        raise SpecError(format_errors(exc, cls)) from None
+        raise SpecError(format_errors(exc, cls, data)) from None
 
 
 def parse_spec(data: Any, source: str = "spec", *, check_models: bool = True) -> Spec:
@@ -67,20 +67,21 @@ def load_spec(path: str | os.PathLike, *, check_models: bool = True) -> Spec:
 
 def load_config(path: str | os.PathLike, *, check_models: bool = True) -> TrainConfig:
     """Load and validate a train config (one pair, constants only), as ``ofasearch train`` does."""
-    config = parse_config(read_yaml(path), str(path), check_models=check_models).resolve_paths(Path.cwd())
-    assert isinstance(config, TrainConfig)
-    return config
+    return parse_config(read_yaml(path), str(path), check_models=check_models).resolve_paths(Path.cwd())
 
 
-def format_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
-    """One ``field.path: message`` line per pydantic error, with close matches for typo'd keys."""
-    lines = []
+def format_errors(exc: ValidationError, root: type[BaseModel], data: Any = None) -> list[str]:
+    """One ``field.path: message`` line per pydantic error, with close matches for typo'd keys.
+
+    ``data`` is the input: where it gave ``teachers`` and ``students`` (expanded into ``pairs``
+    before validation), a problem is reported at the entry the user wrote, once."""
+    lines: list[str] = []
     for err in exc.errors():
-        loc = err["loc"]
+        loc = _as_written(err["loc"], data)
         path = _dotted(loc)
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            allowed = sorted(_fields_at(root, loc[:-1]))
+            allowed = sorted(_fields_at(root, err["loc"][:-1]))
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             message = f"unknown key{hint} (allowed: {', '.join(allowed)})"
@@ -94,8 +95,20 @@ def format_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
             message = "required field is missing"
         elif "input" in err and err["type"] not in ("value_error", "assertion_error"):
             message = f"{message} (got {err['input']!r})"
-        lines.append(f"{path}: {message}" if path else message)
+        line = f"{path}: {message}" if path else message
+        if line not in lines:
+            lines.append(line)
     return lines
+
+
+def _as_written(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
+    """``pairs[k].teacher...`` -> ``teachers[i]...`` when the pairs came from teachers x students."""
+    if not (isinstance(data, dict) and isinstance(data.get("students"), list) and data["students"]):
+        return loc
+    if len(loc) >= 3 and loc[0] == "pairs" and isinstance(loc[1], int) and loc[2] in ("teacher", "student"):
+        i, j = divmod(loc[1], len(data["students"]))
+        return ("teachers", i, *loc[3:]) if loc[2] == "teacher" else ("students", j, *loc[3:])
+    return loc
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

@@ -1,27 +1,51 @@
 """The one YAML schema behind search specs and train configs.
 
-A *search spec* may list several pairs and use distributions (``{low, high, log}`` or
-``{choices: [...]}``) for any tunable value; a *train config* is the same document with exactly
-one pair and constants only. Every problem is reported as ``field.path: message`` (see
-:mod:`ofasearch.errors`), so a typo never surfaces in the middle of a run.
+A *train config* (:class:`TrainConfig`, what ``ofasearch train`` runs and ``ofasearch export``
+writes) holds one pair and a concrete value of a concrete type for every setting. A *search spec*
+(:class:`Spec`) may list several pairs and give any tunable setting as a distribution
+(``{low, high, log}`` or ``{choices: [...]}``): its ``distill`` and ``optim`` sections are made
+from the train config's by :func:`searchable`, so each setting and its checks are declared once.
+Every problem is reported as ``field.path: message`` (see :mod:`ofasearch.errors`), so a typo
+never surfaces in the middle of a run.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import types
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import core_schema
+from typing_extensions import Self
+
+from ofasearch.config.registry import DATASETS as DATASET_REGISTRY
+from ofasearch.config.registry import METHODS, OPTIMIZERS
 
 __all__ = [
     "Choices",
     "DataSpec",
+    "DistillSearchSpec",
     "DistillSpec",
     "ModelSpec",
+    "OptimSearchSpec",
     "OptimSpec",
     "PairSpec",
     "Range",
@@ -30,13 +54,18 @@ __all__ = [
     "Spec",
     "TeacherRecipe",
     "TrainConfig",
+    "Tunable",
+    "searchable",
 ]
 
-DATASETS = ("fashion-mnist", "digits", "cifar10", "cifar100", "imagefolder")
+DATASETS: tuple[str, ...] = tuple(DATASET_REGISTRY)
 STAGES = (1, 2, 3, 4)
 # Validation-context key of the function that checks a model name against the installed timm
 # (``loading`` passes it; results folders are read without it, see ``check_models``).
 MODEL_CHECK = "model_check"
+# Keys that train configs written before TrainConfig lost them still carry (best.yaml, exports,
+# the trials table's ``config`` column); they meant nothing to ``ofasearch train``.
+LEGACY_TRAIN_KEYS = ("search", "storage")
 
 
 class Strict(BaseModel):
@@ -66,57 +95,137 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _searchable(
-    kind: type,
-    check: Callable[[Any], bool] = lambda _v: True,
-    allowed: str = "",
-    *,
-    range_ok: bool = True,
-) -> Any:
-    """A field type that takes a constant of ``kind`` or a distribution over such constants.
+def _is_distribution(value: Any) -> bool:
+    return isinstance(value, dict) and ("choices" in value or "low" in value or "high" in value)
 
-    ``check`` is applied to the constant, to both ends of a range and to every choice, so that a
-    search space can never sample a value the trainer would reject.
+
+def _describe(value: Any) -> str:
+    """How an error names a distribution the user wrote (parsed or still a dict)."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if "choices" in value:
+        return f"choices {value['choices']}"
+    ends = [value.get(end) for end in ("low", "high")]
+    if all(_is_number(end) for end in ends):
+        return f"a range {{low: {ends[0]:g}, high: {ends[1]:g}}}"
+    return f"a range {value!r}"
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """Marks a setting a search may tune, with the rule every value of it must pass.
+
+    As ``Annotated`` metadata on a train-config field it checks the constant. :func:`searchable`
+    reads it to let the search spec's field also take a distribution, whose ends (of a range) and
+    choices pass the same rule, so a search never samples a value the trainer would reject.
+    ``not_searchable`` (a reason) keeps a setting constant in search specs too.
     """
 
-    def coerce(value: Any) -> Any:
-        if kind is float and _is_number(value):
+    kind: type  # what a constant is coerced to and checked as (``object``: no coercion)
+    check: Callable[[Any], bool] = lambda _v: True
+    allowed: str = ""
+    range_ok: bool = True
+    prepare: Callable[[Any], Any] | None = None  # applied first, e.g. "1,2,3" -> [1, 2, 3]
+    not_searchable: str | None = None
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(self.parse_constant, handler(source))
+
+    def constant(self, value: Any) -> Any:
+        """``value`` coerced to ``kind`` (``1`` -> ``1.0``, ``3.0`` -> ``3``) if it passes the rule."""
+        if self.kind is float and _is_number(value):
             value = float(value)
-        elif kind is int and isinstance(value, float) and value.is_integer():
+        elif self.kind is int and isinstance(value, float) and value.is_integer():
             value = int(value)
-        if kind in (int, float) and not _is_number(value):
+        if self.kind in (int, float) and not _is_number(value):
             raise ValueError(f"{value!r} is not a number")
-        if kind is bool and not isinstance(value, bool):
+        if self.kind is int and not isinstance(value, int):
+            raise ValueError(f"{value!r} is not an integer")
+        if self.kind is bool and not isinstance(value, bool):
             raise ValueError(f"{value!r} is not true/false")
-        if kind is str and not isinstance(value, str):
+        if self.kind is str and not isinstance(value, str):
             raise ValueError(f"{value!r} is not a string")
-        if not check(value):
-            raise ValueError(f"{value!r} is not allowed; {allowed}")
+        if not self.check(value):
+            raise ValueError(f"{value!r} is not allowed; {self.allowed}")
         return value
 
-    def parse(value: Any) -> Any:
-        if isinstance(value, dict) and "choices" in value:
+    def parse_constant(self, value: Any) -> Any:
+        """A train config's value: a distribution is an error that says where one comes from."""
+        value = self.prepare(value) if self.prepare else value
+        if _is_distribution(value):
+            raise ValueError(
+                f"a train config needs a constant, got {_describe(value)} "
+                "(export one from a search with `ofasearch export`)"
+            )
+        return self.constant(value)
+
+    def parse_searchable(self, value: Any) -> Any:
+        """A search spec's value: a constant, a :class:`Range` or :class:`Choices` of constants."""
+        value = self.prepare(value) if self.prepare else value
+        if not isinstance(value, dict):
+            return self.constant(value)
+        if self.not_searchable and _is_distribution(value):
+            raise ValueError(f"cannot be searched: {self.not_searchable}")
+        if "choices" in value:
             choices = Choices.model_validate(value)
-            choices.choices = [coerce(v) for v in choices.choices]
+            choices.choices = [self.constant(v) for v in choices.choices]
             return choices
-        if isinstance(value, dict) and ("low" in value or "high" in value):
-            if not range_ok:
-                raise ValueError(f"a range is not allowed here, use {{choices: [...]}}; {allowed}")
+        if "low" in value or "high" in value:
+            if not self.range_ok:
+                raise ValueError(f"a range is not allowed here, use {{choices: [...]}}; {self.allowed}")
             rng = Range.model_validate(value)
             if rng.low > rng.high:
                 raise ValueError(f"low {rng.low:g} > high {rng.high:g}")
             if rng.log and rng.low <= 0:
                 raise ValueError(f"a log range needs low > 0, got low {rng.low:g}")
             for end in (rng.low, rng.high):
-                coerce(int(end) if kind is int and float(end).is_integer() else end)
+                self.constant(int(end) if self.kind is int and float(end).is_integer() else end)
             return rng
-        if isinstance(value, dict):
-            raise ValueError(
-                f"{value!r} is neither a constant nor a distribution ({{low, high, log}} or {{choices: [...]}})"
-            )
-        return coerce(value)
+        raise ValueError(
+            f"{value!r} is neither a constant nor a distribution ({{low, high, log}} or {{choices: [...]}})"
+        )
 
-    return Annotated[Any, BeforeValidator(parse)]
+
+def searchable(section: type[BaseModel], name: str) -> type[BaseModel]:
+    """The search-spec version of a train-config section: every :class:`Tunable` field of type
+    ``T`` becomes ``T | Range | Choices`` (``T | Choices`` where ranges make no sense), with the
+    same default; the other fields are kept as they are."""
+    fields: dict[str, Any] = {}
+    for key, field in section.model_fields.items():
+        found = _tunable_of(field)
+        if found is None:
+            fields[key] = (field.annotation, field)
+            continue
+        tunable, value_type, optional = found
+        if tunable.not_searchable:
+            searched: Any = value_type
+        elif tunable.range_ok:
+            searched = value_type | Range | Choices
+        else:
+            searched = value_type | Choices
+        annotation: Any = Annotated[searched, BeforeValidator(tunable.parse_searchable)]
+        if optional:
+            annotation = annotation | None
+        fields[key] = (annotation, Field(default=field.default, description=field.description))
+    model = create_model(name, __base__=Strict, __doc__=f"{section.__doc__} Searchable.", **fields)
+    model.__module__ = __name__
+    return model
+
+
+def _tunable_of(field: FieldInfo) -> tuple[Tunable, Any, bool] | None:
+    """The field's :class:`Tunable` marker, its value type and whether ``None`` is allowed."""
+    for meta in field.metadata:
+        if isinstance(meta, Tunable):
+            return meta, field.annotation, False
+    args = typing.get_args(field.annotation)
+    if typing.get_origin(field.annotation) in (Union, types.UnionType) and type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        if typing.get_origin(inner) is Annotated:
+            value_type, *metadata = typing.get_args(inner)
+            for meta in metadata:
+                if isinstance(meta, Tunable):
+                    return meta, value_type, True
+    return None
 
 
 def _positive(v: Any) -> bool:
@@ -125,10 +234,6 @@ def _positive(v: Any) -> bool:
 
 def _non_negative(v: Any) -> bool:
     return _is_number(v) and v >= 0 and math.isfinite(v)
-
-
-def _fraction(v: Any) -> bool:
-    return _is_number(v) and 0 < v < 1
 
 
 def _stage_list(v: Any) -> bool:
@@ -155,25 +260,41 @@ def _eps_value(v: Any) -> bool:
     return _positive(v)
 
 
-PositiveFloat = _searchable(float, _positive, "must be > 0")
-NonNegativeFloat = _searchable(float, _non_negative, "must be >= 0")
-PositiveInt = _searchable(int, lambda v: v >= 1, "must be an integer >= 1")
-NonNegativeInt = _searchable(int, lambda v: v >= 0, "must be an integer >= 0")
+def _one_of(names: typing.Iterable[str]) -> Callable[[Any], bool]:
+    allowed = tuple(names)
+    return lambda v: v in allowed
+
+
+PositiveFloat = Annotated[float, Tunable(float, _positive, "must be > 0")]
+NonNegativeFloat = Annotated[float, Tunable(float, _non_negative, "must be >= 0")]
+PositiveInt = Annotated[int, Tunable(int, lambda v: v >= 1, "must be an integer >= 1")]
+NonNegativeInt = Annotated[int, Tunable(int, lambda v: v >= 0, "must be an integer >= 0")]
+MethodName = Annotated[str, Tunable(str, _one_of(METHODS), f"allowed: {', '.join(METHODS)}")]
+OptimizerName = Annotated[str, Tunable(str, _one_of(OPTIMIZERS), f"allowed: {', '.join(OPTIMIZERS)}")]
 StageList = Annotated[
-    _searchable(list, _stage_list, "stages are a sorted list of distinct values in 1..4", range_ok=False),
-    BeforeValidator(_parse_stages),
+    list[int],
+    Tunable(list, _stage_list, "stages are a sorted list of distinct values in 1..4", False, _parse_stages),
 ]
-EpsValue = _searchable(
-    object,
-    _eps_value,
-    "eps must be > 0 (one value, or one per stage plus one for the final logits)",
-)
+EpsValue = Annotated[
+    float | list[float],
+    Tunable(object, _eps_value, "eps must be > 0 (one value, or one per stage plus one for the final logits)"),
+]
+# ASHA's max_t: a search varies how long a trial runs, never the budget itself
+Budget = Annotated[
+    int,
+    Tunable(
+        int,
+        lambda v: v >= 1,
+        "must be an integer >= 1",
+        not_searchable="it is the full budget (ASHA's max_t); give one value",
+    ),
+]
 
 
 class DataSpec(Strict):
     """Where the images come from and how they are split."""
 
-    dataset: Literal["fashion-mnist", "digits", "cifar10", "cifar100", "imagefolder"]
+    dataset: Literal[DATASETS]  # the registry's names
     root: str = "auto"
     image_size: int | None = Field(default=None, ge=4, le=1024)
     train_subset: int | None = Field(default=None, ge=10)
@@ -185,7 +306,7 @@ class TeacherRecipe(Strict):
     """How ``checkpoint: auto`` trains a teacher once (the result is cached by content hash)."""
 
     epochs: int = Field(default=4, ge=1)
-    optimizer: Literal["sgd", "adamw"] = "adamw"
+    optimizer: Literal[OPTIMIZERS] = "adamw"  # the registry's names
     lr: float = Field(default=2e-3, gt=0)
     weight_decay: float = Field(default=0.05, ge=0)
     batch_size: int = Field(default=128, ge=1)
@@ -228,6 +349,7 @@ class PairSpec(Strict):
     @model_validator(mode="before")
     @classmethod
     def _teacher_defaults_to_auto(cls, data: Any) -> Any:
+        """A teacher without weights would teach noise: unless pretrained, train one (``auto``)."""
         if isinstance(data, dict) and isinstance(data.get("teacher"), dict):
             teacher = dict(data["teacher"])
             if not teacher.get("pretrained"):
@@ -241,9 +363,9 @@ class PairSpec(Strict):
 
 
 class DistillSpec(Strict):
-    """The OFA-KD settings (DESIGN.md section 2); ``method: kd | none`` are the baselines."""
+    """The OFA-KD settings of one training; ``method: kd | none`` are the baselines."""
 
-    method: _searchable(str, lambda v: v in ("ofa", "kd", "none"), "allowed: ofa, kd, none") = "ofa"
+    method: MethodName = "ofa"
     stages: StageList | None = None  # None: every stage the student has (1-4 for most models)
     temperature: PositiveFloat = 1.0
     eps: EpsValue = 1.0
@@ -258,21 +380,25 @@ class DistillSpec(Strict):
 
 
 class OptimSpec(Strict):
-    """Optimiser and schedule; ``epochs`` is the full budget (ASHA's ``max_t``)."""
+    """Optimiser and schedule of one training; ``epochs`` is the full budget (ASHA's ``max_t``)."""
 
-    name: _searchable(str, lambda v: v in ("sgd", "adamw"), "allowed: sgd, adamw") = "adamw"
+    name: OptimizerName = "adamw"
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.05
     momentum: NonNegativeFloat = 0.9
     batch_size: PositiveInt = 128
-    epochs: PositiveInt = 5
+    epochs: Budget = 5
     warmup_epochs: NonNegativeInt = 1
     clip_grad: NonNegativeFloat = 5.0
     amp: bool = True
 
 
+DistillSearchSpec = searchable(DistillSpec, "DistillSearchSpec")
+OptimSearchSpec = searchable(OptimSpec, "OptimSearchSpec")
+
+
 class SearchSettings(Strict):
-    """Ray Tune settings; ignored by ``ofasearch train``."""
+    """Ray Tune settings of a search."""
 
     num_samples: int = Field(default=8, ge=1)
     grace_epochs: int = Field(default=1, ge=1)
@@ -299,42 +425,41 @@ class ResourcesSpec(Strict):
         return self
 
 
-class Spec(Strict):
-    """A search spec (several pairs, distributions allowed)."""
+class _Document(Strict):
+    """What search specs and train configs share: a name, a seed, the data and the pairs.
+
+    ``teachers: [...]`` with ``students: [...]`` is shorthand for their product, expanded before
+    validation, so a parsed document always has a non-empty ``pairs`` and nothing else to look at.
+    """
 
     name: str = Field(default="ofasearch", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
     data: DataSpec
-    pairs: list[PairSpec] | None = None
-    teachers: list[ModelSpec] | None = None
-    students: list[ModelSpec] | None = None
-    distill: DistillSpec = Field(default_factory=DistillSpec)
-    optim: OptimSpec = Field(default_factory=OptimSpec)
-    search: SearchSettings = Field(default_factory=SearchSettings)
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    storage: str = "./ofasearch_results"
+    pairs: list[PairSpec]
 
-    @model_validator(mode="after")
-    def _pairs_given_once(self) -> Spec:
-        if "://" in self.storage:
-            raise ValueError(
-                f"storage: {self.storage!r}: object-store URIs are not supported yet; give a path "
-                "on a file system every node mounts"
-            )
-        product = self.teachers is not None or self.students is not None
-        if self.pairs is not None and product:
-            raise ValueError("give either pairs or teachers + students, not both")
-        if product:
-            if not self.teachers or not self.students:
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_teachers_times_students(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        teachers, students = data.pop("teachers", None), data.pop("students", None)
+        if teachers is not None or students is not None:
+            if data.get("pairs") is not None:
+                raise ValueError("give either pairs or teachers + students, not both")
+            if not (isinstance(teachers, list) and teachers and isinstance(students, list) and students):
                 raise ValueError("teachers and students must both be non-empty lists")
-            self.pairs = [PairSpec(teacher=_auto_teacher(t), student=s) for t in self.teachers for s in self.students]
-            self.teachers = self.students = None
-        if not self.pairs:
-            raise ValueError("pairs: at least one teacher/student pair is needed")
-        grace, epochs = self.search.grace_epochs, self.optim.epochs
-        if isinstance(epochs, int) and grace > epochs:
-            raise ValueError(f"search.grace_epochs: {grace} is not allowed; must be <= optim.epochs ({epochs})")
-        return self
+            data["pairs"] = [{"teacher": _auto_teacher(t), "student": s} for t in teachers for s in students]
+        if data.get("pairs") is None:
+            data["pairs"] = []  # reported by the field check below, beside any other problem
+        return data
+
+    @field_validator("pairs")
+    @classmethod
+    def _at_least_one_pair(cls, pairs: list[PairSpec]) -> list[PairSpec]:
+        if not pairs:
+            raise ValueError("at least one teacher/student pair is needed")
+        return pairs
 
     def searched_values(self) -> dict[str, Distribution]:
         """Every value given as a distribution, keyed by its dotted path (``distill.eps``)."""
@@ -345,26 +470,26 @@ class Spec(Strict):
                     found[f"{section}.{key}"] = value
         return found
 
-    def resolve_paths(self, base: Path) -> Spec:
-        """Make ``storage``, ``data.root`` and checkpoint paths absolute (Ray trials chdir)."""
-        spec = self.model_copy(deep=True)
-        spec.storage = _absolute(spec.storage, base)
-        if spec.data.root != "auto":
-            spec.data.root = _absolute(spec.data.root, base)
-        for pair in spec.pairs or []:
+    def resolve_paths(self, base: Path) -> Self:
+        """Make ``data.root`` and checkpoint paths absolute (Ray trials chdir)."""
+        doc = self.model_copy(deep=True)
+        if doc.data.root != "auto":
+            doc.data.root = _absolute(doc.data.root, base)
+        for pair in doc.pairs:
             for m in (pair.teacher, pair.student):
                 if m.checkpoint not in (None, "auto"):
                     m.checkpoint = _absolute(m.checkpoint, base)
-        return spec
+        return doc
 
     def to_yaml(self) -> str:
-        data = self.model_dump(mode="json", exclude={"teachers", "students"}, exclude_none=True)
-        return yaml.safe_dump(data, sort_keys=False)
+        """The document as YAML that parses back to an equal one."""
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
 
-def _auto_teacher(model: ModelSpec) -> ModelSpec:
-    if model.checkpoint is None and not model.pretrained:
-        return model.model_copy(update={"checkpoint": "auto"})
+def _auto_teacher(model: Any) -> Any:
+    """A teacher of ``teachers:`` without weights is trained once (``checkpoint: auto``)."""
+    if isinstance(model, dict) and model.get("checkpoint") is None and not model.get("pretrained"):
+        return {**model, "checkpoint": "auto"}
     return model
 
 
@@ -373,30 +498,62 @@ def _absolute(path: str, base: Path) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-class TrainConfig(Spec):
-    """A train config: exactly one pair and only constants (what ``ofasearch export`` writes)."""
+class Spec(_Document):
+    """A search spec: several pairs, distributions allowed, plus where and how to search."""
+
+    distill: DistillSearchSpec = Field(default_factory=DistillSearchSpec)
+    optim: OptimSearchSpec = Field(default_factory=OptimSearchSpec)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    storage: str = "./ofasearch_results"
+
+    @field_validator("storage")
+    @classmethod
+    def _on_a_file_system(cls, storage: str) -> str:
+        if "://" in storage:
+            raise ValueError(
+                f"{storage!r}: object-store URIs are not supported yet; give a path on a file system every node mounts"
+            )
+        return storage
 
     @model_validator(mode="after")
-    def _constant_single_pair(self) -> TrainConfig:
-        problems = []
-        if self.pairs is not None and len(self.pairs) != 1:
-            problems.append(f"pairs: a train config holds exactly one pair, got {len(self.pairs)}")
-        for path, dist in self.searched_values().items():
-            problems.append(
-                f"{path}: a train config needs a constant, got {_describe(dist)} "
-                "(export one from a search with `ofasearch export`)"
-            )
-        if problems:
-            raise ValueError("; ".join(problems))
+    def _grace_within_budget(self) -> Spec:
+        grace, epochs = self.search.grace_epochs, self.optim.epochs
+        if grace > epochs:
+            raise ValueError(f"search.grace_epochs: {grace} is not allowed; must be <= optim.epochs ({epochs})")
         return self
+
+    def resolve_paths(self, base: Path) -> Self:
+        """Make ``storage``, ``data.root`` and checkpoint paths absolute (Ray trials chdir)."""
+        spec = super().resolve_paths(base)
+        spec.storage = _absolute(spec.storage, base)
+        return spec
+
+
+class TrainConfig(_Document):
+    """A train config: exactly one pair and a concrete value for every setting (what
+    ``ofasearch export`` writes and ``ofasearch train`` runs)."""
+
+    distill: DistillSpec = Field(default_factory=DistillSpec)
+    optim: OptimSpec = Field(default_factory=OptimSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_legacy_keys(cls, data: Any) -> Any:
+        """Configs from earlier versions carry ``search`` and ``storage``: they still load."""
+        if isinstance(data, dict) and any(key in data for key in LEGACY_TRAIN_KEYS):
+            data = {k: v for k, v in data.items() if k not in LEGACY_TRAIN_KEYS}
+        return data
+
+    @field_validator("pairs")
+    @classmethod
+    def _exactly_one_pair(cls, pairs: list[PairSpec]) -> list[PairSpec]:
+        if len(pairs) > 1:
+            raise ValueError(f"a train config holds exactly one pair, got {len(pairs)}")
+        return pairs
 
     @property
     def pair(self) -> PairSpec:
-        assert self.pairs is not None
+        """The one teacher/student pair."""
         return self.pairs[0]
-
-
-def _describe(dist: Distribution) -> str:
-    if isinstance(dist, Range):
-        return f"a range {{low: {dist.low:g}, high: {dist.high:g}}}"
-    return f"choices {dist.choices}"

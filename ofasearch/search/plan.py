@@ -27,7 +27,7 @@ def plan(spec: Spec, splits: Splits | None = None) -> SearchSpace:
     stages: list[list[int]] = []
     problems: list[str] = []
     built: dict[str, list[int]] = {}
-    for i, pair in enumerate(spec.pairs or []):
+    for i, pair in enumerate(spec.pairs):
         for role, model in (("teacher", pair.teacher), ("student", pair.student)):
             if model.label in built and role == "student":
                 continue
@@ -43,7 +43,7 @@ def plan(spec: Spec, splits: Splits | None = None) -> SearchSpace:
                 problems += [f"pairs[{i}].{role}: {p}" for p in exc.problems]
         stages.append(built.get(pair.student.label, []))
         logger.info(f"pair {i}: {pair.label}; student stages {stages[-1]}")
-    for i, pair in enumerate(spec.pairs or []):
+    for i, pair in enumerate(spec.pairs):
         checkpoint = pair.teacher.checkpoint
         if checkpoint not in (None, "auto") and not Path(checkpoint).is_file():
             problems.append(f"pairs[{i}].teacher.checkpoint: {checkpoint!r}: no such file")

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ofasearch.config import Choices, DistillSpec, Range, Spec, TrainConfig, parse_config
+from ofasearch.config import Choices, DistillSpec, PairSpec, Range, Spec, TrainConfig, parse_config
 from ofasearch.errors import SpecError
 
 __all__ = ["PAPER_DEFAULTS", "SearchSpace", "decode", "encode"]
@@ -29,8 +29,12 @@ PAPER_DEFAULTS: dict[str, Any] = {
     "distill.kd_weight": 1.0,
     "distill.ofa_weight": 1.0,
 }
-INT_FIELDS = {"optim.batch_size", "optim.warmup_epochs"}
-NOT_SEARCHABLE = {"optim.epochs": "it is the full budget (ASHA's max_t); give one value"}
+
+
+def _is_int(path: str) -> bool:
+    """Whether the train config holds an ``int`` at ``path``: its range is searched with ``suggest_int``."""
+    section, key = path.split(".", 1)
+    return TrainConfig.model_fields[section].annotation.model_fields[key].annotation is int
 
 
 def encode(value: Any) -> Any:
@@ -53,17 +57,15 @@ def _slug(text: str) -> str:
 
 @dataclass
 class SearchSpace:
-    """The searchable part of a spec, plus each pair's available student stages."""
+    """The searchable part of a spec, plus each pair's available student stages.
 
-    spec: Spec
+    A :class:`TrainConfig` is a space of one point (``ofasearch train`` checks it the same way)."""
+
+    spec: Spec | TrainConfig
     available_stages: list[list[int]]  # per pair, measured from the student
 
     def __post_init__(self) -> None:
-        problems = [
-            f"{path}: cannot be searched: {why}"
-            for path, why in NOT_SEARCHABLE.items()
-            if path in self.spec.searched_values()
-        ]
+        problems = []
         for i, pair in enumerate(self.pairs):
             stages = self.spec.distill.stages
             options = stages.choices if isinstance(stages, Choices) else [stages]
@@ -76,8 +78,7 @@ class SearchSpace:
             raise SpecError(problems)
 
     @property
-    def pairs(self):  # noqa: ANN201 - list[PairSpec]
-        assert self.spec.pairs is not None
+    def pairs(self) -> list[PairSpec]:
         return self.spec.pairs
 
     def _method_can_be(self, method: str) -> bool:
@@ -113,7 +114,7 @@ class SearchSpace:
                 trial.suggest_categorical(name, [encode(c) for c in self._stage_choices(pair)])
             elif isinstance(dist, Choices):
                 trial.suggest_categorical(name, [encode(c) for c in dist.choices])
-            elif path in INT_FIELDS:
+            elif _is_int(path):
                 trial.suggest_int(name, int(dist.low), int(dist.high), log=dist.log)
             else:
                 trial.suggest_float(name, dist.low, dist.high, log=dist.log)
@@ -143,7 +144,8 @@ class SearchSpace:
         pair = 0
         if len(self.pairs) > 1:
             pair = [p.label for p in self.pairs].index(params["pair"])
-        data = self.spec.model_dump(mode="json", exclude={"teachers", "students"})
+        dump = self.spec.model_dump(mode="json")
+        data = {key: value for key, value in dump.items() if key in TrainConfig.model_fields}
         data["pairs"] = [data["pairs"][pair]]
         for path in self.spec.searched_values():
             _set(data, path, decode(params[self.param_name(path, pair)]))
@@ -172,7 +174,7 @@ def _default_in_range(path: str, dist: Range) -> float | int:
         value = math.sqrt(dist.low * dist.high)
     else:
         value = (dist.low + dist.high) / 2
-    return int(round(value)) if path in INT_FIELDS else value
+    return int(round(value)) if _is_int(path) else value
 
 
 def _set(data: dict[str, Any], path: str, value: Any) -> None:

@@ -89,6 +89,16 @@ def test_train_config_needs_constants_and_one_pair():
         ({"optim": {"lr": -0.1}}, "optim.lr: -0.1 is not allowed; must be > 0"),
         ({"resources": {"workers_per_trial": 2, "backend": "local"}}, "resources: workers_per_trial: 2 needs backend"),
         ({"storage": "s3://bucket/x"}, "storage: 's3://bucket/x': object-store URIs are not supported yet"),
+        (
+            {"optim": {"epochs": {"choices": [3, 6]}}},
+            "optim.epochs: cannot be searched: it is the full budget (ASHA's max_t)",
+        ),
+        ({"optim": {"epochs": 2.5}}, "optim.epochs: 2.5 is not an integer"),
+        ({"distill": {"eps": {"choices": [1.2, 0]}}}, "distill.eps: 0 is not allowed"),
+        ({"optim": {"lr": {"low": -1e-3, "high": 1e-2}}}, "optim.lr: -0.001 is not allowed; must be > 0"),
+        ({"distill": {"stages": {"low": 1, "high": 4}}}, "distill.stages: a range is not allowed here"),
+        ({"pairs": None, "teachers": [{"model": "resnet10t"}]}, "teachers and students must both be non-empty lists"),
+        ({"teachers": [{"model": "resnet10t"}], "students": [{"model": "resnet10t"}]}, "give either pairs or"),
     ],
 )
 def test_bad_values_name_the_field(patch, expected):
@@ -108,12 +118,91 @@ def test_broken_yaml_and_missing_file(tmp_path):
 
 def test_relative_paths_are_resolved(tmp_path, monkeypatch):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({**BASE, "storage": "results"}))
+    teacher = {"model": "resnet10t", "checkpoint": "weights/t.safetensors"}
+    pairs = [{"teacher": teacher, "student": {"model": "resnet10t"}}]
+    data = {**BASE, "data": {"dataset": "digits", "root": "data"}, "pairs": pairs, "storage": "results"}
+    path.write_text(yaml.safe_dump(data))
     monkeypatch.chdir(tmp_path)
-    assert load_config(path).storage == str(tmp_path / "results")
+    spec, config = load_spec(path), load_config(path)
+    assert spec.storage == str(tmp_path / "results")
+    for doc in (spec, config):
+        assert doc.data.root == str(tmp_path / "data")
+        assert doc.pairs[0].teacher.checkpoint == str(tmp_path / "weights" / "t.safetensors")
 
 
 def test_bare_on_off_from_yaml_mean_on_off():
     for text, expected in (("off", "off"), ("on", "on"), ("auto", "auto")):
         data = {**BASE, "distill": yaml.safe_load(f"teacher_cache: {text}")}
         assert parse_spec(data).distill.teacher_cache == expected
+
+
+def test_teachers_times_students_errors_point_at_the_entry_written():
+    lines = problems(
+        {
+            "data": {"dataset": "digits"},
+            "teachers": [{"model": "resnet10t"}, {"model": "resnet81"}],
+            "students": [{"model": "resnet10t", "kwarg": {}}, {"model": "convnext_atto"}],
+        }
+    )
+    assert lines == [
+        "students[0].kwarg: unknown key; did you mean 'kwargs'? "
+        "(allowed: checkpoint, kwargs, model, pretrained, recipe)",
+        lines[1],
+    ]
+    assert lines[1].startswith("teachers[1]: unknown timm model 'resnet81'"), lines
+
+
+@pytest.mark.parametrize("parse", [parse_spec, parse_config])
+def test_pairs_are_always_a_non_empty_list(parse):
+    product = {"data": BASE["data"], "teachers": [{"model": "resnet10t"}], "students": [{"model": "resnet10t"}]}
+    for data in (BASE, product):
+        doc = parse(data)
+        assert isinstance(doc.pairs, list) and len(doc.pairs) == 1
+        assert "teachers" not in type(doc).model_fields and "students" not in type(doc).model_fields
+        assert "teachers" not in doc.to_yaml() and "students" not in doc.to_yaml()
+    for data in ({"data": BASE["data"]}, {**BASE, "pairs": None}, {**BASE, "pairs": []}):
+        assert problems(data, parse) == ["pairs: at least one teacher/student pair is needed"]
+
+
+def test_train_config_values_have_concrete_types():
+    config = parse_config(
+        {
+            **BASE,
+            "distill": {"temperature": 2, "eps": [1, 1.5], "stages": "3,4", "gt_weight": 0},
+            "optim": {"epochs": 3.0, "batch_size": 64, "lr": 1, "warmup_epochs": 0},
+        }
+    )
+    d, o = config.distill, config.optim
+    assert isinstance(o.epochs, int) and o.epochs == 3
+    assert isinstance(o.batch_size, int) and isinstance(o.warmup_epochs, int)
+    assert all(isinstance(v, float) for v in (d.temperature, d.gt_weight, d.kd_weight, o.lr, o.momentum, o.clip_grad))
+    assert d.eps == [1.0, 1.5] and all(isinstance(e, float) for e in d.eps)
+    assert d.stages == [3, 4] and isinstance(d.method, str) and isinstance(o.name, str)
+    assert isinstance(parse_config({**BASE, "distill": {"eps": 1}}).distill.eps, float)
+    defaults = parse_config(BASE)
+    assert isinstance(defaults.distill.temperature, float) and isinstance(defaults.optim.epochs, int)
+
+
+def test_search_spec_fields_are_constants_or_distributions():
+    spec = parse_spec(
+        {
+            **BASE,
+            "distill": {"temperature": 2, "eps": {"choices": [1, [1.1, 1.2]]}},
+            "optim": {"lr": {"low": 1e-4, "high": 1e-2}},
+        }
+    )
+    assert spec.distill.temperature == 2.0 and isinstance(spec.distill.temperature, float)
+    assert isinstance(spec.distill.eps, Choices) and isinstance(spec.optim.lr, Range)
+    assert isinstance(spec.optim.epochs, int) and set(spec.searched_values()) == {"distill.eps", "optim.lr"}
+    assert parse_spec(yaml.safe_load(spec.to_yaml())) == spec, "to_yaml round-trips without exclusions"
+
+
+def test_old_train_configs_with_search_and_storage_still_load(tmp_path):
+    # as best.yaml, `ofasearch export` and the trials table's config column were written before
+    old = {**BASE, "search": {"num_samples": 8, "grace_epochs": 1}, "storage": "/some/where/ofasearch_results"}
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump(old))
+    config = load_config(path)
+    assert config == parse_config(BASE)
+    assert set(yaml.safe_load(config.to_yaml())) == {"name", "seed", "data", "pairs", "distill", "optim", "resources"}
+    assert not hasattr(config, "search") and not hasattr(config, "storage")
