@@ -100,9 +100,7 @@ def _is_distribution(value: Any) -> bool:
 
 
 def _describe(value: Any) -> str:
-    """How an error names a distribution the user wrote (parsed or still a dict)."""
-    if isinstance(value, BaseModel):
-        value = value.model_dump()
+    """How an error names a distribution the user wrote."""
     if "choices" in value:
         return f"choices {value['choices']}"
     ends = [value.get(end) for end in ("low", "high")]
@@ -141,8 +139,6 @@ class Tunable:
             raise ValueError(f"{value!r} is not a number")
         if self.kind is int and not isinstance(value, int):
             raise ValueError(f"{value!r} is not an integer")
-        if self.kind is bool and not isinstance(value, bool):
-            raise ValueError(f"{value!r} is not true/false")
         if self.kind is str and not isinstance(value, str):
             raise ValueError(f"{value!r} is not a string")
         if not self.check(value):
@@ -178,8 +174,8 @@ class Tunable:
                 raise ValueError(f"low {rng.low:g} > high {rng.high:g}")
             if rng.log and rng.low <= 0:
                 raise ValueError(f"a log range needs low > 0, got low {rng.low:g}")
-            for end in (rng.low, rng.high):
-                self.constant(int(end) if self.kind is int and float(end).is_integer() else end)
+            for end in (rng.low, rng.high):  # an integer field's range has integer ends, as Optuna needs
+                self.constant(int(end) if self.kind is int and end.is_integer() else end)
             return rng
         raise ValueError(
             f"{value!r} is neither a constant nor a distribution ({{low, high, log}} or {{choices: [...]}})"
@@ -207,7 +203,8 @@ def searchable(section: type[BaseModel], name: str) -> type[BaseModel]:
         if optional:
             annotation = annotation | None
         fields[key] = (annotation, Field(default=field.default, description=field.description))
-    model = create_model(name, __base__=Strict, __doc__=f"{section.__doc__} Searchable.", **fields)
+    doc = f"{section.__doc__} In a search spec, each tunable value may be a Range or Choices."
+    model = create_model(name, __base__=Strict, __doc__=doc, **fields)
     model.__module__ = __name__
     return model
 

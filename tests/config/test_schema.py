@@ -95,6 +95,11 @@ def test_train_config_needs_constants_and_one_pair():
         ),
         ({"optim": {"epochs": 2.5}}, "optim.epochs: 2.5 is not an integer"),
         ({"distill": {"eps": {"choices": [1.2, 0]}}}, "distill.eps: 0 is not allowed"),
+        ({"optim": {"batch_size": {"low": 16.5, "high": 64}}}, "optim.batch_size: 16.5 is not an integer"),
+        (
+            {"optim": {"batch_size": {"choices": [64, 0]}}},
+            "optim.batch_size: 0 is not allowed; must be an integer >= 1",
+        ),
         ({"optim": {"lr": {"low": -1e-3, "high": 1e-2}}}, "optim.lr: -0.001 is not allowed; must be > 0"),
         ({"distill": {"stages": {"low": 1, "high": 4}}}, "distill.stages: a range is not allowed here"),
         ({"pairs": None, "teachers": [{"model": "resnet10t"}]}, "teachers and students must both be non-empty lists"),
