@@ -68,9 +68,9 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ofasearch.search.run import search_status
+    from ofasearch.results.status import show_status  # reads the folder only: no torch, timm or Ray
 
-    search_status(Path(args.results_dir))
+    show_status(Path(args.results_dir))
     return 0
 
 

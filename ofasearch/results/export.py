@@ -1,9 +1,9 @@
-"""``ofasearch export``: any of a search's top configs as a train config for production training,
-optionally the most accurate one under a latency or size limit."""
+"""A search's winners as train configs: ``best.yaml`` after a search, and ``ofasearch export`` for
+any of its top configs, optionally the most accurate one under a latency or size limit."""
 
 from __future__ import annotations
 
-import os
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +11,22 @@ import yaml
 
 from ofasearch.config import parse_config
 from ofasearch.errors import SpecError
-from ofasearch.results.tables import load_folder_spec, ranked_trials, read_rows, student_latency
+from ofasearch.results.folder import read_folder
+from ofasearch.results.ranking import best_trial, ranked_trials, student_latency
+from ofasearch.utils.files import atomic_write
 
-__all__ = ["choose_trial", "export_config"]
+__all__ = ["choose_trial", "export_config", "write_best"]
+
+logger = logging.getLogger(__name__)
 
 
-def _load(folder: Path) -> tuple[str, int, list[dict[str, Any]]]:
-    spec = load_folder_spec(folder)
-    return spec.name, int(spec.optim.epochs), student_latency(read_rows(folder / "trials.parquet"))
+def write_best(folder: Path, rows: list[dict[str, Any]], max_epochs: int) -> Path | None:
+    """``best.yaml``: the winning trial's complete train config (full budget), or None yet."""
+    best = best_trial(rows, max_epochs)
+    if best is None:
+        return None
+    header = f"# best of {folder.name}: trial {best['trial_id']}, val_acc {best['val_acc']:.4f}\n"
+    return atomic_write(folder / "best.yaml", header + best["config"])
 
 
 def choose_trial(
@@ -34,8 +42,10 @@ def choose_trial(
         raise SpecError([f"--rank: {rank} is not allowed; must be >= 1 (1 = best)"])
     ranked = ranked_trials(rows, max_epochs)
     limits = []
-    for flag, column, limit in (("--max-latency-ms", "latency_ms_b1", max_latency_ms),
-                                ("--max-params", "params", max_params)):  # fmt: skip
+    for flag, column, limit in (
+        ("--max-latency-ms", "latency_ms_b1", max_latency_ms),
+        ("--max-params", "params", max_params),
+    ):
         if limit is None:
             continue
         if limit <= 0:
@@ -50,6 +60,21 @@ def choose_trial(
     return ranked[rank - 1]
 
 
+def _config_yaml(row: dict[str, Any], name: str) -> str:
+    """The trial's config renamed, as today's schema writes it; a config it rejects (written by
+    another version) is passed on as recorded, and ``ofasearch train`` reports what to change."""
+    data = yaml.safe_load(row["config"])
+    source = f"trial {row['trial_id']}"
+    try:
+        config = parse_config(data, source, check_models=False)
+    except SpecError as exc:
+        if not isinstance(data, dict):
+            raise
+        logger.warning(f"{source}: config exported as recorded; today's schema rejects it: {exc.problems[0]}")
+        return yaml.safe_dump({**data, "name": name}, sort_keys=False)
+    return config.model_copy(update={"name": name}).to_yaml()
+
+
 def export_config(
     folder: Path,
     output: Path | None = None,
@@ -60,21 +85,17 @@ def export_config(
 ) -> tuple[Path, dict[str, Any]]:
     """Write the chosen trial's complete train config (``ofasearch train FILE`` runs it);
     returns the file and the trial's row."""
-    name, max_epochs, rows = _load(folder)
-    row = choose_trial(rows, max_epochs, rank, max_latency_ms, max_params)
-    config = parse_config(yaml.safe_load(row["config"]), f"trial {row['trial_id']}")
-    config = config.model_copy(update={"name": f"{name}-rank{rank}"})
-    output = output or folder / f"rank{rank}.yaml"
+    results = read_folder(Path(folder))
+    rows = student_latency(results.trials)
+    row = choose_trial(rows, results.spec.max_epochs, rank, max_latency_ms, max_params)
+    output = output or results.path / f"rank{rank}.yaml"
     cost = ""
     if row.get("latency_ms_b1") is not None:
         cost = f", {row['params'] / 1e6:.2f}M params, {row['latency_ms_b1']:.2f} ms/image ({row.get('device')})"
     header = (
-        f"# exported from {folder} (rank {rank}): trial {row['trial_id']}, "
+        f"# exported from {results.path} (rank {rank}): trial {row['trial_id']}, "
         f"val_acc {row['val_acc']:.4f} after {row['epochs']} epochs{cost}\n"
         "# train it: ofasearch train THIS_FILE [--workers N --gpus-per-worker G]; raise optim.epochs for production\n"
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(header + config.to_yaml())
-    os.replace(tmp, output)
+    atomic_write(output, header + _config_yaml(row, f"{results.spec.name}-rank{rank}"))
     return output, row

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-__all__ = ["format_duration", "short"]
+__all__ = ["encode_list", "format_duration", "short"]
 
 
 def format_duration(seconds: float) -> str:
@@ -17,3 +18,9 @@ def format_duration(seconds: float) -> str:
 def short(value: Any) -> str:
     """A searched value in a table cell: floats to 3 significant digits, the rest as they are."""
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def encode_list(values: list[Any]) -> str:
+    """A list as one string (``[1, 2]`` -> ``"1,2"``): how list values (stages) are stored in
+    ``trials.parquet`` and handed to Optuna, which takes only scalars."""
+    return ",".join(json.dumps(v) for v in values)

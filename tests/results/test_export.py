@@ -5,7 +5,7 @@ import pytest
 
 from ofasearch.cli import main
 from ofasearch.config import load_config
-from ofasearch.results.tables import ranked_trials, student_latency
+from ofasearch.results.ranking import ranked_trials, student_latency
 
 
 @pytest.fixture(scope="module")

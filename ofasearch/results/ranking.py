@@ -1,0 +1,58 @@
+"""Which search trial is best, and how it compares: the ranking ``best.yaml``, ``export`` and the
+report share, each pair's baselines, and latency compared per student."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from ofasearch.results.outcome import COMPLETED, is_full_budget
+
+__all__ = ["best_trial", "pair_baseline", "ranked_trials", "status_counts", "student_latency"]
+
+
+def student_latency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose latencies are their student's median over every trial of it on the same device.
+    Latency is a property of the architecture; one trial's measurement on a shared machine is
+    noisy (the same student varied 2x here), so comparisons and limits use the median."""
+    groups: dict[tuple[Any, Any], dict[str, list[float]]] = {}
+    for r in rows:
+        for key in ("latency_ms_b1", "latency_ms_b64"):
+            if r.get(key) is not None:
+                groups.setdefault((r["student"], r.get("device")), {}).setdefault(key, []).append(r[key])
+    out = []
+    for r in rows:
+        medians = groups.get((r["student"], r.get("device")), {})
+        out.append({**r, **{k: statistics.median(v) for k, v in medians.items()}})
+    return out
+
+
+def ranked_trials(rows: list[dict[str, Any]], max_epochs: int) -> list[dict[str, Any]]:
+    """Search trials that ran the full budget, best first (never diverged/stopped/failed ones);
+    ties go to the faster trial."""
+    full = [r for r in rows if r["role"] == "search" and is_full_budget(r, max_epochs)]
+    return sorted(full, key=lambda r: (-r["val_acc"], r["seconds"] or 0.0))
+
+
+def best_trial(rows: list[dict[str, Any]], max_epochs: int) -> dict[str, Any] | None:
+    """The best full-budget search trial (rank 1 of :func:`ranked_trials`)."""
+    ranked = ranked_trials(rows, max_epochs)
+    return ranked[0] if ranked else None
+
+
+def pair_baseline(rows: list[dict[str, Any]], row: dict[str, Any], method: str) -> dict[str, Any] | None:
+    """``row``'s pair's completed baseline of ``method`` ("none": student alone, "kd"), or None."""
+    pair = (row["teacher"], row["student"])
+    for r in rows:
+        if r["role"] == "baseline" and r["method"] == method and r["status"] == COMPLETED:
+            if (r["teacher"], r["student"]) == pair:
+                return r
+    return None
+
+
+def status_counts(rows: list[dict[str, Any]]) -> str:
+    """``"2 completed, 6 stopped"`` (``"none"`` for no rows)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"

@@ -1,0 +1,207 @@
+"""The report page: the skeleton, styles and reading guides live in ``page.html`` (a
+:class:`string.Template`); this module renders the parts that depend on the search (header,
+tables, plots or the note that says why one is missing), every value HTML-escaped."""
+
+from __future__ import annotations
+
+import base64
+import html
+from importlib import resources
+from string import Template
+from typing import Any
+
+from ofasearch.results.ranking import best_trial, status_counts
+from ofasearch.results.report.data import ReportData, elapsed, gains, pair_color, pair_summaries, ranked
+from ofasearch.utils.formatting import format_duration
+
+__all__ = ["PLOT_ALTS", "render_page"]
+
+DASH = "\u2013"  # an empty cell
+PLOT_ALTS = {
+    "learning_curves": "validation accuracy per epoch of every trial",
+    "searched_values": "validation accuracy against each searched value",
+    "importance": "parameter importance",
+    "pareto": "accuracy against latency with the Pareto front",
+}
+COST_HEADS = (
+    ("params", "params"),
+    ("flops", "FLOPs"),
+    ("latency_ms_b1", "latency b1 (ms)"),
+    ("latency_ms_b64", "latency b64 (ms)"),
+)
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt_value(value: Any) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _fmt_count(value: Any, unit: str) -> str:
+    if value is None:
+        return DASH
+    value = float(value)
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= div:
+            return f"{value / div:.3g} {suffix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def _fmt_acc(value: Any) -> str:
+    return DASH if value is None else f"{float(value):.4f}"
+
+
+def _gain_text(gain: dict[str, float | None]) -> str:
+    parts = []
+    for method, name in (("none", "alone"), ("kd", "KD")):
+        g = gain[method]
+        if g is not None:
+            parts.append(f"{g * 100:+.1f} pts vs {name}" if not parts else f"{g * 100:+.1f} vs {name}")
+    return " / ".join(parts) or DASH
+
+
+def _img(png: bytes, name: str) -> str:
+    encoded = base64.b64encode(png).decode("ascii")
+    return f'<img src="data:image/png;base64,{encoded}" alt="{_esc(PLOT_ALTS[name])}" data-plot="{name}">'
+
+
+def _table(head: list[str], body: list[str]) -> str:
+    cells = "".join(f"<th>{h}</th>" for h in head)
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _swatch(i: int) -> str:
+    return f'<span class="swatch" style="background:{pair_color(i)}"></span>'
+
+
+def _time_text(data: ReportData) -> str:
+    wall, compute, teachers = elapsed(data)
+    parts = []
+    if wall >= 1:
+        parts.append(f"{format_duration(wall)} wall clock")
+    parts.append(f"{format_duration(compute)} of trial training in total")
+    if teachers:
+        parts.append(f"{format_duration(teachers)} training teachers")
+    return "; ".join(parts)
+
+
+def _header(data: ReportData) -> str:
+    spec = data.spec
+    pair_rows = [
+        f"<tr><td>{_swatch(i)} P{i + 1}</td><td>{_esc(t)}</td><td>{_esc(s)}</td></tr>"
+        for i, (t, s) in enumerate(data.pairs)
+    ]
+    baselines = [r for r in data.trials if r["role"] == "baseline"]
+    best = best_trial(data.trials, data.max_epochs)
+    best_html = (
+        f"trial <code>{_esc(best['trial_id'])}</code>, val accuracy {best['val_acc']:.4f} "
+        f"({_esc(data.tags[data.pair_index(best)])}); {_esc(_gain_text(gains(data, best)))}"
+        if best
+        else "none yet (no search trial has run the full budget)"
+    )
+    search = spec.search
+    meta = [
+        ("dataset", spec.dataset + (f", {spec.image_size} px" if spec.image_size else "")),
+        ("phase", data.state.get("phase", "?")),
+        ("search trials", f"{len(data.search)} of {search.num_samples}: {status_counts(data.search)}"),
+        ("baselines", f"{len(baselines)}: {status_counts(baselines)}" if baselines else "none yet"),
+        ("budget", f"{data.max_epochs} epochs; ASHA grace {search.grace_epochs}, reduction {search.reduction_factor}"),
+        ("time", _time_text(data)),
+    ]
+    rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in meta)
+    rows += f"<tr><th>best</th><td>{best_html}</td></tr>"
+    return (
+        f"<h1>ofasearch report: {_esc(spec.name)}</h1>"
+        f"<p>Experiment folder <code>{_esc(data.folder)}</code>.</p>"
+        f"<table>{rows}</table>" + _table(["pair", "teacher", "student"], pair_rows)
+    )
+
+
+def _pair_cell(data: ReportData, i: int) -> str:
+    """A compact ``P1`` cell with the pair's colour; the full labels are in the tooltip and header."""
+    teacher, student = data.pairs[i]
+    return f'<td class="pair" title="{_esc(teacher + " -> " + student)}">{_swatch(i)} P{i + 1}</td>'
+
+
+def _cost_text(column: str, value: Any) -> str:
+    if column == "params":
+        return _fmt_count(value, "")
+    if column == "flops":
+        return _fmt_count(value, "FLOPs")
+    return _fmt_value(value)
+
+
+def _top_table(data: ReportData, top_k: int) -> str:
+    searched = list(data.searched)
+    costs = [(c, h) for c, h in COST_HEADS if data.has(c)]
+    head = ["#", "trial", "pair", "status", "epochs", "val acc", "gain over baselines"]
+    head += [_esc(p) for p in searched] + [h for _, h in costs]
+    body = []
+    for rank, r in enumerate(ranked(data)[:top_k], 1):
+        gain = gains(data, r)
+        attrs = "".join(f' data-vs-{m}="{g:.6f}"' for m, g in gain.items() if g is not None)
+        cells = [
+            f'<td class="num">{rank}</td>',
+            f"<td><code>{_esc(r['trial_id'])}</code></td>",
+            _pair_cell(data, data.pair_index(r)),
+            f'<td title="{_esc(r.get("error") or "")}">{_esc(r["status"])}</td>',
+            f'<td class="num">{r["epochs"]}</td>',
+            f'<td class="num">{(r["val_acc"] or 0.0):.4f}</td>',
+            f'<td class="gain"{attrs}>{_esc(_gain_text(gain))}</td>',
+        ]
+        cells += [f"<td>{_esc(_fmt_value(r.get(p)))}</td>" for p in searched]
+        cells += [f'<td class="num">{_esc(_cost_text(c, r.get(c)))}</td>' for c, _ in costs]
+        partial = "" if data.full_budget(r) else ' class="partial"'
+        body.append(f'<tr{partial} data-trial="{_esc(r["trial_id"])}">' + "".join(cells) + "</tr>")
+    return _table(head, body)
+
+
+def _pairs_table(data: ReportData) -> str:
+    body = []
+    for i, p in enumerate(pair_summaries(data)):
+        cells = [
+            f"<td>{_esc(p.tag)}</td>",
+            f'<td class="num teacher-val">{_fmt_acc(p.teacher_val_acc)}</td>',
+            f'<td class="num teacher-test">{_fmt_acc(p.teacher_test_acc)}</td>',
+            f"<td>{_esc(p.teacher_source or 'not prepared yet')}</td>",
+            f'<td class="num">{_fmt_acc(p.alone_val_acc)}</td>',
+            f'<td class="num">{_fmt_acc(p.kd_val_acc)}</td>',
+            f'<td class="num">{_fmt_acc(p.best_ofa_val_acc)}</td>',
+        ]
+        body.append(f'<tr data-pair="{i + 1}">' + "".join(cells) + "</tr>")
+    head = ["pair", "teacher val acc", "teacher test acc", "teacher", "student alone", "vanilla KD", "best OFA"]
+    return _table(head, body)
+
+
+def _template() -> Template:
+    return Template(resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8"))
+
+
+def render_page(data: ReportData, top_k: int, plots: dict[str, bytes], notes: dict[str, str]) -> str:
+    """The whole page: ``plots`` (PNG bytes by name) embedded as data URIs; ``notes`` say why a
+    plot is missing (and ``importance_detail`` how importances were estimated)."""
+
+    def plot_or_note(name: str) -> str:
+        if name in plots:
+            return _img(plots[name], name)
+        return f'<p class="note">{_esc(notes.get(name, "not available"))}</p>'
+
+    detail = notes.get("importance_detail")
+    return _template().substitute(
+        name=_esc(data.spec.name),
+        header=_header(data),
+        learning_curves=plot_or_note("learning_curves"),
+        searched_values=plot_or_note("searched_values"),
+        importance=plot_or_note("importance"),
+        importance_detail=f"<p>{_esc(detail)}</p>" if detail else "",
+        top_k=top_k,
+        top_table=_top_table(data, top_k),
+        pairs_table=_pairs_table(data),
+        pareto=plot_or_note("pareto"),
+    )

@@ -1,0 +1,248 @@
+"""The report's plots as PNG bytes, one function per plot.
+
+Figures are attached to an Agg canvas directly, without pyplot: no global backend switch or
+figure registry is touched (the report may run inside a user's notebook or a Ray driver).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import TYPE_CHECKING
+
+from ofasearch.config import Choices, Range
+from ofasearch.results.outcome import BROKEN, COMPLETED, DIVERGED, ERROR, RUNNING, STOPPED
+from ofasearch.results.ranking import best_trial
+from ofasearch.results.report.data import ReportData, category, pair_color, pareto_front
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["importance", "learning_curves", "pareto", "searched_values"]
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def learning_curves(data: ReportData) -> bytes:
+    """Validation accuracy per epoch of every trial, coloured by pair, with where ASHA stopped a
+    trial, where one diverged or failed, and the best full-budget trial's peak."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for e in data.epochs:
+        if e.get("val_acc") is not None:
+            curves.setdefault(e["trial_id"], []).append((int(e["epoch"]), float(e["val_acc"])))
+    fig = _figure(9, 6)
+    ax = fig.add_subplot()
+    styles = {"none": "--", "kd": "-."}
+    for row in data.trials:
+        points = sorted(curves.get(row["trial_id"], []))
+        if not points:
+            continue
+        xs, ys = zip(*points, strict=True)
+        baseline = row["role"] == "baseline"
+        ax.plot(
+            xs,
+            ys,
+            color=data.color(row),
+            linestyle=styles.get(row["method"], "--") if baseline else ":" if row["status"] in BROKEN else "-",
+            linewidth=1.8 if baseline else 1.2,
+            alpha=0.95 if baseline else 0.75,
+            marker=".",
+            markersize=4,
+        )
+        marker = {STOPPED: ("x", data.color(row), 9), DIVERGED: ("v", "red", 9), ERROR: ("X", "black", 9)}
+        if row["status"] in marker:
+            m, c, s = marker[row["status"]]
+            ax.plot(xs[-1], ys[-1], marker=m, color=c, markersize=s, markeredgewidth=2, linestyle="none")
+    best = best_trial(data.trials, data.max_epochs)
+    if best is not None and curves.get(best["trial_id"]):
+        ep, acc = max(curves[best["trial_id"]], key=lambda p: p[1])
+        ax.plot(ep, acc, marker="*", color="gold", markeredgecolor="black", markersize=15, linestyle="none")
+    handles = [Line2D([], [], color=pair_color(i), linewidth=3, label=data.tags[i]) for i in range(len(data.pairs))]
+    handles += [
+        Line2D([], [], color="grey", linestyle="-", label="OFA search trial"),
+        Line2D([], [], color="grey", linestyle="--", linewidth=1.8, label="baseline: student alone"),
+        Line2D([], [], color="grey", linestyle="-.", linewidth=1.8, label="baseline: vanilla KD"),
+        Line2D([], [], color="grey", marker="x", markeredgewidth=2, linestyle="none", label="stopped by ASHA"),
+        Line2D([], [], color="red", marker="v", linestyle=":", label="diverged (NaN loss), dotted"),
+        Line2D([], [], color="black", marker="X", linestyle=":", label="error, dotted"),
+        Line2D(
+            [],
+            [],
+            color="gold",
+            marker="*",
+            markeredgecolor="black",
+            markersize=12,
+            linestyle="none",
+            label="best full-budget trial",
+        ),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_xlim(0.8, data.max_epochs + 0.2)
+    ax.grid(alpha=0.3)
+    ax.set_title("Validation accuracy per epoch")
+    return _png(fig)
+
+
+def _log_axis(ax: Axes) -> None:
+    """A log x-axis labelled 1, 2, 5 per decade in plain numbers (ranges often span < 1 decade)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def searched_values(data: ReportData) -> bytes:
+    """One panel per searched value: each finished search trial's best accuracy at its value
+    (filled: full budget, hollow: stopped early, so lower for that reason alone)."""
+    from matplotlib.lines import Line2D
+
+    searched = list(data.searched.items())
+    cols = min(3, len(searched))
+    rows = math.ceil(len(searched) / cols)
+    fig = _figure(4.3 * cols, 3.3 * rows + 0.5)
+    trials = [r for r in data.search if r["status"] != RUNNING and r.get("val_acc") is not None]
+    for n, (path, dist) in enumerate(searched):
+        ax = fig.add_subplot(rows, cols, n + 1)
+        categories: list[str] = []
+        if isinstance(dist, Choices):
+            categories = [category(c) for c in dist.choices]
+            categories += sorted({category(r[path]) for r in trials if r.get(path) is not None} - set(categories))
+        for i, r in enumerate(trials):
+            value = r.get(path)
+            if value is None:
+                continue
+            # a small deterministic jitter so equal categories stay visible
+            x = categories.index(category(value)) + ((i % 5) - 2) * 0.05 if categories else float(value)
+            color = data.color(r)
+            if r["status"] == COMPLETED:
+                ax.plot(x, r["val_acc"], "o", color=color, markersize=7, alpha=0.9)
+            elif r["status"] == STOPPED:
+                ax.plot(x, r["val_acc"], "o", markerfacecolor="none", markeredgecolor=color, markersize=7)
+            else:
+                ax.plot(x, r["val_acc"], "X", color="red" if r["status"] == DIVERGED else "black", markersize=7)
+        if categories:
+            ax.set_xticks(range(len(categories)), categories, rotation=30 if len(categories) > 3 else 0)
+            ax.set_xlim(-0.5, len(categories) - 0.5)
+        else:
+            assert isinstance(dist, Range)
+            if dist.log:  # pad by a few percent of the axis so edge values stay whole
+                _log_axis(ax)
+                pad = (dist.high / dist.low) ** 0.04
+                ax.set_xlim(dist.low / pad, dist.high * pad)
+            else:
+                pad = (dist.high - dist.low) * 0.04
+                ax.set_xlim(dist.low - pad, dist.high + pad)
+        ax.set_xlabel(path + (" (log scale)" if isinstance(dist, Range) and dist.log else ""))
+        ax.set_ylabel("best val accuracy")
+        ax.grid(alpha=0.3)
+    handles = [
+        Line2D([], [], color="grey", marker="o", linestyle="none", label="completed (full budget)"),
+        Line2D(
+            [],
+            [],
+            markeredgecolor="grey",
+            markerfacecolor="none",
+            marker="o",
+            linestyle="none",
+            label="stopped by ASHA (fewer epochs)",
+        ),
+        Line2D([], [], color="red", marker="X", linestyle="none", label="diverged"),
+        Line2D([], [], color="black", marker="X", linestyle="none", label="error"),
+    ] + [Line2D([], [], color=pair_color(i), linewidth=3, label=data.tags[i]) for i in range(len(data.pairs))]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def importance(importances: dict[str, float]) -> bytes:
+    """One bar per searched value: its share of the accuracy's spread (the shares sum to 1)."""
+    items = sorted(importances.items(), key=lambda kv: kv[1])
+    fig = _figure(7, 0.45 * len(items) + 1.3)
+    ax = fig.add_subplot()
+    bars = ax.barh([k for k, _ in items], [v for _, v in items], color="#1f77b4")
+    ax.bar_label(bars, labels=[f"{v:.0%}" for _, v in items], padding=3, fontsize=9)
+    ax.set_xlim(0, max(1.0, max(v for _, v in items) * 1.15))
+    ax.set_xlabel("importance for val accuracy (fANOVA, sums to 100%)")
+    ax.grid(alpha=0.3, axis="x")
+    return _png(fig)
+
+
+def pareto(data: ReportData) -> bytes:
+    """Full-budget trials and baselines at their student's batch-1 latency, the Pareto front joined."""
+    from matplotlib.lines import Line2D
+
+    fig = _figure(8, 5.5)
+    ax = fig.add_subplot()
+    search = [r for r in data.search if data.full_budget(r) and r.get("latency_ms_b1") is not None]
+    base = [
+        r
+        for r in data.trials
+        if r["role"] == "baseline" and r["status"] == COMPLETED and r.get("latency_ms_b1") is not None
+    ]
+    for r in base:
+        ax.plot(
+            r["latency_ms_b1"],
+            r["val_acc"],
+            "s" if r["method"] == "none" else "^",
+            markerfacecolor="none",
+            markeredgecolor=data.color(r),
+            markersize=8,
+        )
+    for r in search:
+        ax.plot(r["latency_ms_b1"], r["val_acc"], "o", color=data.color(r), markersize=7, alpha=0.85)
+    front = pareto_front([(float(r["latency_ms_b1"]), float(r["val_acc"]), r) for r in search])
+    if front:
+        ax.plot([p[0] for p in front], [p[1] for p in front], "-", color="black", linewidth=1.2, zorder=0)
+        ax.plot(
+            [p[0] for p in front],
+            [p[1] for p in front],
+            "o",
+            markerfacecolor="none",
+            markeredgecolor="black",
+            markersize=12,
+            markeredgewidth=1.5,
+        )
+    lats = [float(r["latency_ms_b1"]) for r in search + base if r["latency_ms_b1"] > 0]
+    if lats and max(lats) / min(lats) > 20:
+        _log_axis(ax)
+    devices = sorted({str(r["device"]) for r in data.trials if r.get("device")})
+    ax.set_xlabel(
+        "student latency, batch 1 (ms, median over its trials)" + (f" on {', '.join(devices)}" if devices else "")
+    )
+    ax.set_ylabel("best val accuracy")
+    ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=pair_color(i), linewidth=3, label=data.tags[i]) for i in range(len(data.pairs))]
+    handles += [
+        Line2D([], [], color="grey", marker="o", linestyle="none", label="OFA trial (full budget)"),
+        Line2D([], [], color="black", marker="o", markerfacecolor="none", markersize=11, label="Pareto front"),
+        Line2D(
+            [], [], markeredgecolor="grey", markerfacecolor="none", marker="s", linestyle="none", label="student alone"
+        ),
+        Line2D(
+            [], [], markeredgecolor="grey", markerfacecolor="none", marker="^", linestyle="none", label="vanilla KD"
+        ),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    ax.set_title("Accuracy against latency")
+    return _png(fig)
