@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import pytest
 
-warnings.filterwarnings("ignore", message=".*Grad strides do not match bucket view strides.*")
+# Tests that start Ray or train for more than a few seconds: `pytest -m "not slow"` is the fast tier.
+SLOW_FIXTURES = {"digits_search", "ray_local", "second_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test using a Ray or finished-search fixture is ``slow``, besides the ones marked by hand."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,31 +15,24 @@ from typing import Any
 from ray import tune
 from ray.tune.experiment import Trial
 
-__all__ = ["ProgressView", "error_text", "format_duration", "outcome"]
+from ofasearch.results.outcome import trial_status
+from ofasearch.utils.formatting import format_duration, short
+
+__all__ = ["ProgressView", "error_text", "outcome"]
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_S = 30.0
 
 
-def format_duration(seconds: float) -> str:
-    """``1:02:03`` / ``2:03``: short enough for a status line."""
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
 def outcome(trial: Any, max_epochs: int, ended: bool = False) -> str:
     """What became of a trial: pending, running, completed, stopped (by ASHA), diverged or error.
     ``ended``: Tune is ending it (its status still says RUNNING inside ``on_trial_complete``)."""
-    if trial.status == "ERROR":
-        return "error"
-    if trial.status != "TERMINATED" and not ended:
+    if trial.status != "ERROR" and trial.status != "TERMINATED" and not ended:
         return "running" if trial.status == "RUNNING" else "pending"
     last = trial.last_result or {}
-    if last.get("diverged"):
-        return "diverged"
-    return "completed" if int(last.get("epoch", 0)) >= max_epochs else "stopped"
+    epochs = int(last.get("epoch", 0))
+    return trial_status(epochs, max_epochs, diverged=bool(last.get("diverged")), error=trial.status == "ERROR")
 
 
 class ProgressView(tune.Callback):
@@ -98,7 +91,7 @@ class ProgressView(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         params = trial.config.get("point", trial.config)
-        values = " ".join(f"{k.split('__')[0].split('.')[-1]}={_short(v)}" for k, v in sorted(params.items()))
+        values = " ".join(f"{k.split('__')[0].split('.')[-1]}={short(v)}" for k, v in sorted(params.items()))
         logger.info(f"[{self.phase}] trial {trial.trial_id} started: {values}")
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -126,6 +119,3 @@ def error_text(trial: Any) -> str:
     lines = [line for line in text if line and not line.startswith(" ")]
     return (lines[-1] if lines else "trial failed")[:500]
 
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -15,7 +15,16 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from ofasearch.config import Spec, TrainConfig
-from ofasearch.results.tables import COST_COLUMNS, EPOCH_COLUMNS, TRIAL_COLUMNS, read_rows, write_table
+from ofasearch.results.outcome import DIVERGED, ERROR, RUNNING, trial_status
+from ofasearch.results.tables import (
+    COST_COLUMNS,
+    EPOCH_COLUMNS,
+    EPOCHS_FILE,
+    TRIAL_COLUMNS,
+    TRIALS_FILE,
+    read_rows,
+    write_table,
+)
 from ofasearch.search.progress import error_text
 from ofasearch.search.space import SearchSpace, encode
 from ofasearch.search.trial import BASELINE_KEY, backend_for, trial_config
@@ -29,10 +38,10 @@ class ResultTables:
     def __init__(self, folder: Path, space: SearchSpace):
         self.folder = folder
         self.space = space
-        self.max_epochs = int(space.spec.optim.epochs)
-        self.trials: dict[str, dict[str, Any]] = {r["trial_id"]: r for r in read_rows(folder / "trials.parquet")}
+        self.max_epochs = space.spec.optim.epochs
+        self.trials: dict[str, dict[str, Any]] = {r["trial_id"]: r for r in read_rows(folder / TRIALS_FILE)}
         self.epochs: dict[tuple[str, int], dict[str, Any]] = {
-            (r["trial_id"], int(r["epoch"])): r for r in read_rows(folder / "epochs.parquet")
+            (r["trial_id"], int(r["epoch"])): r for r in read_rows(folder / EPOCHS_FILE)
         }
 
     def _row(self, trial_id: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +86,7 @@ class ResultTables:
             "seconds": _finite(result.get("seconds")),
         }
         row.update(
-            status="diverged" if result.get("diverged") else "running",
+            status=DIVERGED if result.get("diverged") else RUNNING,
             val_acc=max(row["val_acc"] or 0.0, val or 0.0),
             val_acc_last=val,
             epochs=epoch,
@@ -109,17 +118,17 @@ class ResultTables:
 
     def on_end(self, trial_id: str, params: dict[str, Any], error: str | None = None) -> None:
         row = self._row(trial_id, params)
-        if error is not None:
-            row.update(status="error", error=error)
-        elif row["status"] != "diverged":
-            row["status"] = "completed" if row["epochs"] >= self.max_epochs else "stopped"
+        diverged = row["status"] == DIVERGED
+        row["status"] = trial_status(row["epochs"], self.max_epochs, diverged=diverged, error=error is not None)
+        if row["status"] == ERROR:
+            row["error"] = error
         self.save()
 
     def save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_table(list(self.trials.values()), TRIAL_COLUMNS, self.folder / "trials.parquet")
+        write_table(list(self.trials.values()), TRIAL_COLUMNS, self.folder / TRIALS_FILE)
         rows = sorted(self.epochs.values(), key=lambda r: (r["trial_id"], r["epoch"]))
-        write_table(rows, EPOCH_COLUMNS, self.folder / "epochs.parquet")
+        write_table(rows, EPOCH_COLUMNS, self.folder / EPOCHS_FILE)
 
 
 def _finite(value: Any) -> float | None:

@@ -27,17 +27,20 @@ from ofasearch.cluster.ray_session import check_fits, ensure_ray
 from ofasearch.config import Spec, load_spec, parse_spec
 from ofasearch.data import load_splits
 from ofasearch.errors import SpecError
-from ofasearch.results.tables import SPEC_FILE, load_folder_spec, read_rows, summary_lines, write_best
+from ofasearch.results.export import write_best
+from ofasearch.results.folder import SPEC_FILE, load_folder_spec
+from ofasearch.results.summary import summary_lines
+from ofasearch.results.tables import TRIALS_FILE, read_rows
 from ofasearch.search.plan import plan
 from ofasearch.search.progress import ProgressView
-from ofasearch.search.recorder import Recorder, ResultTables, trial_params
+from ofasearch.search.recorder import Recorder, trial_params
 from ofasearch.search.searcher import METRIC, OptunaSearcher
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import Phase, read_state, update_state
 from ofasearch.search.trial import BASELINE_KEY, backend_for, run_trial, trial_resources
 from ofasearch.training.teacher import prepare_logit_cache, prepare_teacher
 
-__all__ = ["SearchInterrupted", "fresh_folder", "load_and_run", "resume_search", "run_search", "search_status"]
+__all__ = ["SearchInterrupted", "fresh_folder", "load_and_run", "resume_search", "run_search"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ def _prepare_teachers(spec: Spec, space: SearchSpace) -> list[dict[str, Any]]:
             splits,
             distill,
             seed=spec.seed,
-            epochs=int(spec.optim.epochs),
+            epochs=spec.optim.epochs,
             gpus=gpus,
             progress=True,
         )
@@ -177,7 +180,7 @@ def _tuner(
     if restore and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=False), expected
     role = "search" if searching else "baseline"
-    max_epochs = int(spec.optim.epochs)
+    max_epochs = spec.optim.epochs
     callbacks: list[tune.Callback] = [Recorder(str(folder), spec.model_dump(mode="json"), space.available_stages, role)]
     if not verbose:
         callbacks.append(ProgressView(role, expected, max_epochs))
@@ -254,9 +257,9 @@ def _fit_or_interrupt(tuner: tune.Tuner, expected: int, folder: Path) -> None:
 def _finish(spec: Spec, folder: Path) -> Path:
     if "finished_at" not in read_state(folder):
         update_state(folder, finished_at=time.time())
-    rows = read_rows(folder / "trials.parquet")
-    best = write_best(folder, rows, int(spec.optim.epochs))
-    for line in summary_lines(rows, int(spec.optim.epochs), list(spec.searched_values())):
+    rows = read_rows(folder / TRIALS_FILE)
+    best = write_best(folder, rows, spec.optim.epochs)
+    for line in summary_lines(rows, spec.optim.epochs, list(spec.searched_values())):
         logger.info(line)
     logger.info(f"results: {folder} (trials.parquet, epochs.parquet, TensorBoard: tensorboard --logdir {folder})")
     logger.info(f"report: ofasearch report {folder}; a config for production: ofasearch export {folder} [--rank K]")
@@ -267,7 +270,7 @@ def _finish(spec: Spec, folder: Path) -> Path:
 def resume_search(folder: Path, *, verbose: int = 0) -> Path:
     """Continue an interrupted search: finished trials are kept, unfinished ones re-run."""
     folder = folder.resolve()
-    spec = load_folder_spec(folder)
+    spec = load_folder_spec(folder, check_models=True)  # about to build models
     state = read_state(folder)
     space = SearchSpace(spec, state["stages"])
     if state.get("phase") is Phase.DONE:
@@ -282,17 +285,6 @@ def resume_search(folder: Path, *, verbose: int = 0) -> Path:
         verbose=verbose,
         restore=True,
     )
-
-
-def search_status(folder: Path) -> list[dict[str, Any]]:
-    """Print the trials so far (reads only the Parquet table; safe while a search runs)."""
-    folder = folder.resolve()
-    spec = load_folder_spec(folder)
-    rows = ResultTables(folder, SearchSpace(spec, read_state(folder).get("stages", []))).trials
-    logger.info(f"{folder}: phase {getattr(read_state(folder).get('phase'), 'value', '?')}")
-    for line in summary_lines(list(rows.values()), int(spec.optim.epochs), list(spec.searched_values())):
-        logger.info(line)
-    return list(rows.values())
 
 
 def load_and_run(path: str, **kwargs: Any) -> Path:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ofasearch.config import Choices, DistillSpec, PairSpec, Range, Spec, TrainConfig, parse_config
 from ofasearch.errors import SpecError
+from ofasearch.utils.formatting import encode_list
 
 __all__ = ["PAPER_DEFAULTS", "SearchSpace", "decode", "encode"]
 
@@ -39,9 +40,7 @@ def _is_int(path: str) -> bool:
 
 def encode(value: Any) -> Any:
     """Optuna-safe form of a value: lists become strings (``[1, 2]`` -> ``"1,2"``)."""
-    if isinstance(value, list):
-        return ",".join(json.dumps(v) for v in value)
-    return value
+    return encode_list(value) if isinstance(value, list) else value
 
 
 def decode(value: Any) -> Any:
@@ -162,9 +161,6 @@ class SearchSpace:
     def pair_index(self, params: dict[str, Any]) -> int:
         return [p.label for p in self.pairs].index(params["pair"]) if len(self.pairs) > 1 else 0
 
-    def baseline_config(self, pair: int, method: str) -> TrainConfig:
-        """Student alone (``none``) or vanilla KD (``kd``) at full budget with the pair's defaults."""
-        return self.config_for(self.defaults(pair), **{"distill.method": method})
 
 
 def _default_in_range(path: str, dist: Range) -> float | int:

@@ -12,11 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ofasearch.results import folder as results_folder
 from ofasearch.utils.files import atomic_write
 
-__all__ = ["STATE_FILE", "Phase", "read_state", "update_state"]
-
-STATE_FILE = "state.json"
+__all__ = ["Phase", "read_state", "update_state"]
 
 
 class Phase(str, enum.Enum):
@@ -30,8 +29,7 @@ class Phase(str, enum.Enum):
 
 def read_state(folder: Path) -> dict[str, Any]:
     """The folder's state (``{}`` before the first write); ``phase`` is a :class:`Phase`."""
-    path = folder / STATE_FILE
-    state = json.loads(path.read_text()) if path.is_file() else {}
+    state = results_folder.read_state(folder)
     if "phase" in state:
         state["phase"] = Phase(state["phase"])
     return state
@@ -41,5 +39,5 @@ def update_state(folder: Path, **update: Any) -> dict[str, Any]:
     """Merge ``update`` into the folder's state and write it atomically; returns the new state."""
     state = {**read_state(folder), **update}
     text = json.dumps({k: v.value if isinstance(v, Phase) else v for k, v in state.items()}, indent=2)
-    atomic_write(folder / STATE_FILE, text)
+    atomic_write(folder / results_folder.STATE_FILE, text)
     return state

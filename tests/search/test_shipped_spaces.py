@@ -9,6 +9,7 @@ from ofasearch.config import load_spec
 from ofasearch.models import build_model, describe_model
 from ofasearch.search.plan import plan
 from ofasearch.search.space import SearchSpace
+from ofasearch.search.trial import BASELINE_KEY, trial_config
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -36,4 +37,4 @@ def test_paper_space_is_valid_without_its_data():
         build_model(pair.teacher.model, pair.teacher.kwargs, num_classes=100, in_chans=3, image_size=32)
     space = SearchSpace(spec, stages)
     assert space.spec.optim.epochs == 300 and space.spec.resources.gpus_per_worker == 1
-    assert space.baseline_config(0, "kd").distill.method == "kd"
+    assert trial_config(space, {**space.defaults(0), BASELINE_KEY: "kd"}).distill.method == "kd"

@@ -4,6 +4,7 @@ import pytest
 from ofasearch import SpecError
 from ofasearch.config import parse_spec
 from ofasearch.search.space import SearchSpace, decode, encode
+from ofasearch.search.trial import BASELINE_KEY, trial_config
 
 VIT = {"model": "vit_tiny_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 32, "depth": 4, "num_heads": 1}}
 SHALLOW = {"model": "vit_tiny_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 1}}
@@ -64,7 +65,7 @@ def test_paper_defaults_are_clipped_into_ranges():
     assert s.defaults(1)[s.param_name("distill.stages", 1)] == "3,4"
     assert point["optim.lr"] == pytest.approx(1e-3)
     assert point["optim.batch_size"] == 64
-    base = s.baseline_config(1, "none")
+    base = trial_config(s, {**s.defaults(1), BASELINE_KEY: "none"})  # what a baseline trial runs
     assert base.distill.method == "none" and base.pair.student.kwargs["depth"] == 2
 
 
