@@ -7,7 +7,6 @@ rename, so a reader (``ofasearch status``, ``report``) or a crash never sees a h
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ __all__ = [
     "EPOCHS_FILE",
     "TRIAL_COLUMNS",
     "TRIALS_FILE",
-    "load_folder_spec",
     "read_rows",
     "write_table",
 ]
@@ -71,30 +69,3 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return pq.read_table(path).to_pylist() if path.is_file() else []
     except (OSError, pa.ArrowException) as exc:
         raise SpecError([f"{path}: unreadable Parquet table ({str(exc).splitlines()[0]})"]) from None
-
-
-def load_folder_spec(folder: Path) -> Any:
-    """Transitional, for ``search.run``'s resume: the folder's spec validated strictly, model names
-    checked against timm as before. Call :func:`ofasearch.results.folder.load_folder_spec` instead."""
-    from ofasearch.results.folder import load_folder_spec as strict
-
-    return strict(folder, check_models=True)
-
-
-# Transitional re-exports for callers not yet switched to the modules these moved to.
-_MOVED = {
-    "SPEC_FILE": "ofasearch.results.folder",
-    "summary_lines": "ofasearch.results.summary",
-    "write_best": "ofasearch.results.export",
-    "best_trial": "ofasearch.results.ranking",
-    "pair_baseline": "ofasearch.results.ranking",
-    "ranked_trials": "ofasearch.results.ranking",
-    "status_counts": "ofasearch.results.ranking",
-    "student_latency": "ofasearch.results.ranking",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
