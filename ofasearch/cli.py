@@ -15,20 +15,43 @@ __all__ = ["main"]
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ofasearch.config import load_config
-    from ofasearch.training.job import train
+    from ofasearch.data import load_splits
+    from ofasearch.search.plan import plan
+    from ofasearch.training.job import log_summary, prepare_teacher_and_cache, train
 
     config = load_config(args.config)
     if args.workers < 1:
         raise SpecError([f"--workers: {args.workers} is not allowed; must be >= 1"])
-    output = Path(args.output) if args.output else Path("runs") / config.name
-    train(
-        config,
-        output,
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
-        cpus_per_worker=config.resources.cpus_per_worker,
-        progress=not args.no_progress,
-    )
+    output = (Path(args.output) if args.output else Path("runs") / config.name).resolve()
+    splits = load_splits(config.data)
+    plan(config, splits=splits)  # stages, models and checkpoint checked before any training
+    progress = not args.no_progress
+    teacher, cache = prepare_teacher_and_cache(config, splits, gpus=args.gpus_per_worker, progress=progress)
+    cpus = config.resources.cpus_per_worker
+    if args.workers == 1:
+        summary = train(
+            config,
+            splits,
+            output,
+            teacher=teacher,
+            cache=cache,
+            gpus=args.gpus_per_worker,
+            cpus=cpus,
+            progress=progress,
+        )
+    else:
+        from ofasearch.cluster.trainer import train_on_ray
+
+        summary = train_on_ray(
+            config,
+            output,
+            teacher,
+            cache,
+            workers=args.workers,
+            cpus_per_worker=cpus,
+            gpus_per_worker=args.gpus_per_worker,
+        )
+    log_summary(config, summary, output)
     return 0
 
 

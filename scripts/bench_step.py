@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from ofasearch.config import DataSpec, DistillSpec, OptimSpec
+from ofasearch.config import DataSpec, OptimSpec
 from ofasearch.data import find_fashion_mnist, load_splits
 from ofasearch.distill import OFADistiller
 from ofasearch.models import build_model
@@ -66,7 +66,7 @@ def loop_images_per_second(splits, batch: int, steps: int) -> float:
     )
     d = make_distiller(splits, "ofa")
     optim = OptimSpec(name="adamw", lr=1e-3, batch_size=batch, epochs=1, warmup_epochs=0, clip_grad=5.0)
-    result = fit(d, sub, DistillSpec(eps=1.2), optim, seed=0, device=torch.device("cpu"), evaluate_test=False)
+    result = fit(d, sub, optim, seed=0, device=torch.device("cpu"), evaluate_test=False)
     return n / result.train_seconds
 
 

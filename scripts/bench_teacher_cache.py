@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ofasearch.config import DataSpec, DistillSpec, OptimSpec
+from ofasearch.config import DataSpec, OptimSpec
 from ofasearch.data import find_fashion_mnist, load_splits
 from ofasearch.distill import OFADistiller
 from ofasearch.models import build_model
@@ -38,18 +38,24 @@ def models(splits):
 
 def epoch_seconds(splits, optim, cache) -> float:
     student, teacher = models(splits)
-    d = OFADistiller(student, None if cache else teacher, splits.num_classes, eps=1.2, input_size=splits.input_size,
-                     teacher_features=teacher.num_features)  # fmt: skip
-    result = fit(d, splits, DistillSpec(eps=1.2), optim, seed=0, device=torch.device("cpu"),
-                 evaluate_test=False, logit_cache=cache)  # fmt: skip
+    d = OFADistiller(
+        student,
+        None if cache else teacher,
+        splits.num_classes,
+        eps=1.2,
+        input_size=splits.input_size,
+        teacher_features=teacher.num_features,
+    )
+    result = fit(d, splits, optim, seed=0, device=torch.device("cpu"), evaluate_test=False, logit_cache=cache)
     return result.train_seconds / len(result.history)
 
 
 def flops(splits, batch: int) -> tuple[float, float]:
     """Forward FLOPs of the teacher, and FLOPs of one OFA student step (forward + backward)."""
     student, teacher = models(splits)
-    d = OFADistiller(student, None, splits.num_classes, eps=1.2, input_size=splits.input_size,
-                     teacher_features=teacher.num_features)  # fmt: skip
+    d = OFADistiller(
+        student, None, splits.num_classes, eps=1.2, input_size=splits.input_size, teacher_features=teacher.num_features
+    )
     x = torch.rand(batch, *splits.input_size)
     y = torch.randint(0, splits.num_classes, (batch,))
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -73,8 +79,10 @@ def main() -> None:
         DataSpec(dataset=dataset, image_size=32, train_subset=images + 64, val_fraction=64 / (images + 64))
     )
     optim = OptimSpec(name="adamw", lr=1e-3, batch_size=batch, epochs=epochs, warmup_epochs=0)
-    print(f"{dataset} {len(splits.train)} images {splits.input_size}, teacher {TEACHER}, student {STUDENT[0]} "
-          f"{STUDENT[1]}, batch {batch}, {epochs} epoch(s), {torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"{dataset} {len(splits.train)} images {splits.input_size}, teacher {TEACHER}, student {STUDENT[0]} "
+        f"{STUDENT[1]}, batch {batch}, {epochs} epoch(s), {torch.get_num_threads()} threads"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         _, teacher = models(splits)
         start = time.perf_counter()
@@ -87,8 +95,10 @@ def main() -> None:
     print(f"live teacher    : {live:8.2f} s/epoch")
     print(f"logit cache     : {cached:8.2f} s/epoch")
     print(f"speed-up        : {live / cached:8.2f}x   (target >= 1.5x on this CPU)")
-    print(f"cache build     : {build:8.2f} s for {cache.num_samples} images x {cache.views} views "
-          f"({build / (cache.num_samples * cache.views) * 1e3:.2f} ms/image-view)")  # fmt: skip
+    print(
+        f"cache build     : {build:8.2f} s for {cache.num_samples} images x {cache.views} views "
+        f"({build / (cache.num_samples * cache.views) * 1e3:.2f} ms/image-view)"
+    )
     print(f"cache size      : {per_10k / 1e6:8.3f} MB per 10k images per view ({splits.num_classes} classes, float16)")
     print(
         f"FLOPs per batch : teacher forward {teacher_flops / 1e9:.2f} G, OFA student step {student_flops / 1e9:.2f} G"

@@ -18,13 +18,12 @@ import time
 
 import timm
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save_model
 from torch.utils.data import DataLoader, TensorDataset
 
 from ofasearch import OFADistiller, SpecError, load_config
 from ofasearch.data import load_splits
-from ofasearch.models import build_model, load_weights
-from ofasearch.training.teacher import prepare_teacher
+from ofasearch.training.teacher import build_teacher, prepare_teacher
 
 
 def your_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool) -> DataLoader:
@@ -65,18 +64,14 @@ def main() -> int:
     test = your_loader(splits.test.images, splits.test.labels, 256, shuffle=False)
 
     # 2. Models: the teacher from its checkpoint (an `auto` teacher is trained once and cached),
-    #    the student exactly as searched; both plain timm models.
-    pair, d = config.pair, config.distill
-    teacher = build_model(pair.teacher.model, pair.teacher.kwargs, **splits.model_args)
-    load_weights(teacher, prepare_teacher(pair.teacher, config.data, splits).checkpoint)
-    student = build_model(pair.student.model, pair.student.kwargs, **splits.model_args)
+    #    then the distiller: the student exactly as searched (seeded with config.seed), the frozen
+    #    teacher and the exit branches, in one module whose forward returns the OFA loss.
+    pair = config.pair
+    teacher = build_teacher(pair.teacher, prepare_teacher(pair.teacher, config.data, splits), splits)
+    distiller = OFADistiller.from_config(config, teacher, **splits.model_args)
+    student = distiller.student
 
-    # 3. The distiller: one module whose forward returns the OFA loss; optimise what trains.
-    distiller = OFADistiller(
-        student, teacher, splits.num_classes, stages=d.stages, eps=d.eps, temperature=d.temperature,
-        gt_weight=d.gt_weight, kd_weight=d.kd_weight, ofa_weight=d.ofa_weight, input_size=splits.input_size,
-        method=d.method,
-    )  # fmt: skip
+    # 3. Optimise what trains (student and branches; the teacher is frozen).
     params = [p for p in distiller.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=float(config.optim.lr), weight_decay=float(config.optim.weight_decay))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(train))
@@ -96,7 +91,7 @@ def main() -> int:
         print(f"epoch {epoch}/{epochs}: loss {total / len(train):.4f} ({time.perf_counter() - start:.0f} s)")
 
     # 5. Only the student ships: its state dict loads into a fresh timm model as it is.
-    save_file({k: v.contiguous() for k, v in student.state_dict().items()}, args.output)
+    save_model(student, args.output)
     kwargs = {**pair.student.kwargs, "num_classes": splits.num_classes, "in_chans": splits.in_chans}
     try:
         fresh = timm.create_model(pair.student.model, img_size=splits.image_size, **kwargs)

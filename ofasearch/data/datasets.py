@@ -7,8 +7,10 @@ the crop/flip of sample i in view v is a pure function of (seed, v, i).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from ofasearch.config import DataSpec
+from ofasearch.config.registry import get_dataset
 from ofasearch.errors import SpecError
 
-__all__ = ["DEFAULT_IMAGE_SIZE", "ImageSet", "Splits", "find_fashion_mnist", "load_splits"]
+__all__ = ["LOADERS", "ImageSet", "Loader", "Splits", "find_fashion_mnist", "load_splits"]
 
-DEFAULT_IMAGE_SIZE = {"fashion-mnist": 28, "digits": 16, "cifar10": 32, "cifar100": 32, "imagefolder": 64}
-FLIP_OK = {"fashion-mnist": True, "digits": False, "cifar10": True, "cifar100": True, "imagefolder": True}
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SPLIT_SEED = 0  # the val split never depends on the run's seed: all runs score on the same images
 FASHION_FILES = {
@@ -106,7 +107,7 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def _fashion_mnist(root: str) -> tuple[ImageSet, ImageSet, int]:
+def _fashion_mnist(root: str, _size: int) -> tuple[ImageSet, ImageSet, int]:
     folder = find_fashion_mnist(root)
     if folder is None:
         folder = _download_fashion_mnist(root)
@@ -140,7 +141,7 @@ def _download_fashion_mnist(root: str) -> Path:
     return found
 
 
-def _digits() -> tuple[ImageSet, ImageSet, int]:
+def _digits(_root: str, _size: int) -> tuple[ImageSet, ImageSet, int]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -152,7 +153,7 @@ def _digits() -> tuple[ImageSet, ImageSet, int]:
     return all_set.take(order[n_test:]), all_set.take(order[:n_test]), 10
 
 
-def _cifar(name: str, root: str) -> tuple[ImageSet, ImageSet, int]:
+def _cifar(name: str, root: str, _size: int) -> tuple[ImageSet, ImageSet, int]:
     from torchvision.datasets import CIFAR10, CIFAR100
 
     cls, classes = (CIFAR10, 10) if name == "cifar10" else (CIFAR100, 100)
@@ -197,6 +198,21 @@ def _imagefolder(root: str, size: int) -> tuple[ImageSet, ImageSet, int]:
     return train, test, classes
 
 
+Loader = Callable[[str, int], tuple[ImageSet, ImageSet, int]]
+"""(data.root, image size) -> (train, test, number of classes); sizes other than the dataset's
+own are resized later by :func:`load_splits` (only imagefolder uses the size while reading)."""
+
+LOADERS: dict[str, Loader] = {
+    "fashion-mnist": _fashion_mnist,
+    "digits": _digits,
+    "cifar10": functools.partial(_cifar, "cifar10"),
+    "cifar100": functools.partial(_cifar, "cifar100"),
+    "imagefolder": _imagefolder,
+}
+"""One loader per name of ``ofasearch.config.registry.DATASETS`` (which holds each dataset's
+default image size and whether flips keep its labels)."""
+
+
 # ------------------------------------------------------------------------------ splits
 
 
@@ -209,15 +225,9 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def load_splits(spec: DataSpec) -> Splits:
     """Load the dataset, resize once to ``image_size`` and split a fixed validation set off train."""
-    size = spec.image_size or DEFAULT_IMAGE_SIZE[spec.dataset]
-    if spec.dataset == "fashion-mnist":
-        train, test, classes = _fashion_mnist(spec.root)
-    elif spec.dataset == "digits":
-        train, test, classes = _digits()
-    elif spec.dataset in ("cifar10", "cifar100"):
-        train, test, classes = _cifar(spec.dataset, spec.root)
-    else:
-        train, test, classes = _imagefolder(spec.root, size)
+    info = get_dataset(spec.dataset)
+    size = spec.image_size or info.default_image_size
+    train, test, classes = LOADERS[spec.dataset](spec.root, size)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(SPLIT_SEED))
     if spec.train_subset is not None:
         order = order[: spec.train_subset]
@@ -231,6 +241,6 @@ def load_splits(spec: DataSpec) -> Splits:
         num_classes=classes,
         in_chans=int(train.images.shape[1]),
         image_size=size,
-        flip=FLIP_OK[spec.dataset],
+        flip=info.flip,
         augment=spec.augment,
     )

@@ -1,22 +1,68 @@
-"""OFADistiller: a student, a frozen teacher and the student's exit branches in one module."""
+"""OFADistiller: a student, a frozen teacher and the student's exit branches in one module.
+
+The methods are named in ``ofasearch.config.registry.METHODS`` (whether each needs a teacher and
+exit branches); :data:`METHOD_LOSSES` holds each one's distillation terms under the same names,
+so a new baseline is one registry entry plus one function here.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from timm.utils import random_seed
 from torch import nn
 
+from ofasearch.config import TrainConfig
+from ofasearch.config.registry import METHODS, get_method
 from ofasearch.distill.branches import ConvBranch, TokenBranch
 from ofasearch.distill.loss import kd_loss, ofa_loss
 from ofasearch.errors import SpecError
-from ofasearch.models import ModelInfo, describe_model, normalization
+from ofasearch.models import ModelInfo, build_model, describe_model, normalization
 
-__all__ = ["METHODS", "OFADistiller"]
+__all__ = ["METHOD_LOSSES", "MethodLoss", "OFADistiller"]
 
-METHODS = ("ofa", "kd", "none")
+MethodLoss = Callable[
+    ["OFADistiller", torch.Tensor, dict[int, torch.Tensor], torch.Tensor, torch.Tensor],
+    dict[str, tuple[float, torch.Tensor]],
+]
+"""(distiller, student logits, exit-branch logits per stage, teacher logits, labels) -> the
+method's loss terms by name, each as (weight, unweighted value); the ground-truth CE is added
+by the distiller for every method."""
+
+
+def _ofa_terms(
+    d: OFADistiller, logits: torch.Tensor, exits: dict[int, torch.Tensor], teacher: torch.Tensor, labels: torch.Tensor
+) -> dict[str, tuple[float, torch.Tensor]]:
+    """OFA-KD (Hao et al., NeurIPS 2023): OFA loss on the final logits with ``eps[-1]`` plus, per
+    distilled stage, the OFA loss of that stage's exit branch with its own eps."""
+    terms = {"kd": (d.kd_weight, ofa_loss(logits, teacher, labels, d.eps[-1], d.temperature))}
+    if exits:
+        ofa = sum(
+            ofa_loss(exits[s], teacher, labels, e, d.temperature) for s, e in zip(d.stages, d.eps[:-1], strict=True)
+        )
+        assert isinstance(ofa, torch.Tensor)
+        terms["ofa"] = (d.ofa_weight, ofa)
+    return terms
+
+
+def _vanilla_kd_terms(
+    d: OFADistiller, logits: torch.Tensor, _exits: dict[int, torch.Tensor], teacher: torch.Tensor, _labels: torch.Tensor
+) -> dict[str, tuple[float, torch.Tensor]]:
+    """Hinton et al. (2015): KL divergence to the teacher's softened logits."""
+    return {"kd": (d.kd_weight, kd_loss(logits, teacher, d.temperature))}
+
+
+def _no_terms(
+    _d: OFADistiller, _logits: torch.Tensor, _exits: dict[int, torch.Tensor], _t: torch.Tensor, _labels: torch.Tensor
+) -> dict[str, tuple[float, torch.Tensor]]:
+    """The student alone: ground-truth cross-entropy only."""
+    return {}
+
+
+METHOD_LOSSES: dict[str, MethodLoss] = {"ofa": _ofa_terms, "kd": _vanilla_kd_terms, "none": _no_terms}
 
 
 class OFADistiller(nn.Module):
@@ -49,9 +95,10 @@ class OFADistiller(nn.Module):
         teacher_features: int | None = None,
     ):
         super().__init__()
-        if method not in METHODS:
+        if method not in METHODS or method not in METHOD_LOSSES:
             raise SpecError([f"distill.method: {method!r} is not allowed (allowed: {', '.join(METHODS)})"])
-        if teacher is None and method != "none" and teacher_features is None:
+        needs = get_method(method)
+        if teacher is None and needs.teacher and teacher_features is None:
             raise SpecError([f"distill.method: {method!r} needs a teacher (or teacher_features with cached logits)"])
         if temperature <= 0:
             raise SpecError([f"distill.temperature: {temperature!r} is not allowed; must be > 0"])
@@ -62,7 +109,7 @@ class OFADistiller(nn.Module):
         self.num_classes = num_classes
         self.temperature = float(temperature)
         self.gt_weight, self.kd_weight, self.ofa_weight = float(gt_weight), float(kd_weight), float(ofa_weight)
-        info = describe_model(student, input_size) if method == "ofa" else None
+        info = describe_model(student, input_size) if needs.branches else None
         if info is not None and stages is None:
             stages = sorted(info.stage_shapes)
         self.stages = tuple(sorted(stages or ())) if info is not None else ()
@@ -78,6 +125,48 @@ class OFADistiller(nn.Module):
         self._prefix_kw: dict[str, bool] = {}
         if info is not None:
             self._build_branches(info)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: TrainConfig,
+        teacher: nn.Module | None,
+        *,
+        num_classes: int,
+        in_chans: int,
+        image_size: int,
+        teacher_features: int | None = None,
+    ) -> OFADistiller:
+        """The distiller a train config describes, for data of this shape (``Splits.model_args``).
+
+        The student is created from ``config.pair.student`` right after seeding every RNG with
+        ``config.seed``, so student and branches start the same whether or not a teacher was built
+        (or trained) first. ``teacher`` is dropped when the method needs none; with cached teacher
+        logits pass ``teacher=None`` and the teacher's ``teacher_features`` (branch width).
+        """
+        d = config.distill
+        random_seed(config.seed)
+        student = build_model(
+            config.pair.student.model,
+            config.pair.student.kwargs,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            image_size=image_size,
+        )
+        return cls(
+            student,
+            teacher if get_method(d.method).teacher else None,
+            num_classes,
+            stages=d.stages,
+            eps=d.eps,
+            temperature=d.temperature,
+            gt_weight=d.gt_weight,
+            kd_weight=d.kd_weight,
+            ofa_weight=d.ofa_weight,
+            input_size=(in_chans, image_size, image_size),
+            method=d.method,
+            teacher_features=teacher_features,
+        )
 
     # ----------------------------------------------------------------------------- building
     def _per_stage_eps(self, eps: float | Sequence[float]) -> tuple[float, ...]:
@@ -167,21 +256,10 @@ class OFADistiller(nn.Module):
         gt = F.cross_entropy(logits.float(), labels.float() if labels.ndim == 2 else labels)
         total = self.gt_weight * gt
         parts = {"gt": gt.detach()}
-        if self.method != "none":
+        if get_method(self.method).teacher:
             t = teacher_logits if teacher_logits is not None else self.teacher_logits(images)
-            if self.method == "kd":
-                kd = kd_loss(logits, t, self.temperature)
-            else:
-                kd = ofa_loss(logits, t, labels, self.eps[-1], self.temperature)
-            total = total + self.kd_weight * kd
-            parts["kd"] = kd.detach()
-            if exits:
-                ofa = sum(
-                    ofa_loss(exits[s], t, labels, e, self.temperature)
-                    for s, e in zip(self.stages, self.eps[:-1], strict=True)
-                )
-                assert isinstance(ofa, torch.Tensor)
-                total = total + self.ofa_weight * ofa
-                parts["ofa"] = ofa.detach()
+            for name, (weight, value) in METHOD_LOSSES[self.method](self, logits, exits, t, labels).items():
+                total = total + weight * value
+                parts[name] = value.detach()
         parts["logits"] = logits.detach()
         return total, parts

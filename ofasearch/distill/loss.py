@@ -24,7 +24,9 @@ def ofa_loss(
     eps: float = 1.0,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """OFA loss: ``mean_b -sum_c ((p_t + m)^eps - m)_c * log p_s,c`` (DESIGN.md section 2).
+    """OFA loss: ``mean_b -sum_c ((p_t + m)^eps - m)_c * log p_s,c``, ``m`` the target one-hot
+    (Hao et al., "One-for-All: Bridge the Gap Between Heterogeneous Architectures in Knowledge
+    Distillation", NeurIPS 2023; reference code github.com/Hao840/OFAKD).
 
     With ``eps == 1`` this is cross-entropy against the teacher's soft labels; ``eps > 1`` adds
     weight to the target class in proportion to the teacher's confidence in it. Computed in

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import hashlib
 import json
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -27,6 +25,7 @@ from ofasearch.errors import SpecError
 from ofasearch.models import build_model, describe_model
 from ofasearch.models import factory as _factory
 from ofasearch.models import stages as _stages
+from ofasearch.utils.files import atomic_write, cache_root, content_hash, file_digest
 
 __all__ = ["DEFAULT_LIMIT", "FAMILIES", "Probe", "matching_names", "print_models", "probe", "probe_all"]
 
@@ -91,12 +90,12 @@ def probe(name: str, image_size: int = 32) -> Probe:
         warnings.simplefilter("ignore")
         try:
             return _probe_on(name, image_size, "meta")
-        except Exception as exc:  # noqa: BLE001 - any failure means "not usable here"
+        except Exception as exc:  # any failure means "not usable here"
             first = exc
         if isinstance(first, RuntimeError) and "meta" in str(first).lower():  # NotImplementedError too
             try:
                 return _probe_on(name, image_size, "cpu")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 first = exc
     text = str(first.problems[0] if isinstance(first, SpecError) else first).splitlines()
     return Probe(name, error=f"{type(first).__name__}: {text[0] if text else ''}"[:200])
@@ -104,11 +103,9 @@ def probe(name: str, image_size: int = 32) -> Probe:
 
 def _store_path(image_size: int) -> Path:
     """One file per (timm, torch, ofasearch.models sources, size): a new version never reads stale shapes."""
-    from ofasearch.training.teacher import cache_dir
-
-    source = b"".join(Path(m.__file__).read_bytes() for m in (_factory, _stages))
-    tag = hashlib.sha256(source + timm.__version__.encode() + torch.__version__.encode()).hexdigest()[:12]
-    return cache_dir() / "model-catalog" / f"{tag}-{image_size}px.json"
+    sources = [file_digest(m.__file__) for m in (_factory, _stages)]
+    tag = content_hash({"sources": sources, "timm": timm.__version__, "torch": torch.__version__}, length=12)
+    return cache_root() / "model-catalog" / f"{tag}-{image_size}px.json"
 
 
 def _load(path: Path) -> dict[str, Probe]:
@@ -128,10 +125,7 @@ def _load(path: Path) -> dict[str, Probe]:
 def _save(path: Path, probes: dict[str, Probe]) -> None:
     data = [asdict(p) for p in probes.values()]
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(data))
     except OSError:
         pass  # a read-only cache only costs speed
 

@@ -16,6 +16,7 @@ from typing import Any
 import timm
 import timm.models
 import torch
+from timm.data import resolve_model_data_config
 from torch import nn
 
 from ofasearch.errors import SpecError
@@ -110,10 +111,10 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 
 def normalization(model: nn.Module, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The model's own mean/std (timm pretrained config), averaged down for grayscale input."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    mean = tuple(cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN))
-    std = tuple(cfg.get("std", timm.data.IMAGENET_DEFAULT_STD))
+    """The model's own mean/std (timm's data config of the model), averaged down when the data
+    has another number of channels (grayscale)."""
+    cfg = resolve_model_data_config(model)
+    mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
     if in_chans != len(mean):
         mean = (sum(mean) / len(mean),) * in_chans
         std = (sum(std) / len(std),) * in_chans

@@ -10,14 +10,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from ofasearch.config import ResourcesSpec, Spec, TrainConfig
+import yaml
+
+from ofasearch.config import ResourcesSpec, Spec, TrainConfig, parse_config
 from ofasearch.search.space import SearchSpace
 from ofasearch.training.logit_cache import LogitCache
 from ofasearch.training.teacher import TeacherInfo
 
-__all__ = ["BASELINE_KEY", "backend_for", "run_trial", "trial_resources"]
+__all__ = [
+    "BASELINE_KEY",
+    "CONFIG_KEY",
+    "CONFIRMS_KEY",
+    "SEED_KEY",
+    "backend_for",
+    "cache_for_seed",
+    "run_trial",
+    "trial_config",
+    "trial_resources",
+]
 
 BASELINE_KEY = "baseline"  # a baseline trial's config holds {"baseline": "none"|"kd", **params}
+# A confirmation run holds the train config it repeats (YAML), the trial it repeats and its seed.
+CONFIG_KEY, CONFIRMS_KEY, SEED_KEY = "config", "confirms", "seed"
 DRIVER_CPU = 0.1  # a ray-train trial's own process only waits for its workers
 
 
@@ -36,10 +50,26 @@ def trial_resources(resources: ResourcesSpec) -> dict[str, float]:
 
 
 def trial_config(space: SearchSpace, params: dict[str, Any]) -> TrainConfig:
-    """The train config a trial runs (baselines override the method)."""
+    """The train config a trial runs: the searcher's params (baselines override the method);
+    a confirmation run repeats a recorded config on another seed."""
     params = dict(params)
-    method = params.pop(BASELINE_KEY, None)
-    return space.config_for(params, **({"distill.method": method} if method else {}))
+    if CONFIG_KEY in params:
+        config = parse_config(yaml.safe_load(params[CONFIG_KEY]), f"trial {params.get(CONFIRMS_KEY)}")
+    else:
+        method = params.pop(BASELINE_KEY, None)
+        config = space.config_for(params, **({"distill.method": method} if method else {}))
+    if SEED_KEY in params:
+        config = config.model_copy(update={"seed": int(params[SEED_KEY])})
+    return config
+
+
+def cache_for_seed(teacher: dict[str, Any], seed: int) -> dict[str, Any] | None:
+    """The prepared logit cache of ``teacher`` for runs of ``seed``: the cached views are the
+    augmentation of one seed, so a run of another seed without its own cache runs the teacher live."""
+    caches = teacher.get("caches") or {}
+    if str(seed) in caches:
+        return caches[str(seed)]
+    return teacher.get("cache") if teacher.get("cache_seed", seed) == seed else None
 
 
 def run_trial(
@@ -60,11 +90,12 @@ def run_trial(
 
     space = SearchSpace(Spec.model_validate(spec), stages)
     config = trial_config(space, params)
-    pair = space.pair_index({k: v for k, v in params.items() if k != BASELINE_KEY})
+    pair = space.pair_index_of(config)
     teacher = cache = None
     if config.distill.method != "none":
         teacher = TeacherInfo(**teachers[pair]["info"])
-        cache = LogitCache(**teachers[pair]["cache"]) if teachers[pair].get("cache") else None
+        cached = cache_for_seed(teachers[pair], config.seed)
+        cache = LogitCache(**cached) if cached else None
     res = config.resources
     torch.set_num_threads(max(1, int(res.cpus_per_worker)))
     if backend_for(res) == "local":
@@ -77,28 +108,19 @@ def run_trial(
 def _run_on_ray_train(
     config: TrainConfig, teacher: TeacherInfo | None, cache: LogitCache | None, storage: str, trial_id: str
 ) -> None:
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ofasearch.cluster.ray_session import train_failure_config
-    from ofasearch.training.job import ray_train_worker, worker_payload
+    from ofasearch.cluster.trainer import torch_trainer, worker_payload
 
     res = config.resources
-    per_worker = {"CPU": res.cpus_per_worker * (1 - DRIVER_CPU)}
-    if res.gpus_per_worker > 0:
-        per_worker["GPU"] = res.gpus_per_worker
-    trainer = TorchTrainer(
-        ray_train_worker,
-        train_loop_config=worker_payload(config, teacher, cache, res.gpus_per_worker, search=True),
-        scaling_config=ScalingConfig(
-            num_workers=res.workers_per_trial, use_gpu=res.gpus_per_worker > 0, resources_per_worker=per_worker
-        ),
-        run_config=RunConfig(
-            name=f"trial-{trial_id}",
-            storage_path=storage,
-            callbacks=[TuneReportCallback()],
-            failure_config=train_failure_config(),
-        ),
+    trainer = torch_trainer(
+        worker_payload(config, teacher, cache, search=True),
+        name=f"trial-{trial_id}",
+        storage_path=storage,
+        workers=res.workers_per_trial,
+        cpus_per_worker=res.cpus_per_worker,
+        gpus_per_worker=res.gpus_per_worker,
+        driver_cpus=DRIVER_CPU,  # this trial's own process, reserved by Tune (trial_resources)
+        callbacks=[TuneReportCallback()],
     )
     trainer.fit()

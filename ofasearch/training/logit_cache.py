@@ -9,8 +9,6 @@ OFA-KD only needs the teacher's final logits. The training loop's augmentation i
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -20,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch import nn
 
 from ofasearch.data import Splits, augment
 from ofasearch.models import normalization
+from ofasearch.utils.files import content_hash, file_digest
 
 __all__ = ["LogitCache", "cache_key", "cache_views", "open_or_build"]
 
@@ -73,16 +73,10 @@ class LogitCache:
 def cache_key(teacher_checkpoint: str | None, teacher_name: str, data: dict, seed: int, views: int) -> str:
     """Hash of everything that decides the cached values: teacher weights (file content digest),
     data spec, augmentation seed and the number of views."""
-    digest = "pretrained"
-    if teacher_checkpoint:
-        h = hashlib.sha256()
-        with open(teacher_checkpoint, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        digest = h.hexdigest()
+    digest = file_digest(teacher_checkpoint) if teacher_checkpoint else "pretrained"
     # "v" versions the augmentation function: changing it changes every cached value
     payload = {"teacher": teacher_name, "weights": digest, "data": data, "seed": seed, "views": views, "v": 2}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return content_hash(payload)
 
 
 @torch.no_grad()
@@ -138,8 +132,7 @@ def open_or_build(
     """Return the cache in ``folder``, building it first (under a lock) when it is not there."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     meta_path = folder / "meta.json"
-    with open(folder.parent / f"{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(folder.parent / f"{folder.name}.lock"):  # concurrent builders wait for the first
         if not meta_path.is_file():
             tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
             tmp.mkdir(parents=True, exist_ok=True)

@@ -2,30 +2,34 @@
 
 DDP-aware without depending on Ray: when ``torch.distributed`` is initialised (Ray Train sets it
 up), the distiller is wrapped in DistributedDataParallel, each rank trains on its shard and every
-metric is summed across ranks before it is reported.
+metric is summed across ranks before it is reported. Optimiser, learning-rate schedule, loss
+scaling and seeding are timm's (``create_optimizer_v2``, ``CosineLRScheduler``, ``NativeScaler``,
+``random_seed``), as in timm's own ``train.py``.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from timm.utils import NativeScaler, dispatch_clip_grad
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from ofasearch.config import DistillSpec, OptimSpec
+from ofasearch.config import OptimSpec
 from ofasearch.data import ImageSet, Splits, augment
 from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
 from ofasearch.training.logit_cache import LogitCache
 
-__all__ = ["EpochReport", "FitResult", "evaluate", "fit", "pick_device", "seed_everything"]
+__all__ = ["EpochReport", "FitResult", "evaluate", "fit", "pick_device"]
 
 
 @dataclass
@@ -62,20 +66,14 @@ ReportFn = Callable[[EpochReport, OFADistiller], None]
 
 
 def pick_device(gpus: float = 0.0) -> torch.device:
-    """This rank's GPU when GPUs were asked for, else the CPU. Asking for a GPU where CUDA has
+    """The current CUDA device when GPUs were asked for, else the CPU (one process, no Ray: a Ray
+    Train worker takes ``ray.train.torch.get_device()`` instead). Asking for a GPU where CUDA has
     none is an input error, not a silent fall-back to a run many times slower."""
     if gpus <= 0:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise SpecError([f"gpus_per_worker: {gpus:g} asked for, but CUDA sees no GPU on this machine"])
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return torch.device("cuda", rank % torch.cuda.device_count())
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def _world() -> tuple[int, int]:
@@ -88,34 +86,6 @@ def _all_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on norms, biases and tokens (1-d parameters), as timm does."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _optimizer(model: nn.Module, optim: OptimSpec) -> torch.optim.Optimizer:
-    groups = _param_groups(model, float(optim.weight_decay))
-    if optim.name == "sgd":
-        return torch.optim.SGD(groups, lr=float(optim.lr), momentum=float(optim.momentum), nesterov=True)
-    return torch.optim.AdamW(groups, lr=float(optim.lr))
-
-
-def _schedule(opt: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then cosine decay to zero, stepped per batch."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 @torch.no_grad()
@@ -138,10 +108,164 @@ def evaluate(distiller: OFADistiller, data: ImageSet, device: torch.device, batc
     return correct / max(total, 1.0)
 
 
+@dataclass
+class _Training:
+    """What one :func:`fit` carries from step to step."""
+
+    distiller: OFADistiller
+    model: nn.Module  # the distiller, wrapped in DistributedDataParallel when there are several ranks
+    data: Splits
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    scaler: NativeScaler | None  # float16 autocast (CUDA only) needs loss scaling
+    clip_grad: float | None
+    sampler: DistributedSampler
+    batch_size: int
+    steps_per_epoch: int
+    device: torch.device
+    seed: int
+    logit_cache: LogitCache | None
+    updates: int = 0
+
+
+def _start(
+    distiller: OFADistiller,
+    data: Splits,
+    optim: OptimSpec,
+    *,
+    seed: int,
+    device: torch.device,
+    logit_cache: LogitCache | None,
+) -> _Training:
+    """Move the distiller to ``device``, wrap it for DDP and build optimiser, schedule and scaler."""
+    rank, world = _world()
+    distiller.to(device)
+    model: nn.Module = distiller
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            distiller, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    # timm's parameter groups: no weight decay on norms, biases and tokens (1-d parameters);
+    # "sgd" is timm's Nesterov SGD with the config's momentum.
+    optimizer = create_optimizer_v2(
+        distiller,
+        opt=optim.name,
+        lr=float(optim.lr),
+        weight_decay=float(optim.weight_decay),
+        momentum=float(optim.momentum),
+    )
+    batch_size = int(optim.batch_size)
+    sampler = DistributedSampler(range(len(data.train)), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    steps_per_epoch = max(1, math.ceil(len(sampler) / batch_size))
+    use_amp = bool(optim.amp) and device.type == "cuda"
+    clip = float(optim.clip_grad)
+    return _Training(
+        distiller=distiller,
+        model=model,
+        data=data,
+        optimizer=optimizer,
+        scheduler=_schedule(
+            optimizer, float(optim.lr), int(optim.warmup_epochs) * steps_per_epoch, int(optim.epochs) * steps_per_epoch
+        ),
+        scaler=NativeScaler(device=device.type) if use_amp else None,
+        clip_grad=clip if clip > 0 else None,
+        sampler=sampler,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        device=device,
+        seed=seed,
+        logit_cache=logit_cache,
+    )
+
+
+def _schedule(optimizer: torch.optim.Optimizer, lr: float, warmup_steps: int, total_steps: int) -> CosineLRScheduler:
+    """Linear warm-up from ``lr / (warmup + 1)``, then cosine decay to zero, stepped per update.
+    (That warm-up start makes update ``t`` use ``lr * (t + 1) / (warmup + 1)``: the first update
+    already learns.)"""
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=max(1, total_steps - warmup_steps),
+        warmup_t=warmup_steps,
+        warmup_lr_init=lr / (warmup_steps + 1),
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+
+
+def _batch(run: _Training, idx: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Images (augmented with this epoch's view), labels and, with a logit cache, the teacher's
+    cached logits of exactly that view."""
+    cache = run.logit_cache
+    view = epoch % cache.views if cache is not None else epoch
+    images = run.data.train.images[idx].to(run.device, non_blocking=True)
+    if run.data.augment:
+        images = augment(images, idx, seed=run.seed, view=view, flip=run.data.flip)
+    else:
+        images = images.float().div_(255.0)
+    labels = run.data.train.labels[idx].to(run.device, non_blocking=True)
+    cached = cache.lookup(idx, view).to(run.device) if cache is not None else None
+    return images, labels, cached
+
+
+def _train_step(run: _Training, idx: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, Any]] | None:
+    """One update on the samples ``idx``; None (and no update) when the loss is not finite on
+    any rank, so every rank stops at the same step."""
+    images, labels, cached = _batch(run, idx, epoch)
+    with torch.autocast(run.device.type, enabled=run.scaler is not None):
+        loss, parts = run.model(images, labels, cached)
+    if _all_sum([float(not torch.isfinite(loss))], run.device)[0] > 0:
+        return None
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler(loss, run.optimizer, clip_grad=run.clip_grad, parameters=run.distiller.parameters())
+    else:
+        loss.backward()
+        if run.clip_grad is not None:
+            dispatch_clip_grad(run.distiller.parameters(), run.clip_grad)
+        run.optimizer.step()
+    run.updates += 1
+    run.scheduler.step_update(run.updates)
+    return loss.detach(), parts
+
+
+def _train_epoch(run: _Training, epoch: int, bar: Any) -> tuple[dict[str, float], int, bool]:
+    """One pass over this rank's shard: per-sample sums of every loss part (``total`` is the
+    loss), the number of samples seen and whether training diverged."""
+    run.sampler.set_epoch(epoch)
+    order = torch.tensor(list(iter(run.sampler)), dtype=torch.long)
+    run.distiller.train()
+    sums: dict[str, float] = {}
+    seen = 0
+    for b in range(run.steps_per_epoch):
+        idx = order[b * run.batch_size : (b + 1) * run.batch_size]
+        if len(idx) < 2:  # BatchNorm cannot train on a single sample
+            continue
+        step = _train_step(run, idx, epoch)
+        if step is None:
+            return sums, seen, True
+        loss, parts = step
+        seen += len(idx)
+        for key, value in parts.items():
+            if key != "logits":
+                sums[key] = sums.get(key, 0.0) + float(value) * len(idx)
+        sums["total"] = sums.get("total", 0.0) + float(loss) * len(idx)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss):.3f}")
+    return sums, seen, False
+
+
+def _mean_over_ranks(sums: dict[str, float], seen: int, device: torch.device) -> dict[str, float]:
+    """Per-sample means of ``sums`` over every rank's samples."""
+    keys = sorted(sums)
+    totals = _all_sum([sums[k] for k in keys] + [float(seen)], device)
+    count = max(totals[-1], 1.0)
+    return {k: v / count for k, v in zip(keys, totals[:-1], strict=True)}
+
+
 def fit(
     distiller: OFADistiller,
     data: Splits,
-    distill: DistillSpec,
     optim: OptimSpec,
     *,
     seed: int,
@@ -158,78 +282,23 @@ def fit(
     the first non-finite loss, marking the run diverged. With ``logit_cache`` the teacher never
     runs: epoch e reads the cached logits of view ``e mod V`` and augments with that same view.
     """
-    rank, world = _world()
-    distiller.to(device)
-    model: nn.Module = distiller
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(
-            distiller, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    opt = _optimizer(distiller, optim)
-    batch_size, epochs = int(optim.batch_size), int(optim.epochs)
-    sampler = DistributedSampler(range(len(data.train)), num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    steps_per_epoch = max(1, math.ceil(len(sampler) / batch_size))
-    sched = _schedule(opt, int(optim.warmup_epochs) * steps_per_epoch, epochs * steps_per_epoch)
-    use_amp = bool(optim.amp) and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)  # float16 autocast needs loss scaling
-    clip = float(optim.clip_grad)
-    bar = _progress(epochs * steps_per_epoch) if progress and rank == 0 else None
+    run = _start(distiller, data, optim, seed=seed, device=device, logit_cache=logit_cache)
+    epochs = int(optim.epochs)
+    bar = _progress(epochs * run.steps_per_epoch) if progress and _world()[0] == 0 else None
     history: list[EpochReport] = []
     best, diverged, train_seconds = 0.0, False, 0.0
     for epoch in range(epochs):
         start = time.perf_counter()
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(iter(sampler)), dtype=torch.long)
-        distiller.train()
-        sums: dict[str, float] = {}
-        n_seen = 0
-        for b in range(steps_per_epoch):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            if len(idx) < 2:  # BatchNorm cannot train on a single sample
-                continue
-            images = data.train.images[idx].to(device, non_blocking=True)
-            view = epoch % logit_cache.views if logit_cache is not None else epoch
-            if data.augment:
-                images = augment(images, idx, seed=seed, view=view, flip=data.flip)
-            else:
-                images = images.float().div_(255.0)
-            labels = data.train.labels[idx].to(device, non_blocking=True)
-            cached = logit_cache.lookup(idx, view) if logit_cache is not None else None
-            with torch.autocast(device.type, enabled=use_amp):
-                loss, parts = model(images, labels, cached.to(device) if cached is not None else None)
-            if not torch.isfinite(loss):
-                diverged = True
-            diverged = bool(_all_sum([float(diverged)], device)[0] > 0)
-            if diverged:
-                break
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if clip > 0:
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(distiller.parameters(), clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            n_seen += len(idx)
-            for key, value in parts.items():
-                if key != "logits":
-                    sums[key] = sums.get(key, 0.0) + float(value) * len(idx)
-            sums["total"] = sums.get("total", 0.0) + float(loss.detach()) * len(idx)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{float(loss):.3f}")
+        sums, seen, diverged = _train_epoch(run, epoch, bar)
         train_seconds += time.perf_counter() - start
-        keys = sorted(sums)
-        totals = _all_sum([sums[k] for k in keys] + [float(n_seen)], device)
-        seen = max(totals[-1], 1.0)
-        means = {k: v / seen for k, v in zip(keys, totals[:-1], strict=True)}
+        means = _mean_over_ranks(sums, seen, device)
         val_acc = 0.0 if diverged else evaluate(distiller, data.val, device)
         best = max(best, val_acc)
         entry = EpochReport(
             epoch=epoch + 1,
-            train_loss=means.pop("total", float("nan")) if not diverged else float("nan"),
+            train_loss=float("nan") if diverged else means.pop("total", float("nan")),
             val_acc=val_acc,
-            lr=opt.param_groups[0]["lr"],
+            lr=run.optimizer.param_groups[0]["lr"],
             seconds=time.perf_counter() - start,
             parts=means,
             diverged=diverged,
@@ -247,7 +316,8 @@ def fit(
     return FitResult(distiller, history, best, test_acc, train_seconds, diverged)
 
 
-def _progress(total: int):  # noqa: ANN202 - tqdm type
+def _progress(total: int) -> Any:
+    """A tqdm bar over every update of the run (rank 0 only)."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="step", dynamic_ncols=True, leave=False)

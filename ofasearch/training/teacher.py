@@ -8,8 +8,6 @@ wait for the first one instead of training the same teacher twice.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -18,6 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+from safetensors.torch import save_model
+from timm.utils import random_seed
 from torch import nn
 
 from ofasearch.config import DataSpec, DistillSpec, ModelSpec, OptimSpec
@@ -26,9 +27,10 @@ from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
 from ofasearch.models import build_model, load_weights
 from ofasearch.training.logit_cache import LogitCache, cache_key, cache_views, open_or_build
-from ofasearch.training.loop import fit, pick_device, seed_everything
+from ofasearch.training.loop import fit, pick_device
+from ofasearch.utils.files import atomic_write, cache_root, content_hash
 
-__all__ = ["TeacherInfo", "build_teacher", "cache_dir", "prepare_logit_cache", "prepare_teacher", "teacher_key"]
+__all__ = ["TeacherInfo", "build_teacher", "prepare_logit_cache", "prepare_teacher", "teacher_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +49,6 @@ class TeacherInfo:
     trained_now: bool = False
 
 
-def cache_dir() -> Path:
-    """``$OFASEARCH_CACHE``, else ``~/.cache/ofasearch``: the teacher store (and logit caches)."""
-    return Path(os.environ.get("OFASEARCH_CACHE") or Path.home() / ".cache" / "ofasearch")
-
-
 def teacher_key(teacher: ModelSpec, data: DataSpec) -> str:
     """Content hash of everything that decides an auto-trained teacher's weights."""
     payload = {
@@ -62,7 +59,7 @@ def teacher_key(teacher: ModelSpec, data: DataSpec) -> str:
         "seed": TEACHER_SEED,
         "version": RECIPE_VERSION,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return content_hash(payload)
 
 
 def build_teacher(teacher: ModelSpec, info: TeacherInfo, splits: Splits) -> nn.Module:
@@ -80,7 +77,7 @@ def build_teacher(teacher: ModelSpec, info: TeacherInfo, splits: Splits) -> nn.M
 
 def prepare_teacher(
     teacher: ModelSpec, data: DataSpec, splits: Splits, *, gpus: float = 0.0, progress: bool = False
-) -> TeacherInfo:  # noqa: ANN001
+) -> TeacherInfo:
     """Resolve ``checkpoint``/``pretrained``; for ``auto`` train once (under a lock) or reuse."""
     if teacher.pretrained:
         build_teacher(teacher, TeacherInfo(None), splits)  # fails early and clearly when offline
@@ -90,10 +87,9 @@ def prepare_teacher(
             raise SpecError([f"teacher.checkpoint: {teacher.checkpoint!r}: no such file"])
         return TeacherInfo(teacher.checkpoint)
     key = teacher_key(teacher, data)
-    folder = cache_dir() / "teachers" / key
+    folder = cache_root() / "teachers" / key
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second trial waits here for the first
+    with FileLock(folder.parent / f"{key}.lock"):  # a second trial waits here for the first
         if not (folder / "meta.json").is_file():
             logger.info(
                 f"training teacher {teacher.label} on {data.dataset} ({teacher.recipe.epochs} epochs); "
@@ -115,9 +111,7 @@ def prepare_teacher(
 
 
 def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: float, progress: bool) -> None:
-    from safetensors.torch import save_file
-
-    seed_everything(TEACHER_SEED)
+    random_seed(TEACHER_SEED)
     model = build_model(
         teacher.model,
         teacher.kwargs,
@@ -132,15 +126,13 @@ def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: fl
         epochs=recipe.epochs,
         warmup_epochs=min(1, recipe.epochs - 1),
     )
-    distill = DistillSpec(method="none")
     distiller = OFADistiller(model, None, splits.num_classes, input_size=splits.input_size, method="none")
-    result = fit(distiller, splits, distill, optim, seed=TEACHER_SEED, device=pick_device(gpus), progress=progress)
+    result = fit(distiller, splits, optim, seed=TEACHER_SEED, device=pick_device(gpus), progress=progress)
     if result.diverged:
         raise RuntimeError(f"teacher {teacher.label} diverged while training; change teacher.recipe")
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / "teacher.safetensors"))
+    save_model(model, str(tmp / "teacher.safetensors"))
     meta = {
         "model": teacher.model,
         "kwargs": teacher.kwargs,
@@ -150,7 +142,7 @@ def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: fl
         "epochs": recipe.epochs,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    atomic_write(tmp / "meta.json", json.dumps(meta, indent=2))
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
@@ -180,7 +172,7 @@ def prepare_logit_cache(
     return open_or_build(
         model,
         splits,
-        cache_dir() / "logits" / key,
+        cache_root() / "logits" / key,
         seed=seed,
         views=views,
         device=pick_device(gpus),

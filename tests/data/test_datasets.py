@@ -53,3 +53,10 @@ def test_missing_cifar_root_is_a_clear_error(tmp_path):
 
     with pytest.raises(SpecError, match="cifar10 not found"):
         load_splits(DataSpec(dataset="cifar10", root=str(tmp_path)))
+
+
+def test_a_loader_for_every_registered_dataset_and_no_other():
+    from ofasearch.config.registry import DATASETS
+    from ofasearch.data.datasets import LOADERS
+
+    assert set(LOADERS) == set(DATASETS)

@@ -83,3 +83,28 @@ def test_stage_missing_from_a_shallow_student_is_a_spec_error(teacher):
     )
     with pytest.raises(SpecError, match="distill.stages"):
         OFADistiller(student, teacher, 10, stages=(1, 2, 3, 4), input_size=(1, SIZE, SIZE))
+
+
+def test_a_loss_for_every_registered_method_and_no_other():
+    from ofasearch.config.registry import METHODS
+    from ofasearch.distill import METHOD_LOSSES
+
+    assert set(METHOD_LOSSES) == set(METHODS)
+
+
+def test_from_config_seeds_the_student_and_drops_a_teacher_the_method_does_not_use(teacher):
+    from ofasearch.config import parse_config
+    from tests.specs import CONFIG
+
+    config = parse_config(CONFIG)
+    shape = {"num_classes": 10, "in_chans": 1, "image_size": 16}
+    first = OFADistiller.from_config(config, teacher, **shape)
+    torch.rand(100)  # a changed global RNG: from_config seeds with config.seed
+    second = OFADistiller.from_config(config, None, teacher_features=teacher.num_features, **shape)
+    assert first.stages == (2, 3, 4) and first.eps == (1.2,) * 4 and first.teacher is teacher
+    for part in ("student", "branches"):
+        a, b = getattr(first, part).state_dict(), getattr(second, part).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{part} start the same"
+    alone = parse_config({**CONFIG, "distill": {"method": "none"}})
+    d = OFADistiller.from_config(alone, teacher, **shape)
+    assert d.teacher is None and len(d.branches) == 0

@@ -8,7 +8,7 @@ from ofasearch import kd_loss, ofa_loss
 
 
 def hand_ofa(z_s, z_t, labels, eps, temperature):
-    """Per-element loops over DESIGN.md section 2, no vectorised shortcuts."""
+    """Per-element loops over the OFA loss of Hao et al. (NeurIPS 2023), no vectorised shortcuts."""
     total = 0.0
     for b in range(z_s.shape[0]):
         es = [math.exp(v / temperature) for v in z_s[b].tolist()]

@@ -14,7 +14,8 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
     [("bench_step.py", "ratio loop / bare"), ("bench_teacher_cache.py", "predicted GPU speed-up")],
 )
 def test_benchmark_smoke(script, expected):
-    result = subprocess.run([sys.executable, str(SCRIPTS / script), "--smoke-test"], capture_output=True,
-                            text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), "--smoke-test"], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert expected in result.stdout

@@ -12,16 +12,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_train_best_example_smoke(tmp_path):
     out = tmp_path / "student.safetensors"
+    script, config = ROOT / "scripts" / "train_best.py", ROOT / "search_spaces" / "train_cnn_to_vit.yaml"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train_best.py"), str(ROOT / "search_spaces" / "train_cnn_to_vit.yaml"),
-         "--smoke-test", "--output", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [sys.executable, str(script), str(config), "--smoke-test", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "student test accuracy" in result.stdout
     # the same student, built by hand with timm alone, takes the weights as they are
-    student = timm.create_model("vit_tiny_patch16_224", patch_size=4, embed_dim=64, depth=4, num_heads=2,
-                                img_size=28, num_classes=10, in_chans=1)  # fmt: skip
+    student = timm.create_model(
+        "vit_tiny_patch16_224",
+        patch_size=4,
+        embed_dim=64,
+        depth=4,
+        num_heads=2,
+        img_size=28,
+        num_classes=10,
+        in_chans=1,
+    )
     student.load_state_dict(load_file(out))
 
 

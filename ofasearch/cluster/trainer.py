@@ -1,0 +1,157 @@
+"""Ray Train for ofasearch: the one ``TorchTrainer`` factory, its per-worker function, and
+``ofasearch train --workers N``.
+
+Both users of Ray Train go through :func:`torch_trainer`: a search trial with the ``ray-train``
+backend (``ofasearch.search.trial``; every epoch reaches Tune through ``TuneReportCallback``)
+and ``ofasearch train --workers N`` (:func:`train_on_ray`; rank 0 ships the student, metrics and
+TensorBoard events back as the run's checkpoint, so the output folder is written on the driver
+even on a multi-node cluster). Every worker runs the same loop as in-process training, under
+DDP, on the device Ray Train gave it (``ray.train.torch.get_device()``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from ofasearch.cluster.ray_session import check_fits, ensure_ray, train_failure_config
+from ofasearch.config import TrainConfig
+from ofasearch.data import load_splits
+from ofasearch.distill import OFADistiller
+from ofasearch.training.job import fit_for_search, train_worker
+from ofasearch.training.logit_cache import LogitCache
+from ofasearch.training.loop import EpochReport
+from ofasearch.training.teacher import TeacherInfo
+
+__all__ = ["per_worker_resources", "ray_train_worker", "torch_trainer", "train_on_ray", "worker_payload"]
+
+logger = logging.getLogger(__name__)
+
+
+def worker_payload(
+    config: TrainConfig, teacher: TeacherInfo | None, cache: LogitCache | None, *, search: bool
+) -> dict[str, Any]:
+    """What a Ray Train worker needs: plain data only (it is pickled to every worker). The logit
+    cache is passed by path: on a multi-node cluster ``$OFASEARCH_CACHE`` must be shared storage.
+    ``search``: report every epoch to Tune instead of writing an output folder."""
+    return {
+        "config": config.model_dump(mode="json"),
+        "teacher": asdict(teacher) if teacher else None,
+        "cache": asdict(cache) if cache else None,
+        "search": search,
+    }
+
+
+def ray_train_worker(payload: dict[str, Any]) -> None:
+    """Ray Train's per-worker function. For a search trial every epoch is reported (Tune sees it
+    through TuneReportCallback); for ``ofasearch train`` rank 0 ships the outputs as the final
+    checkpoint."""
+    config = TrainConfig.model_validate(payload["config"])
+    teacher = TeacherInfo(**payload["teacher"]) if payload["teacher"] else None
+    cache = LogitCache(**payload["cache"]) if payload["cache"] else None
+    # As many threads as an in-process run or a local trial of this config (results depend on it)
+    torch.set_num_threads(max(1, int(config.resources.cpus_per_worker)))
+    device = ray.train.torch.get_device()
+    splits = load_splits(config.data)
+    if payload["search"]:
+        fit_for_search(config, splits, teacher, ray.train.report, cache=cache, device=device)
+        return
+    epochs = int(config.optim.epochs)
+
+    def report_epoch(entry: EpochReport, _distiller: OFADistiller) -> None:
+        if entry.epoch < epochs and not entry.diverged:  # the last report carries the checkpoint
+            ray.train.report(entry.as_metrics())
+
+    out = Path(tempfile.mkdtemp(prefix="ofasearch-train-"))
+    try:
+        summary = train_worker(config, splits, teacher, out, cache=cache, device=device, on_epoch=report_epoch)
+        last = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None}
+        if ray.train.get_context().get_world_rank() == 0:
+            ray.train.report(last, checkpoint=ray.train.Checkpoint.from_directory(str(out)))
+        else:
+            ray.train.report(last)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def per_worker_resources(workers: int, cpus_per_worker: float, gpus_per_worker: float, driver_cpus: float) -> dict:
+    """Each worker's Ray resources, so that the whole run (a driver holding ``driver_cpus`` of
+    Ray's CPUs, e.g. a Tune trial's process, plus its workers) takes ``workers x cpus_per_worker``
+    CPUs: the driver's share comes off the workers evenly."""
+    resources: dict[str, float] = {"CPU": cpus_per_worker - driver_cpus / workers}
+    if gpus_per_worker > 0:
+        resources["GPU"] = gpus_per_worker
+    return resources
+
+
+def torch_trainer(
+    payload: dict[str, Any],
+    *,
+    name: str,
+    storage_path: str,
+    workers: int,
+    cpus_per_worker: float,
+    gpus_per_worker: float,
+    driver_cpus: float = 0.0,
+    callbacks: Sequence[Any] = (),
+) -> TorchTrainer:
+    """The one TorchTrainer ofasearch builds: :func:`ray_train_worker` on ``workers`` DDP workers
+    (gloo on CPUs, NCCL on GPUs), retried only after a preemption (``train_failure_config``)."""
+    resources = per_worker_resources(workers, cpus_per_worker, gpus_per_worker, driver_cpus)
+    return TorchTrainer(
+        ray_train_worker,
+        train_loop_config=payload,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            callbacks=list(callbacks),
+            failure_config=train_failure_config(),
+        ),
+    )
+
+
+def train_on_ray(
+    config: TrainConfig,
+    output: Path,
+    teacher: TeacherInfo | None,
+    cache: LogitCache | None,
+    *,
+    workers: int,
+    cpus_per_worker: float,
+    gpus_per_worker: float = 0.0,
+) -> dict[str, Any]:
+    """``ofasearch train --workers N``: DDP on Ray Train (joining or starting Ray), the outputs
+    copied from rank 0's checkpoint into ``output``. Returns the metrics summary."""
+    ensure_ray()
+    resources = per_worker_resources(workers, cpus_per_worker, gpus_per_worker, driver_cpus=0.0)
+    check_fits(resources, workers, "train")
+    storage = output.parent / f".{output.name}-ray"
+    trainer = torch_trainer(
+        worker_payload(config, teacher, cache, search=False),
+        name=f"train-{output.name}",
+        storage_path=str(storage),
+        workers=workers,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
+    )
+    logger.info(f"Ray Train: {workers} workers x {resources} ({'nccl' if gpus_per_worker > 0 else 'gloo'})")
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train finished without a checkpoint: {result.error}")
+    output.mkdir(parents=True, exist_ok=True)
+    result.checkpoint.to_directory(str(output))
+    shutil.rmtree(storage, ignore_errors=True)
+    return json.loads((output / "metrics.json").read_text())
