@@ -114,13 +114,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
         max_latency_ms=args.max_latency_ms,
         max_params=args.max_params,
     )
-    print(f"trial {row['trial_id']} ({row['teacher']} -> {row['student']}, val_acc {row['val_acc']:.4f}) -> {path}")
+    pair = f"{row['teacher']} -> {row['student']}"
+    print(f"trial {row['trial_id']} ({pair}, val_acc {row['val_acc_mean']:.4f}) -> {path}")
     print(f"train it: ofasearch train {path}")
     return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from ofasearch.catalog import print_models
+    from ofasearch.models.catalog import print_models
 
     print_models(
         family=args.family, pattern=args.filter, image_size=args.image_size, limit=args.limit, verbose=args.verbose

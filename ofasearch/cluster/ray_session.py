@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+from ray.train import FailureConfig
 
 __all__ = [
     "PREEMPTION_RETRIES",
@@ -176,9 +177,7 @@ def check_fits(per_worker: dict[str, float], workers: int, where: str) -> None:
         raise SpecError(problems)
 
 
-def train_failure_config():  # noqa: ANN201 (ray.train.FailureConfig, imported lazily)
+def train_failure_config() -> FailureConfig:
     """Ray Train's retry policy for ofasearch runs: lost (preempted) workers only; a stuck worker
     group start becomes an error after 3 controller failures instead of hanging."""
-    from ray.train import FailureConfig
-
     return FailureConfig(max_failures=0, max_preemption_failures=PREEMPTION_RETRIES, controller_failure_limit=3)

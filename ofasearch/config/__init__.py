@@ -6,6 +6,7 @@ same settings where each tunable one may also be a :class:`Range` or :class:`Cho
 from ofasearch.config.loading import format_errors, load_config, load_spec, parse_config, parse_spec, read_yaml
 from ofasearch.config.schema import (
     Choices,
+    ConfirmSettings,
     DataSpec,
     DistillSearchSpec,
     DistillSpec,
@@ -32,6 +33,7 @@ __all__ = [
     "PairSpec",
     "Range",
     "ResourcesSpec",
+    "ConfirmSettings",
     "SearchSettings",
     "Spec",
     "TeacherRecipe",

@@ -18,7 +18,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Self, Union
 
 import yaml
 from pydantic import (
@@ -34,7 +34,6 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import core_schema
-from typing_extensions import Self
 
 from ofasearch.config.registry import DATASETS as DATASET_REGISTRY
 from ofasearch.config.registry import METHODS, OPTIMIZERS
@@ -50,6 +49,7 @@ __all__ = [
     "PairSpec",
     "Range",
     "ResourcesSpec",
+    "ConfirmSettings",
     "SearchSettings",
     "Spec",
     "TeacherRecipe",
@@ -394,6 +394,15 @@ DistillSearchSpec = searchable(DistillSpec, "DistillSearchSpec")
 OptimSearchSpec = searchable(OptimSpec, "OptimSearchSpec")
 
 
+class ConfirmSettings(Strict):
+    """After the search: the ``top_k`` best distinct full-budget configs and every pair's baselines
+    are trained again until each has ``seeds`` runs (the search's own run is the first), so the
+    winner and its gains are means over seeds with an interval, not one lucky run."""
+
+    top_k: int = Field(default=3, ge=1)
+    seeds: int = Field(default=3, ge=2)
+
+
 class SearchSettings(Strict):
     """Ray Tune settings of a search."""
 
@@ -402,6 +411,11 @@ class SearchSettings(Strict):
     reduction_factor: int = Field(default=3, ge=2)
     max_concurrent: int = Field(default=2, ge=1)
     baselines: bool = True
+    searcher: Literal["tpe", "random"] = "tpe"
+    # trials TPE draws at random before it models the results (not counting the paper defaults);
+    # None: the rule in ofasearch.search.searcher.default_startup_trials
+    startup_trials: int | None = Field(default=None, ge=0)
+    confirm: ConfirmSettings | None = None
 
 
 class ResourcesSpec(Strict):

@@ -25,8 +25,13 @@ def write_best(folder: Path, rows: list[dict[str, Any]], max_epochs: int) -> Pat
     best = best_trial(rows, max_epochs)
     if best is None:
         return None
-    header = f"# best of {folder.name}: trial {best['trial_id']}, val_acc {best['val_acc']:.4f}\n"
+    score = f"val_acc {best['val_acc_mean']:.4f} ({_seeds_text(best)})"
+    header = f"# best of {folder.name}: trial {best['trial_id']}, {score}\n"
     return atomic_write(folder / "best.yaml", header + best["config"])
+
+
+def _seeds_text(row: dict[str, Any]) -> str:
+    return f"mean of {row['seeds']} seeds" if row["seeds"] > 1 else "1 seed"
 
 
 def choose_trial(
@@ -94,7 +99,7 @@ def export_config(
         cost = f", {row['params'] / 1e6:.2f}M params, {row['latency_ms_b1']:.2f} ms/image ({row.get('device')})"
     header = (
         f"# exported from {results.path} (rank {rank}): trial {row['trial_id']}, "
-        f"val_acc {row['val_acc']:.4f} after {row['epochs']} epochs{cost}\n"
+        f"val_acc {row['val_acc_mean']:.4f} ({_seeds_text(row)}) after {row['epochs']} epochs{cost}\n"
         "# train it: ofasearch train THIS_FILE [--workers N --gpus-per-worker G]; raise optim.epochs for production\n"
     )
     atomic_write(output, header + _config_yaml(row, f"{results.spec.name}-rank{rank}"))

@@ -7,6 +7,7 @@ import statistics
 from typing import Any
 
 from ofasearch.results.outcome import COMPLETED, is_full_budget
+from ofasearch.results.seeds import seed_runs
 
 __all__ = ["best_trial", "pair_baseline", "ranked_trials", "status_counts", "student_latency"]
 
@@ -28,10 +29,19 @@ def student_latency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def ranked_trials(rows: list[dict[str, Any]], max_epochs: int) -> list[dict[str, Any]]:
-    """Search trials that ran the full budget, best first (never diverged/stopped/failed ones);
-    ties go to the faster trial."""
+    """Search trials that ran the full budget, best first (never diverged/stopped/failed ones).
+
+    Each row gains ``val_acc_mean``, ``val_acc_std`` and ``seeds`` (its runs over seeds, see
+    :mod:`ofasearch.results.seeds`). Configs the confirmation phase trained on several seeds come
+    first, by their mean (one lucky run cannot outrank them); then the others by their single
+    run. Ties go to the faster trial."""
     full = [r for r in rows if r["role"] == "search" and is_full_budget(r, max_epochs)]
-    return sorted(full, key=lambda r: (-r["val_acc"], r["seconds"] or 0.0))
+    ranked = []
+    for r in full:
+        runs = seed_runs(rows, r)
+        mean = runs.mean if runs.n else r["val_acc"]
+        ranked.append({**r, "val_acc_mean": mean, "val_acc_std": runs.std, "seeds": max(runs.n, 1)})
+    return sorted(ranked, key=lambda r: (r["seeds"] < 2, -r["val_acc_mean"], r["seconds"] or 0.0))
 
 
 def best_trial(rows: list[dict[str, Any]], max_epochs: int) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ def status_lines(folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
     results = read_folder(folder)
     rows = list({r["trial_id"]: r for r in results.trials}.values())  # one row per trial, as recorded
     lines = [f"{folder}: phase {results.state.get('phase', '?')}"]
-    lines += summary_lines(rows, results.spec.max_epochs, list(results.spec.searched))
+    lines += summary_lines(rows, results.spec.max_epochs, list(results.spec.searched), results.state.get("val_images"))
     return lines, rows
 
 

@@ -1,39 +1,74 @@
-"""The plain-text table of a search's trials that ``ofasearch run`` ends with and ``status`` prints."""
+"""The plain-text table of a search's trials that ``ofasearch run`` ends with and ``status`` prints,
+and the lines that say, with intervals, whether the best config beats each baseline."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ofasearch.config.registry import METHODS
 from ofasearch.results.ranking import best_trial, pair_baseline, status_counts
+from ofasearch.results.seeds import paired_gain, seed_runs
 from ofasearch.utils.formatting import short
 
-__all__ = ["summary_lines"]
+__all__ = ["gain_lines", "mean_accuracy", "summary_lines"]
+
+ROLE_ORDER = {"baseline": 0, "search": 1, "confirm": 2}
+BASELINES = ("none", "kd")
 
 
-def summary_lines(rows: list[dict[str, Any]], max_epochs: int, searched: list[str]) -> list[str]:
-    """All trials, baselines first then best first, and the best trial's gain over its pair's baselines."""
+def summary_lines(
+    rows: list[dict[str, Any]], max_epochs: int, searched: list[str], val_images: int | None = None
+) -> list[str]:
+    """All trials (baselines, then search trials best first, then confirmation runs), and the
+    best config's gains over its pair's baselines (:func:`gain_lines`)."""
     if not rows:
         return ["no trials yet"]
-    order = sorted(rows, key=lambda r: (r["role"] != "baseline", -(r["val_acc"] or 0.0)))
+    order = sorted(rows, key=lambda r: (ROLE_ORDER.get(r["role"], 3), -(r["val_acc"] or 0.0)))
     head = (
-        f"{'trial':>12} {'role':8} {'status':9} {'method':6} {'val_acc':>7} {'ep':>3} {'sec':>6} cache  pair / values"
+        f"{'trial':>12} {'role':8} {'by':8} {'status':9} {'method':6} {'val_acc':>7} {'ep':>3} {'sec':>6} "
+        "cache  pair / values"
     )
     lines = [head, "-" * len(head)]
     for r in order:
         values = " ".join(f"{p.split('.')[-1]}={short(r.get(p))}" for p in searched if r["role"] == "search")
+        if r["role"] == "confirm":
+            values = f"seed {r['seed']} of {r.get('confirms')}"
         lines.append(
-            f"{r['trial_id']:>12} {r['role']:8} {r['status']:9} {r['method']:6} {r['val_acc'] or 0:7.4f} "
-            f"{r['epochs']:>3} {r['seconds'] or 0:6.0f} {'yes' if r.get('teacher_cache') else 'no':5}  "
-            f"{r['teacher']} -> {r['student']} {values}"
+            f"{r['trial_id']:>12} {r['role']:8} {r.get('proposed_by') or '-':8} {r['status']:9} {r['method']:6} "
+            f"{r['val_acc'] or 0:7.4f} {r['epochs']:>3} {r['seconds'] or 0:6.0f} "
+            f"{'yes' if r.get('teacher_cache') else 'no':5}  {r['teacher']} -> {r['student']} {values}"
         )
-    best = best_trial(rows, max_epochs)
-    if best is not None:
-        lines.append("")
-        lines.append(f"best full-budget search trial: {best['trial_id']} val_acc {best['val_acc']:.4f}")
-        for method, name in (("none", "student alone"), ("kd", "vanilla KD")):
-            base = pair_baseline(rows, best, method)
-            if base is not None:
-                gain = best["val_acc"] - base["val_acc"]
-                lines.append(f"  vs {name}: {base['val_acc']:.4f} -> gain {gain:+.4f}")
+    lines += gain_lines(rows, max_epochs, val_images)
     lines.append(f"trials: {status_counts(rows)}")
     return lines
+
+
+def gain_lines(rows: list[dict[str, Any]], max_epochs: int, val_images: int | None = None) -> list[str]:
+    """The best config (mean over its seeds) and, per baseline of its pair, the mean paired gain
+    with its 95 % interval and whether it is more than noise."""
+    best = best_trial(rows, max_epochs)
+    if best is None:
+        return []
+    seeds = best["seeds"]
+    spread = f"mean of {seeds} seeds, std {best['val_acc_std']:.4f}" if seeds > 1 else "1 seed"
+    images = f", {val_images} val images" if val_images else ""
+    head = f"best full-budget search trial: {best['trial_id']} val_acc {best['val_acc_mean']:.4f} ({spread}{images})"
+    lines = ["", head]
+    for method in BASELINES:
+        base = pair_baseline(rows, best, method)
+        if base is None:
+            continue
+        name = METHODS[method].label
+        gain = paired_gain(rows, best, base, val_images)
+        base_mean = mean_accuracy(rows, base)
+        if gain is None:
+            lines.append(f"  vs {name}: {base_mean:.4f} -> gain {best['val_acc_mean'] - base_mean:+.4f} (no interval)")
+        else:
+            lines.append(f"  vs {name}: {base_mean:.4f} -> gain {gain.text()}: {gain.verdict(name)}")
+    return lines
+
+
+def mean_accuracy(rows: list[dict[str, Any]], row: dict[str, Any]) -> float:
+    """A trial's mean accuracy over its seeds (its single run without confirmation)."""
+    runs = seed_runs(rows, row)
+    return runs.mean if runs.n else float(row["val_acc"] or 0.0)

@@ -32,6 +32,8 @@ COST_COLUMNS = ("params", "flops", "latency_ms_b1", "latency_ms_b64", "device") 
 TRIAL_COLUMNS = [
     "trial_id",
     "role",
+    "proposed_by",  # search trials: default (paper defaults), startup, tpe or random
+    "confirms",  # confirmation runs: the trial whose config they repeat on another seed
     "status",
     "teacher",
     "student",

@@ -16,6 +16,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from ofasearch.results.outcome import trial_status
+from ofasearch.search.searcher import PROPOSED_BY
 from ofasearch.utils.formatting import format_duration, short
 
 __all__ = ["ProgressView", "error_text", "outcome"]
@@ -90,9 +91,11 @@ class ProgressView(tune.Callback):
             self._print_status(trials)
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        params = trial.config.get("point", trial.config)
+        params = dict(trial.config.get("point", trial.config))
+        proposer = params.pop(PROPOSED_BY, None)
         values = " ".join(f"{k.split('__')[0].split('.')[-1]}={short(v)}" for k, v in sorted(params.items()))
-        logger.info(f"[{self.phase}] trial {trial.trial_id} started: {values}")
+        by = f" ({proposer})" if proposer else ""
+        logger.info(f"[{self.phase}] trial {trial.trial_id} started{by}: {values}")
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         last = trial.last_result or {}

@@ -26,8 +26,9 @@ from ofasearch.results.tables import (
     write_table,
 )
 from ofasearch.search.progress import error_text
+from ofasearch.search.searcher import PROPOSED_BY
 from ofasearch.search.space import SearchSpace, encode
-from ofasearch.search.trial import BASELINE_KEY, backend_for, trial_config
+from ofasearch.search.trial import BASELINE_KEY, CONFIRMS_KEY, backend_for, trial_config
 
 __all__ = ["Recorder", "ResultTables", "trial_params"]
 
@@ -48,10 +49,12 @@ class ResultTables:
         row = self.trials.get(trial_id)
         if row is None:
             config = trial_config(self.space, params)
-            role = "baseline" if BASELINE_KEY in params else "search"
+            role = "confirm" if CONFIRMS_KEY in params else "baseline" if BASELINE_KEY in params else "search"
             row = {
                 "trial_id": trial_id,
                 "role": role,
+                "proposed_by": params.get(PROPOSED_BY) if role == "search" else None,
+                "confirms": params.get(CONFIRMS_KEY),
                 "status": "running",
                 "teacher": config.pair.teacher.label,
                 "student": config.pair.student.label,

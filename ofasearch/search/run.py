@@ -21,24 +21,33 @@ from typing import Any
 
 import optuna
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 
 from ofasearch.cluster.ray_session import check_fits, ensure_ray
-from ofasearch.config import Spec, load_spec, parse_spec
-from ofasearch.data import load_splits
+from ofasearch.config import PairSpec, Spec, load_spec, parse_spec
+from ofasearch.data import Splits, load_splits
 from ofasearch.errors import SpecError
 from ofasearch.results.export import write_best
 from ofasearch.results.folder import SPEC_FILE, load_folder_spec
+from ofasearch.results.outcome import COMPLETED
+from ofasearch.results.ranking import ranked_trials
 from ofasearch.results.summary import summary_lines
 from ofasearch.results.tables import TRIALS_FILE, read_rows
 from ofasearch.search.plan import plan
 from ofasearch.search.progress import ProgressView
 from ofasearch.search.recorder import Recorder, trial_params
-from ofasearch.search.searcher import METRIC, OptunaSearcher
+from ofasearch.search.searcher import METRIC, OptunaSearcher, build_scheduler, build_searcher
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import Phase, read_state, update_state
-from ofasearch.search.trial import BASELINE_KEY, backend_for, run_trial, trial_resources
-from ofasearch.training.teacher import prepare_logit_cache, prepare_teacher
+from ofasearch.search.trial import (
+    BASELINE_KEY,
+    CONFIG_KEY,
+    CONFIRMS_KEY,
+    SEED_KEY,
+    backend_for,
+    run_trial,
+    trial_resources,
+)
+from ofasearch.training.teacher import TeacherInfo, prepare_logit_cache, prepare_teacher
 
 __all__ = ["SearchInterrupted", "fresh_folder", "load_and_run", "resume_search", "run_search"]
 
@@ -107,28 +116,54 @@ def fresh_folder(storage: Path, name: str) -> Path:
     return folder
 
 
-def _prepare_teachers(spec: Spec, space: SearchSpace) -> list[dict[str, Any]]:
+def _prepare_teachers(spec: Spec, space: SearchSpace, folder: Path) -> list[dict[str, Any]]:
     """Every pair's teacher (auto-trained once) and its logit cache, before any trial starts, so
     trials share them and never race to build them."""
     splits = load_splits(spec.data)
-    gpus = spec.resources.gpus_per_worker
+    update_state(folder, val_images=len(splits.val))  # how finely val accuracy resolves, for the intervals
     teachers: list[dict[str, Any]] = []
     for pair in space.pairs:
-        info = prepare_teacher(pair.teacher, spec.data, splits, gpus=gpus)
-        distill = space.cache_settings()
-        cache = prepare_logit_cache(
-            pair.teacher,
-            info,
-            spec.data,
-            splits,
-            distill,
-            seed=spec.seed,
-            epochs=spec.optim.epochs,
-            gpus=gpus,
-            progress=True,
-        )
-        teachers.append({"info": asdict(info), "cache": asdict(cache) if cache else None})
+        info = prepare_teacher(pair.teacher, spec.data, splits, gpus=spec.resources.gpus_per_worker)
+        cache = _logit_cache(spec, space, pair, info, splits, spec.seed)
+        teachers.append({"info": asdict(info), "cache": cache, "cache_seed": spec.seed})
     return teachers
+
+
+def _logit_cache(
+    spec: Spec, space: SearchSpace, pair: PairSpec, info: TeacherInfo, splits: Splits, seed: int
+) -> dict[str, Any] | None:
+    """The teacher-logit cache of ``pair`` for runs of ``seed`` (its augmentation views), built once."""
+    cache = prepare_logit_cache(
+        pair.teacher,
+        info,
+        spec.data,
+        splits,
+        space.cache_settings(),
+        seed=seed,
+        epochs=spec.optim.epochs,
+        gpus=spec.resources.gpus_per_worker,
+        progress=True,
+    )
+    return asdict(cache) if cache else None
+
+
+def _confirm_caches(spec: Spec, space: SearchSpace, teachers: list[dict[str, Any]], seeds: list[int]) -> None:
+    """Logit caches for the confirmation seeds (each seed augments differently), into ``teachers``."""
+    splits = load_splits(spec.data)
+    for pair, teacher in zip(space.pairs, teachers, strict=True):
+        caches = teacher.setdefault("caches", {})
+        for seed in seeds:
+            if str(seed) not in caches:
+                info = TeacherInfo(**teacher["info"])
+                caches[str(seed)] = _logit_cache(spec, space, pair, info, splits, seed)
+
+
+def _phases(spec: Spec) -> list[Phase]:
+    """The phases this spec runs, in order."""
+    order = [Phase.SEARCH]
+    order += [Phase.BASELINES] if spec.search.baselines else []
+    order += [Phase.CONFIRM] if spec.search.confirm else []
+    return [*order, Phase.DONE]
 
 
 def _execute(
@@ -146,20 +181,45 @@ def _execute(
     res = spec.resources  # checked before teachers are trained: a trial too big fails in seconds
     check_fits({"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker}, res.workers_per_trial, "resources")
     state = read_state(folder)
-    teachers = state.get("teachers") or _prepare_teachers(spec, space)
+    teachers = state.get("teachers") or _prepare_teachers(spec, space, folder)
     phase = state["phase"] if restore else Phase.SEARCH
     update_state(folder, teachers=teachers, phase=Phase.SEARCH if phase is Phase.TEACHERS else phase)
-    trainable = _trainable(spec, space, teachers, folder)
+    order = _phases(spec)
     with _tune_settings(verbose):
-        for phase, following in ((Phase.SEARCH, Phase.BASELINES), (Phase.BASELINES, Phase.DONE)):
+        for phase, following in zip(order, order[1:], strict=False):
             if read_state(folder)["phase"] is not phase:
                 continue
+            if phase is Phase.CONFIRM:
+                _confirm_caches(spec, space, teachers, _confirm_seeds(spec))
+                update_state(folder, teachers=teachers)
+            trainable = _trainable(spec, space, teachers, folder)
             tuner, expected = _tuner(phase, spec, space, folder, trainable, verbose=verbose, restore=restore)
             _fit_or_interrupt(tuner, expected, folder)
-            if following is Phase.BASELINES and not spec.search.baselines:
-                following = Phase.DONE
             update_state(folder, phase=following)
     return _finish(spec, folder)
+
+
+def _confirm_seeds(spec: Spec) -> list[int]:
+    """The seeds confirmation adds: the search ran ``seed``; then ``seed + 1`` ... ``seed + seeds - 1``."""
+    assert spec.search.confirm is not None
+    return [spec.seed + k for k in range(1, spec.search.confirm.seeds)]
+
+
+def _confirm_points(spec: Spec, folder: Path) -> list[dict[str, Any]]:
+    """One run per (config, further seed): the ``top_k`` best distinct full-budget search configs
+    (by their single search run) and every completed baseline."""
+    assert spec.search.confirm is not None
+    rows = read_rows(folder / TRIALS_FILE)
+    chosen: dict[str, dict[str, Any]] = {}
+    for row in ranked_trials(rows, spec.optim.epochs):  # best first; identical configs once
+        if len(chosen) < spec.search.confirm.top_k:
+            chosen.setdefault(row["config"], row)
+    baselines = [r for r in rows if r["role"] == "baseline" and r["status"] == COMPLETED]
+    return [
+        {CONFIG_KEY: row["config"], SEED_KEY: seed, CONFIRMS_KEY: row["trial_id"]}
+        for row in [*chosen.values(), *baselines]
+        for seed in _confirm_seeds(spec)
+    ]
 
 
 def _tuner(
@@ -176,10 +236,14 @@ def _tuner(
     number of trials it must end."""
     path = str(folder / phase.value)
     searching = phase is Phase.SEARCH
-    expected = spec.search.num_samples if searching else len(BASELINE_METHODS) * len(space.pairs)
+    if phase is Phase.CONFIRM:
+        points = _confirm_points(spec, folder)
+    elif phase is Phase.BASELINES:
+        points = [{**space.defaults(i), BASELINE_KEY: m} for i in range(len(space.pairs)) for m in BASELINE_METHODS]
+    expected = spec.search.num_samples if searching else len(points)
     if restore and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=False), expected
-    role = "search" if searching else "baseline"
+    role = {Phase.SEARCH: "search", Phase.BASELINES: "baseline", Phase.CONFIRM: "confirm"}[phase]
     max_epochs = spec.optim.epochs
     callbacks: list[tune.Callback] = [Recorder(str(folder), spec.model_dump(mode="json"), space.available_stages, role)]
     if not verbose:
@@ -197,21 +261,34 @@ def _tuner(
     reuse = backend_for(spec.resources) == "local"
     concurrency = {"max_concurrent_trials": spec.search.max_concurrent, "reuse_actors": reuse}
     if searching:
-        scheduler = ASHAScheduler(
-            time_attr="epoch",
-            max_t=max_epochs,
-            grace_period=spec.search.grace_epochs,
-            reduction_factor=spec.search.reduction_factor,
-        )
-        searcher = OptunaSearcher(space, seed=spec.seed, max_epochs=max_epochs)
+        scheduler, searcher = build_scheduler(spec), build_searcher(spec, space)
+        _say_who_proposes(searcher, expected)
         tune_config = tune.TuneConfig(
             metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler, num_samples=expected, **concurrency
         )
         return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config), expected
-    points = [{**space.defaults(i), BASELINE_KEY: m} for i in range(len(space.pairs)) for m in BASELINE_METHODS]
     tune_config = tune.TuneConfig(metric=METRIC, mode="max", **concurrency)
     grid = {"point": tune.grid_search(points)}
     return tune.Tuner(trainable, param_space=grid, tune_config=tune_config, run_config=run_config), expected
+
+
+def _say_who_proposes(searcher: OptunaSearcher, num_samples: int) -> None:
+    """One line on how the trials will be proposed; a warning when TPE would propose none."""
+    if searcher.name == "random":
+        logger.info(f"searcher: random ({searcher.defaults} paper default(s) first)")
+        return
+    tpe = num_samples - searcher.defaults - searcher.startup
+    if tpe <= 0:
+        logger.warning(
+            f"search.startup_trials: {searcher.startup} random trial(s) after {searcher.defaults} paper default(s) "
+            f"leave TPE none of the {num_samples} samples: every trial is drawn at random; raise "
+            "search.num_samples or lower search.startup_trials"
+        )
+        return
+    logger.info(
+        f"searcher: TPE; {searcher.defaults} paper default(s), {searcher.startup} random start-up trial(s), "
+        f"then about {tpe} proposed by TPE"
+    )
 
 
 @contextmanager
@@ -259,7 +336,8 @@ def _finish(spec: Spec, folder: Path) -> Path:
         update_state(folder, finished_at=time.time())
     rows = read_rows(folder / TRIALS_FILE)
     best = write_best(folder, rows, spec.optim.epochs)
-    for line in summary_lines(rows, spec.optim.epochs, list(spec.searched_values())):
+    val_images = read_state(folder).get("val_images")
+    for line in summary_lines(rows, spec.optim.epochs, list(spec.searched_values()), val_images):
         logger.info(line)
     logger.info(f"results: {folder} (trials.parquet, epochs.parquet, TensorBoard: tensorboard --logdir {folder})")
     logger.info(f"report: ofasearch report {folder}; a config for production: ofasearch export {folder} [--rank K]")

@@ -4,8 +4,9 @@ Ray's own ``OptunaSearch`` tells Optuna COMPLETE, with the early-rung score, for
 stopped, so TPE would rank a one-epoch score against full-budget ones. Rather than overriding
 its private state, this searcher drives the study through Optuna's public ask-and-tell API:
 
-- ``suggest``: ``study.ask()`` and the define-by-run space (:meth:`SearchSpace.define`); the
-  pair's paper defaults are enqueued first.
+- ``suggest``: ``study.ask()`` and the define-by-run space (:meth:`SearchSpace.define`); each
+  pair's paper defaults are enqueued first. The config it returns says how the trial was proposed
+  (:data:`PROPOSED_BY`): ``default``, ``startup`` (TPE's random start), ``tpe`` or ``random``.
 - ``on_trial_result``: every epoch's ``val_acc`` as an intermediate value (TPE uses them).
 - ``on_trial_complete``: COMPLETE with the final value for a trial that ran the full budget (or
   diverged: its finite sentinel tells TPE the region is bad), PRUNED for one ASHA stopped early,
@@ -17,43 +18,87 @@ from __future__ import annotations
 import math
 import pickle
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import optuna
-from optuna.samplers import TPESampler
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.trial import TrialState
+from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
+from ofasearch.config import Spec
 from ofasearch.search.space import SearchSpace
 
-__all__ = ["METRIC", "OptunaSearcher"]
+__all__ = ["METRIC", "PROPOSED_BY", "OptunaSearcher", "build_scheduler", "build_searcher", "default_startup_trials"]
 
 METRIC = "val_acc"  # what every trial reports each epoch and the search maximises
+PROPOSED_BY = "proposed_by"  # key in a trial's config: default | startup | tpe | random
+
+SearcherName = Literal["tpe", "random"]
+
+
+def default_startup_trials(num_samples: int, defaults: int) -> int:
+    """TPE's random start when the spec gives none: a third of the trials left after the paper
+    defaults, at least 2 and at most Optuna's own default of 10, so TPE proposes most trials of a
+    small search instead of none (Optuna's 10 would leave a 12-trial search all random)."""
+    return max(2, min(10, (num_samples - defaults) // 3))
 
 
 class OptunaSearcher(Searcher):
-    """Optuna TPE (multivariate, grouped, seeded) over a :class:`SearchSpace`, ASHA-aware."""
+    """Optuna TPE (multivariate, grouped, seeded) or random search over a :class:`SearchSpace`,
+    ASHA-aware."""
 
-    def __init__(self, space: SearchSpace, *, seed: int, max_epochs: int):
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        seed: int,
+        max_epochs: int,
+        searcher: SearcherName = "tpe",
+        startup_trials: int | None = None,
+        num_samples: int = 0,
+    ):
         super().__init__(metric=METRIC, mode="max")
-        self.space, self.max_epochs = space, max_epochs
-        with warnings.catch_warnings():  # `group` is marked experimental by Optuna
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = TPESampler(seed=seed, multivariate=True, group=True)
-        self.study = optuna.create_study(direction="maximize", sampler=sampler, pruner=optuna.pruners.NopPruner())
-        for pair in range(len(space.pairs)):
+        self.space, self.max_epochs, self.name = space, max_epochs, searcher
+        self.defaults = len(space.pairs)
+        self.startup = (
+            startup_trials if startup_trials is not None else default_startup_trials(num_samples, self.defaults)
+        )
+        self.study = optuna.create_study(
+            direction="maximize", sampler=self._sampler(seed), pruner=optuna.pruners.NopPruner()
+        )
+        for pair in range(self.defaults):
             self.study.enqueue_trial(space.defaults(pair))
         self.trials: dict[str, optuna.Trial] = {}
+        self.proposed_by: dict[str, str] = {}
         self.finished: set[str] = set()
+
+    def _sampler(self, seed: int) -> BaseSampler:
+        if self.name == "random":
+            return RandomSampler(seed=seed)
+        with warnings.catch_warnings():  # `group` is marked experimental by Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=self.startup)
+
+    def _next_proposer(self) -> str:
+        """Who proposes the trial asked next: the enqueued defaults come first; TPE samples at
+        random until ``startup`` trials have finished (COMPLETE or PRUNED, as Optuna counts)."""
+        if len(self.trials) < self.defaults:
+            return "default"
+        if self.name == "random":
+            return "random"
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        return "startup" if len(done) < self.startup else "tpe"
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if trial_id not in self.trials:
+            proposer = self._next_proposer()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 trial = self.study.ask()
                 self.space.define(trial)
-            self.trials[trial_id] = trial
-        return dict(self.trials[trial_id].params)
+            self.trials[trial_id], self.proposed_by[trial_id] = trial, proposer
+        return {**self.trials[trial_id].params, PROPOSED_BY: self.proposed_by[trial_id]}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         value = result.get(METRIC)
@@ -74,13 +119,35 @@ class OptunaSearcher(Searcher):
             self.study.tell(trial, float(value))
 
     def save(self, checkpoint_path: str) -> None:
+        state = {k: getattr(self, k) for k in ("study", "trials", "proposed_by", "finished")}
         with open(checkpoint_path, "wb") as f:
-            pickle.dump({"study": self.study, "trials": self.trials, "finished": self.finished}, f)
+            pickle.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
-        self.study, self.trials, self.finished = state["study"], state["trials"], state["finished"]
+            self.__dict__.update(pickle.load(f))
+
+
+def build_searcher(spec: Spec, space: SearchSpace) -> OptunaSearcher:
+    """The searcher a search runs with (also what ``scripts/bench_search.py`` replays)."""
+    return OptunaSearcher(
+        space,
+        seed=spec.seed,
+        max_epochs=spec.optim.epochs,
+        searcher=spec.search.searcher,
+        startup_trials=spec.search.startup_trials,
+        num_samples=spec.search.num_samples,
+    )
+
+
+def build_scheduler(spec: Spec) -> ASHAScheduler:
+    """ASHA on ``epoch``: rungs at ``grace_epochs · reduction_factor^k`` up to ``optim.epochs``."""
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=spec.optim.epochs,
+        grace_period=spec.search.grace_epochs,
+        reduction_factor=spec.search.reduction_factor,
+    )
 
 
 def _finite(value: Any) -> bool:

@@ -158,8 +158,11 @@ class SearchSpace:
         method = "none" if not any(self._method_can_be(m) for m in ("ofa", "kd")) else "ofa"
         return DistillSpec(method=method, teacher_cache=d.teacher_cache, cache_views=d.cache_views)
 
-    def pair_index(self, params: dict[str, Any]) -> int:
-        return [p.label for p in self.pairs].index(params["pair"]) if len(self.pairs) > 1 else 0
+    def pair_index_of(self, config: TrainConfig) -> int:
+        """The index of ``config``'s pair among the spec's pairs."""
+        labels = [(p.teacher.label, p.student.label) for p in self.pairs]
+        return labels.index((config.pair.teacher.label, config.pair.student.label))
+
 
 
 

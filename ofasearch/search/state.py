@@ -18,12 +18,13 @@ from ofasearch.utils.files import atomic_write
 __all__ = ["Phase", "read_state", "update_state"]
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     """The phases of a search, in order (stored by value in ``state.json``)."""
 
     TEACHERS = "teachers"  # teachers and logit caches are prepared, before any trial
     SEARCH = "search"  # the Optuna/ASHA Tuner
     BASELINES = "baselines"  # student alone and vanilla KD per pair, at full budget
+    CONFIRM = "confirm"  # the best configs and the baselines again, on further seeds
     DONE = "done"
 
 

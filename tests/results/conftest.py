@@ -35,6 +35,7 @@ def _row(
         "val_acc_last": val_acc,
         "epochs": epochs,
         "seconds": seconds,
+        "seed": 0,
         "error": "loss became NaN/inf; trial stopped" if status == "diverged" else None,
         "teacher_cache": method != "none",
         "latency_ms_b1": latency,

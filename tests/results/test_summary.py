@@ -1,6 +1,6 @@
 """The plain-text trials table of ``ofasearch run``'s end and ``status``."""
 
-from ofasearch.results.summary import summary_lines
+from ofasearch.results.summary import gain_lines, summary_lines
 
 SEARCHED = ["distill.stages", "distill.eps", "optim.lr"]
 
@@ -10,6 +10,7 @@ def test_baselines_first_then_best_first_with_the_gains_of_the_best(trial_rows):
     assert lines[0].split() == [
         "trial",
         "role",
+        "by",
         "status",
         "method",
         "val_acc",
@@ -25,15 +26,15 @@ def test_baselines_first_then_best_first_with_the_gains_of_the_best(trial_rows):
     assert ids[:4] == ["base_3", "base_2", "base_1", "base_0"]
     assert ids[4:6] == ["vit_nan", "vit_stop"] and set(ids[6:8]) == {"mix_best", "mix_tie"}
     row = next(line for line in lines if line.split()[0] == "vit_stop")
-    assert row.split()[1:6] == ["search", "stopped", "ofa", "0.7000", "1"]
+    assert row.split()[1:7] == ["search", "-", "stopped", "ofa", "0.7000", "1"]
     assert row.endswith("stages=3,4 eps=1.2 lr=0.002")
     base = next(line for line in lines if line.split()[0] == "base_0")
     assert "eps=" not in base and " no " in base
     assert lines[-5:] == [
         "",
-        "best full-budget search trial: mix_tie val_acc 0.6300",
-        "  vs student alone: 0.5200 -> gain +0.1100",
-        "  vs vanilla KD: 0.5300 -> gain +0.1000",
+        "best full-budget search trial: mix_tie val_acc 0.6300 (1 seed)",
+        "  vs student alone: 0.5200 -> gain +0.1100 (no interval)",
+        "  vs vanilla KD: 0.5300 -> gain +0.1000 (no interval)",
         "trials: 7 completed, 1 diverged, 1 error, 1 stopped",
     ]
 
@@ -43,3 +44,58 @@ def test_no_best_line_without_a_full_budget_trial(trial_rows):
     assert not any(line.startswith("best") for line in lines)
     assert lines[-1].startswith("trials: ")
     assert summary_lines([], 3, SEARCHED) == ["no trials yet"]
+
+
+def test_one_seed_gain_has_the_val_set_interval(trial_rows):
+    """p = 0.63 vs q = 0.52 on 500 images: half-width 1.96 * sqrt((p(1-p) + q(1-q)) / 500) = 0.0609."""
+    lines = gain_lines(trial_rows, 3, val_images=500)
+    assert lines[1] == "best full-budget search trial: mix_tie val_acc 0.6300 (1 seed, 500 val images)"
+    assert lines[2] == (
+        "  vs student alone: 0.5200 -> gain +0.1100 [95% CI +0.0491, +0.1709; 1 seed, val-set noise only]: "
+        "better than student alone"
+    )
+
+
+def _confirm(trial_id, confirms, seed, val_acc, method="ofa"):
+    return {**_base_row(trial_id, method), "role": "confirm", "confirms": confirms, "seed": seed, "val_acc": val_acc}
+
+
+def _base_row(trial_id, method):
+    return {
+        "trial_id": trial_id,
+        "status": "completed",
+        "teacher": "resnet10t",
+        "student": "s",
+        "method": method,
+        "epochs": 3,
+        "seconds": 1.0,
+        "proposed_by": None,
+    }
+
+
+def test_confirmed_gains_are_paired_t_intervals_over_seeds():
+    """Hand-computed: differences (0.10, 0.07, 0.13) over 3 seeds: mean 0.10, sd 0.03, t(0.975, 2) = 4.3027,
+    half-width 4.3027 * 0.03 / sqrt(3) = 0.0745; vs KD (-0.01, 0.02, -0.02): mean -0.0033, half-width 0.0517."""
+    rows = [
+        {**_base_row("best", "ofa"), "role": "search", "seed": 0, "val_acc": 0.60},
+        {**_base_row("lucky", "ofa"), "role": "search", "seed": 0, "val_acc": 0.70},
+        {**_base_row("alone", "none"), "role": "baseline", "seed": 0, "val_acc": 0.50},
+        {**_base_row("kd", "kd"), "role": "baseline", "seed": 0, "val_acc": 0.61},
+        _confirm("c1", "best", 1, 0.62),
+        _confirm("c2", "best", 2, 0.64),
+        _confirm("c3", "lucky", 1, 0.50),
+        _confirm("c4", "lucky", 2, 0.52),
+        _confirm("c5", "alone", 1, 0.55, "none"),
+        _confirm("c6", "alone", 2, 0.51, "none"),
+        _confirm("c7", "kd", 1, 0.60, "kd"),
+        _confirm("c8", "kd", 2, 0.66, "kd"),
+    ]
+    lines = gain_lines(rows, 3, val_images=500)
+    assert (
+        lines[1] == "best full-budget search trial: best val_acc 0.6200 (mean of 3 seeds, std 0.0200, 500 val images)"
+    )
+    assert lines[2] == (
+        "  vs student alone: 0.5200 -> gain +0.1000 [95% CI +0.0255, +0.1745; 3 paired seeds]: "
+        "better than student alone"
+    )
+    assert lines[3] == "  vs vanilla KD: 0.6233 -> gain -0.0033 [95% CI -0.0550, +0.0484; 3 paired seeds]: within noise"

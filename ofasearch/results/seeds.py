@@ -1,0 +1,105 @@
+"""Accuracy over seeds, and gains that say whether they are more than noise.
+
+A trial's config may have been trained again on further seeds by the confirmation phase (rows
+``role: confirm`` whose ``confirms`` names the original trial). A config's accuracy is then the
+mean over its runs, and its gain over a baseline the mean *paired* difference (same seeds) with a
+95 % t-interval over those seeds. With one seed only, the interval is the sampling noise of the
+validation images alone (a normal approximation for two accuracies on ``val_images`` images); it
+leaves out the seed-to-seed spread, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from ofasearch.results.outcome import COMPLETED
+
+__all__ = ["CONFIRM", "Gain", "SeedRuns", "paired_gain", "seed_runs"]
+
+CONFIRM = "confirm"  # role of the rows the confirmation phase adds
+Z95 = 1.959963984540054  # two-sided 95 % quantile of the normal distribution
+
+
+@dataclass(frozen=True)
+class SeedRuns:
+    """The completed runs of one config, by seed: ``accuracies[seed] = val_acc``."""
+
+    accuracies: dict[int, float]
+
+    @property
+    def n(self) -> int:
+        return len(self.accuracies)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracies.values()) if self.accuracies else 0.0
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation over seeds (None for a single run)."""
+        return statistics.stdev(self.accuracies.values()) if self.n > 1 else None
+
+
+@dataclass(frozen=True)
+class Gain:
+    """``mean`` accuracy difference (config − baseline) with its 95 % interval [``low``, ``high``]
+    over ``n`` paired seeds; ``kind`` is ``"t"`` (over seeds) or ``"binomial"`` (one seed:
+    validation-set noise only)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    kind: str
+
+    @property
+    def within_noise(self) -> bool:
+        return self.low <= 0.0 <= self.high
+
+    def verdict(self, name: str) -> str:
+        """``"better than vanilla KD"``, ``"worse than ..."`` or ``"within noise"``."""
+        if self.within_noise:
+            return "within noise"
+        return f"{'better' if self.mean > 0 else 'worse'} than {name}"
+
+    def text(self) -> str:
+        """``+0.0440 [95% CI +0.0210, +0.0670; 3 paired seeds]``."""
+        where = f"{self.n} paired seeds" if self.kind == "t" else "1 seed, val-set noise only"
+        return f"{self.mean:+.4f} [95% CI {self.low:+.4f}, {self.high:+.4f}; {where}]"
+
+
+def seed_runs(rows: list[dict[str, Any]], row: dict[str, Any]) -> SeedRuns:
+    """``row``'s own run (when completed) and its completed confirmation runs, by seed."""
+    runs = [row] + [r for r in rows if r.get("role") == CONFIRM and r.get("confirms") == row["trial_id"]]
+    return SeedRuns({int(r["seed"]): float(r["val_acc"] or 0.0) for r in runs if r["status"] == COMPLETED})
+
+
+def paired_gain(
+    rows: list[dict[str, Any]], config: dict[str, Any], baseline: dict[str, Any], val_images: int | None
+) -> Gain | None:
+    """The gain of ``config`` over ``baseline`` on the seeds both ran; None when they share none
+    (or, for one seed, when the validation size is unknown)."""
+    mine, theirs = seed_runs(rows, config).accuracies, seed_runs(rows, baseline).accuracies
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return None
+    diffs = [mine[s] - theirs[s] for s in seeds]
+    mean = statistics.fmean(diffs)
+    if len(seeds) >= 2:
+        half = _t975(len(seeds) - 1) * statistics.stdev(diffs) / math.sqrt(len(seeds))
+        return Gain(mean, mean - half, mean + half, len(seeds), "t")
+    if not val_images:
+        return None
+    p, q = mine[seeds[0]], theirs[seeds[0]]
+    half = Z95 * math.sqrt((p * (1 - p) + q * (1 - q)) / val_images)
+    return Gain(mean, mean - half, mean + half, 1, "binomial")
+
+
+def _t975(dof: int) -> float:
+    """The 97.5 % quantile of Student's t with ``dof`` degrees of freedom (two-sided 95 %)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof))
