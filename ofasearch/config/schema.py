@@ -295,8 +295,17 @@ class DataSpec(Strict):
     root: str = "auto"
     image_size: int | None = Field(default=None, ge=4, le=1024)
     train_subset: int | None = Field(default=None, ge=10)
-    val_fraction: float = Field(default=0.1, gt=0, lt=1)
+    val_fraction: float | None = Field(default=None, gt=0, lt=1)  # None: 0.1, unless val_size is given
+    # a fixed number of validation images, held out before train_subset applies: how finely the
+    # search's accuracies resolve does not then depend on how much it trains on
+    val_size: int | None = Field(default=None, ge=10)
     augment: bool = True
+
+    @model_validator(mode="after")
+    def _one_val_rule(self) -> Self:
+        if self.val_size is not None and self.val_fraction is not None:
+            raise ValueError(f"give val_size ({self.val_size}) or val_fraction ({self.val_fraction}), not both")
+        return self
 
 
 class TeacherRecipe(Strict):

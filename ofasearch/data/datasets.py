@@ -25,6 +25,7 @@ from ofasearch.errors import SpecError
 __all__ = ["LOADERS", "ImageSet", "Loader", "Splits", "find_fashion_mnist", "load_splits"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DEFAULT_VAL_FRACTION = 0.1  # of train (after train_subset), when neither val_size nor val_fraction is given
 SPLIT_SEED = 0  # the val split never depends on the run's seed: all runs score on the same images
 FASHION_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -229,12 +230,19 @@ def load_splits(spec: DataSpec) -> Splits:
     size = spec.image_size or info.default_image_size
     train, test, classes = LOADERS[spec.dataset](spec.root, size)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    if spec.train_subset is not None:
-        order = order[: spec.train_subset]
-    n_val = max(1, int(round(len(order) * spec.val_fraction)))
-    if len(order) - n_val < 1:
-        raise SpecError([f"data.val_fraction: {spec.val_fraction} leaves no training images"])
-    train_set, val_set = train.take(order[n_val:]), train.take(order[:n_val])
+    if spec.val_size is not None:  # validation first, then the training subset from the rest
+        if spec.val_size >= len(order):
+            raise SpecError([f"data.val_size: {spec.val_size} leaves no training images ({len(order)} in train)"])
+        val_index, train_index = order[: spec.val_size], order[spec.val_size :][: spec.train_subset]
+    else:
+        if spec.train_subset is not None:
+            order = order[: spec.train_subset]
+        fraction = spec.val_fraction if spec.val_fraction is not None else DEFAULT_VAL_FRACTION
+        n_val = max(1, int(round(len(order) * fraction)))
+        if len(order) - n_val < 1:
+            raise SpecError([f"data.val_fraction: {fraction} leaves no training images"])
+        val_index, train_index = order[:n_val], order[n_val:]
+    train_set, val_set = train.take(train_index), train.take(val_index)
     resized = [ImageSet(_resize(s.images, size), s.labels) for s in (train_set, val_set, test)]
     return Splits(
         *resized,

@@ -46,8 +46,8 @@ class SeedRuns:
 @dataclass(frozen=True)
 class Gain:
     """``mean`` accuracy difference (config − baseline) with its 95 % interval [``low``, ``high``]
-    over ``n`` paired seeds; ``kind`` is ``"t"`` (over seeds) or ``"binomial"`` (one seed:
-    validation-set noise only)."""
+    over ``n`` paired seeds; ``kind`` is ``"t"`` (over seeds), ``"binomial"`` (one seed:
+    validation-set noise only) or ``"none"`` (one seed, validation size unknown: no interval)."""
 
     mean: float
     low: float
@@ -60,13 +60,17 @@ class Gain:
         return self.low <= 0.0 <= self.high
 
     def verdict(self, name: str) -> str:
-        """``"better than vanilla KD"``, ``"worse than ..."`` or ``"within noise"``."""
+        """``"better than vanilla KD"``, ``"worse than ..."``, ``"within noise"`` or ``"noise not measured"``."""
+        if self.kind == "none":
+            return "noise not measured"
         if self.within_noise:
             return "within noise"
         return f"{'better' if self.mean > 0 else 'worse'} than {name}"
 
     def text(self) -> str:
         """``+0.0440 [95% CI +0.0210, +0.0670; 3 paired seeds]``."""
+        if self.kind == "none":
+            return f"{self.mean:+.4f} (1 seed, no interval: validation size unknown)"
         where = f"{self.n} paired seeds" if self.kind == "t" else "1 seed, val-set noise only"
         return f"{self.mean:+.4f} [95% CI {self.low:+.4f}, {self.high:+.4f}; {where}]"
 
@@ -80,8 +84,7 @@ def seed_runs(rows: list[dict[str, Any]], row: dict[str, Any]) -> SeedRuns:
 def paired_gain(
     rows: list[dict[str, Any]], config: dict[str, Any], baseline: dict[str, Any], val_images: int | None
 ) -> Gain | None:
-    """The gain of ``config`` over ``baseline`` on the seeds both ran; None when they share none
-    (or, for one seed, when the validation size is unknown)."""
+    """The gain of ``config`` over ``baseline`` on the seeds both ran; None when they share none."""
     mine, theirs = seed_runs(rows, config).accuracies, seed_runs(rows, baseline).accuracies
     seeds = sorted(set(mine) & set(theirs))
     if not seeds:
@@ -92,7 +95,7 @@ def paired_gain(
         half = _t975(len(seeds) - 1) * statistics.stdev(diffs) / math.sqrt(len(seeds))
         return Gain(mean, mean - half, mean + half, len(seeds), "t")
     if not val_images:
-        return None
+        return Gain(mean, -math.inf, math.inf, 1, "none")
     p, q = mine[seeds[0]], theirs[seeds[0]]
     half = Z95 * math.sqrt((p * (1 - p) + q * (1 - q)) / val_images)
     return Gain(mean, mean - half, mean + half, 1, "binomial")

@@ -78,17 +78,20 @@ class OptunaSearcher(Searcher):
             return RandomSampler(seed=seed)
         with warnings.catch_warnings():  # `group` is marked experimental by Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=self.startup)
+            # Optuna counts the finished defaults among its start-up trials; ours come after them
+            n_startup = self.startup + self.defaults
+            return TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=n_startup)
 
     def _next_proposer(self) -> str:
         """Who proposes the trial asked next: the enqueued defaults come first; TPE samples at
-        random until ``startup`` trials have finished (COMPLETE or PRUNED, as Optuna counts)."""
+        random until ``startup`` trials after them have finished (COMPLETE or PRUNED, as Optuna
+        counts; with concurrent trials more than ``startup`` may start before that)."""
         if len(self.trials) < self.defaults:
             return "default"
         if self.name == "random":
             return "random"
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        return "startup" if len(done) < self.startup else "tpe"
+        return "startup" if len(done) < self.startup + self.defaults else "tpe"
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if trial_id not in self.trials:

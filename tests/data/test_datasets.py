@@ -21,6 +21,26 @@ def test_train_subset_and_val_fraction():
     assert (len(s.train), len(s.val)) == (150, 50)
 
 
+def test_val_size_is_independent_of_train_subset():
+    small = load_splits(DataSpec(dataset="digits", train_subset=200, val_size=300))
+    large = load_splits(DataSpec(dataset="digits", train_subset=900, val_size=300))
+    assert (len(small.train), len(small.val), len(large.train)) == (200, 300, 900)
+    assert torch.equal(small.val.images, large.val.images), "the same validation images whatever the subset"
+    train_rows = {bytes(x.numpy()) for x in large.train.images}
+    assert not any(bytes(x.numpy()) in train_rows for x in large.val.images[:50])
+
+
+def test_val_size_errors_name_the_field():
+    from ofasearch.config import parse_spec
+    from ofasearch.errors import SpecError
+
+    with pytest.raises(SpecError, match="data.val_size: 1797 leaves no training images"):
+        load_splits(DataSpec(dataset="digits", val_size=1797))
+    pairs = [{"teacher": {"model": "resnet10t"}, "student": {"model": "resnet10t"}}]
+    with pytest.raises(SpecError, match=r"data: give val_size \(100\) or val_fraction \(0.2\), not both"):
+        parse_spec({"data": {"dataset": "digits", "val_size": 100, "val_fraction": 0.2}, "pairs": pairs})
+
+
 def test_fashion_mnist_from_the_debian_package():
     assert find_fashion_mnist() is not None, "install it: apt-get install dataset-fashion-mnist (make data)"
     s = load_splits(DataSpec(dataset="fashion-mnist", val_fraction=0.1))

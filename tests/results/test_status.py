@@ -21,13 +21,14 @@ def test_status_prints_the_phase_then_the_trials_table(digits_search, capsys):
     printed = capsys.readouterr().out.splitlines()
     lines, rows = status_lines(digits_search)
     assert printed == lines
-    phase = json.loads((digits_search / "state.json").read_text())["phase"]
+    state = json.loads((digits_search / "state.json").read_text())
+    phase = state["phase"]
     assert lines[0] == f"{digits_search.resolve()}: phase {phase}"
     trials = pq.read_table(digits_search / "trials.parquet").to_pylist()
     assert sorted(r["trial_id"] for r in rows) == sorted(r["trial_id"] for r in trials)
     spec = yaml.safe_load((digits_search / "spec.yaml").read_text())
     searched = ["distill.stages", "distill.temperature", "distill.eps", "optim.lr"]
-    assert lines[1:] == summary_lines(trials, spec["optim"]["epochs"], searched)
+    assert lines[1:] == summary_lines(trials, spec["optim"]["epochs"], searched, state["val_images"])
     assert any(line.startswith("best full-budget search trial: ") for line in printed)
 
 

@@ -33,8 +33,9 @@ def test_baselines_first_then_best_first_with_the_gains_of_the_best(trial_rows):
     assert lines[-5:] == [
         "",
         "best full-budget search trial: mix_tie val_acc 0.6300 (1 seed)",
-        "  vs student alone: 0.5200 -> gain +0.1100 (no interval)",
-        "  vs vanilla KD: 0.5300 -> gain +0.1000 (no interval)",
+        "  vs student alone: 0.5200 -> gain +0.1100 (1 seed, no interval: validation size unknown): "
+        "noise not measured",
+        "  vs vanilla KD: 0.5300 -> gain +0.1000 (1 seed, no interval: validation size unknown): noise not measured",
         "trials: 7 completed, 1 diverged, 1 error, 1 stopped",
     ]
 

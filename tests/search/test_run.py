@@ -1,6 +1,5 @@
 """End-to-end search on scikit-learn's digits: real Ray Tune, Optuna TPE, ASHA, timm models."""
 
-import copy
 import json
 import math
 from pathlib import Path
@@ -8,13 +7,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import ray
-from optuna.trial import TrialState
 
 from ofasearch.cli import main
-from ofasearch.config import parse_spec
 from ofasearch.search.run import fresh_folder, resume_search
-from ofasearch.search.searcher import OptunaSearcher
-from ofasearch.search.space import SearchSpace
 from tests.logcapture import log_lines
 from tests.specs import SPEC
 
@@ -96,21 +91,6 @@ def test_a_rerun_goes_next_to_an_earlier_search(digits_search, capsys):
 def test_an_earlier_search_is_never_overwritten(digits_search):
     assert fresh_folder(digits_search.parent, digits_search.name) == digits_search.parent / f"{digits_search.name}-2"
     assert fresh_folder(digits_search.parent, "other") == digits_search.parent / "other"
-
-
-def test_optuna_is_told_pruned_for_asha_stopped_trials():
-    spec = parse_spec(copy.deepcopy(SPEC))
-    searcher = OptunaSearcher(SearchSpace(spec, [[1, 2, 3, 4], [3, 4]]), seed=spec.seed, max_epochs=3)
-    for trial_id, epochs in (("stopped", 1), ("full", 3)):
-        searcher.suggest(trial_id)
-        for epoch in range(1, epochs + 1):
-            result = {"val_acc": 0.1 * epoch, "epoch": epoch, "training_iteration": epoch}
-            searcher.on_trial_result(trial_id, result)
-        searcher.on_trial_complete(trial_id, result)
-    states = [t.state for t in searcher.study.trials]
-    assert states == [TrialState.PRUNED, TrialState.COMPLETE]
-    assert searcher.study.trials[0].intermediate_values == {1: pytest.approx(0.1)}
-    assert searcher.study.best_value == pytest.approx(0.3)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from ofasearch.errors import SpecError
 from ofasearch.results.folder import SPEC_FILE, STATE_FILE, FolderSpec, PairNames, read_folder
 from ofasearch.results.outcome import is_full_budget
 from ofasearch.results.ranking import pair_baseline, ranked_trials, student_latency
+from ofasearch.results.seeds import Gain, paired_gain
 from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE
 from ofasearch.utils.formatting import encode_list
 
@@ -117,18 +118,20 @@ def category(value: Any) -> str:
     return encode_list(value) if isinstance(value, list) else str(value)
 
 
-def gains(data: ReportData, row: dict[str, Any]) -> dict[str, float | None]:
-    """Accuracy gain of ``row`` over its pair's baselines, in accuracy units (0.01 = 1 point)."""
-    out: dict[str, float | None] = {}
+def gains(data: ReportData, row: dict[str, Any]) -> dict[str, Gain | None]:
+    """Gain of ``row`` over its pair's baselines (mean paired difference over shared seeds, in
+    accuracy units: 0.01 = 1 point) with its 95 % interval."""
+    val_images = data.state.get("val_images")
+    out: dict[str, Gain | None] = {}
     for method in ("none", "kd"):
         base = pair_baseline(data.trials, row, method)
-        out[method] = None if base is None else (row["val_acc"] or 0.0) - (base["val_acc"] or 0.0)
+        out[method] = None if base is None else paired_gain(data.trials, row, base, val_images)
     return out
 
 
 def ranked(data: ReportData) -> list[dict[str, Any]]:
     """Search trials: the full-budget ranking of ``ofasearch export``, then the others by val_acc."""
-    full = ranked_trials(data.search, data.max_epochs)
+    full = ranked_trials(data.trials, data.max_epochs)  # confirmation rows give the means
     ids = {r["trial_id"] for r in full}
     rest = sorted((r for r in data.search if r["trial_id"] not in ids), key=lambda r: -(r["val_acc"] or 0.0))
     return full + rest

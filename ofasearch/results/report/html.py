@@ -12,6 +12,7 @@ from typing import Any
 
 from ofasearch.results.ranking import best_trial, status_counts
 from ofasearch.results.report.data import ReportData, elapsed, gains, pair_color, pair_summaries, ranked
+from ofasearch.results.seeds import Gain
 from ofasearch.utils.formatting import format_duration
 
 __all__ = ["PLOT_ALTS", "render_page"]
@@ -57,12 +58,23 @@ def _fmt_acc(value: Any) -> str:
     return DASH if value is None else f"{float(value):.4f}"
 
 
-def _gain_text(gain: dict[str, float | None]) -> str:
+def _mean_text(row: dict[str, Any]) -> str:
+    """``0.6200 ± 0.0200 (3 seeds)``, or the single run's accuracy."""
+    mean, seeds = row.get("val_acc_mean", row["val_acc"] or 0.0), row.get("seeds", 1)
+    return f"{mean:.4f} ± {row['val_acc_std']:.4f} ({seeds} seeds)" if seeds > 1 else f"{mean:.4f}"
+
+
+def _gain_text(gain: dict[str, Gain | None]) -> str:
+    """``+4.4 pts vs alone [+2.1, +6.7] / +1.4 vs KD [-1.0, +3.8] (within noise)`` (95 % intervals)."""
     parts = []
     for method, name in (("none", "alone"), ("kd", "KD")):
         g = gain[method]
-        if g is not None:
-            parts.append(f"{g * 100:+.1f} pts vs {name}" if not parts else f"{g * 100:+.1f} vs {name}")
+        if g is None:
+            continue
+        text = f"{g.mean * 100:+.1f} pts vs {name}" if not parts else f"{g.mean * 100:+.1f} vs {name}"
+        if g.kind != "none":
+            text += f" [{g.low * 100:+.1f}, {g.high * 100:+.1f}]" + (" (within noise)" if g.within_noise else "")
+        parts.append(text)
     return " / ".join(parts) or DASH
 
 
@@ -100,7 +112,7 @@ def _header(data: ReportData) -> str:
     baselines = [r for r in data.trials if r["role"] == "baseline"]
     best = best_trial(data.trials, data.max_epochs)
     best_html = (
-        f"trial <code>{_esc(best['trial_id'])}</code>, val accuracy {best['val_acc']:.4f} "
+        f"trial <code>{_esc(best['trial_id'])}</code>, val accuracy {_mean_text(best)} "
         f"({_esc(data.tags[data.pair_index(best)])}); {_esc(_gain_text(gains(data, best)))}"
         if best
         else "none yet (no search trial has run the full budget)"
@@ -140,19 +152,20 @@ def _cost_text(column: str, value: Any) -> str:
 def _top_table(data: ReportData, top_k: int) -> str:
     searched = list(data.searched)
     costs = [(c, h) for c, h in COST_HEADS if data.has(c)]
-    head = ["#", "trial", "pair", "status", "epochs", "val acc", "gain over baselines"]
+    head = ["#", "trial", "proposed by", "pair", "status", "epochs", "val acc", "gain over baselines (95% CI)"]
     head += [_esc(p) for p in searched] + [h for _, h in costs]
     body = []
     for rank, r in enumerate(ranked(data)[:top_k], 1):
         gain = gains(data, r)
-        attrs = "".join(f' data-vs-{m}="{g:.6f}"' for m, g in gain.items() if g is not None)
+        attrs = "".join(f' data-vs-{m}="{g.mean:.6f}"' for m, g in gain.items() if g is not None)
         cells = [
             f'<td class="num">{rank}</td>',
             f"<td><code>{_esc(r['trial_id'])}</code></td>",
+            f"<td>{_esc(r.get('proposed_by') or DASH)}</td>",
             _pair_cell(data, data.pair_index(r)),
             f'<td title="{_esc(r.get("error") or "")}">{_esc(r["status"])}</td>',
             f'<td class="num">{r["epochs"]}</td>',
-            f'<td class="num">{(r["val_acc"] or 0.0):.4f}</td>',
+            f'<td class="num">{_mean_text(r)}</td>',
             f'<td class="gain"{attrs}>{_esc(_gain_text(gain))}</td>',
         ]
         cells += [f"<td>{_esc(_fmt_value(r.get(p)))}</td>" for p in searched]

@@ -52,7 +52,7 @@ def learning_curves(data: ReportData) -> bytes:
     styles = {"none": "--", "kd": "-."}
     for row in data.trials:
         points = sorted(curves.get(row["trial_id"], []))
-        if not points:
+        if not points or row["role"] == "confirm":  # reruns on other seeds: their means are in the tables
             continue
         xs, ys = zip(*points, strict=True)
         baseline = row["role"] == "baseline"
