@@ -3,11 +3,8 @@ ranking by the mean over seeds, and a kill in the middle of it resumed like any 
 
 import json
 import signal
-import subprocess
-import sys
 import time
 
-import pyarrow.parquet as pq
 import pytest
 import ray
 import yaml
@@ -15,17 +12,13 @@ import yaml
 from ofasearch.results.ranking import ranked_trials
 from ofasearch.results.seeds import seed_runs
 from ofasearch.search.run import resume_search
+from tests.background import start_search, table_rows, wait_for
 from tests.specs import MIXER, SPEC, TEACHER
 
 pytestmark = pytest.mark.slow
 
 TOP_K, SEEDS, EPOCHS = 2, 3, 2
 ENDED = ("completed", "stopped", "diverged", "error")
-
-
-def _rows(folder):
-    path = folder / "trials.parquet"
-    return pq.read_table(path).to_pylist() if path.exists() else []
 
 
 def _phase(folder):
@@ -46,22 +39,12 @@ def confirmed(tmp_path_factory):
         "search": {**SPEC["search"], "num_samples": 4, "confirm": {"top_k": TOP_K, "seeds": SEEDS}},
         "storage": str(tmp / "results"),
     }
-    (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "ofasearch.cli", "run", "spec.yaml", "--num-cpus", "2"],
-        cwd=tmp,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    folder = tmp / "results" / "confirm"
-    deadline = time.monotonic() + 600
+    driver, folder = start_search(tmp, spec)
 
     def confirm_ended():
-        return sum(r["role"] == "confirm" and r["status"] in ENDED for r in _rows(folder))
+        return sum(r["role"] == "confirm" and r["status"] in ENDED for r in table_rows(folder))
 
-    while time.monotonic() < deadline and not (_phase(folder) == "confirm" and confirm_ended() >= 1):
-        assert driver.poll() is None, "the search ended before it could be killed during confirmation"
-        time.sleep(0.5)
+    wait_for(driver, lambda: _phase(folder) == "confirm" and confirm_ended() >= 1, "a confirmation run ended", 600)
     killed_at = confirm_ended()
     driver.send_signal(signal.SIGKILL)
     driver.wait()
@@ -76,7 +59,7 @@ def confirmed(tmp_path_factory):
 def test_confirmation_reruns_the_top_configs_and_baselines_on_new_seeds(confirmed):
     folder, killed_at = confirmed
     assert killed_at >= 1 and _phase(folder) == "done"
-    rows = _rows(folder)
+    rows = table_rows(folder)
     confirm = [r for r in rows if r["role"] == "confirm"]
     baselines = [r for r in rows if r["role"] == "baseline"]
     full = [r for r in rows if r["role"] == "search" and r["status"] == "completed"]
@@ -95,7 +78,7 @@ def test_confirmation_reruns_the_top_configs_and_baselines_on_new_seeds(confirme
 
 def test_ranking_and_best_yaml_use_the_mean_over_seeds(confirmed):
     folder, _ = confirmed
-    rows = _rows(folder)
+    rows = table_rows(folder)
     ranked = ranked_trials(rows, EPOCHS)
     top = [r for r in ranked if r["seeds"] == SEEDS]
     assert len(top) == min(TOP_K, len(ranked)) and ranked[: len(top)] == top, "confirmed configs rank first"

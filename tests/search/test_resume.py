@@ -3,28 +3,20 @@ trial once, re-runs the unfinished ones, and stops the Ray processes the crash l
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import psutil
 import pyarrow.parquet as pq
 import ray
-import yaml
 
 from ofasearch.cluster.ray_session import local_ray_processes
 from ofasearch.search.run import resume_search
+from tests.background import start_search, table_rows, wait_for
 from tests.logcapture import log_lines
 from tests.specs import MIXER, SPEC, TEACHER
 
 NUM_SAMPLES = 6
 ENDED = ("completed", "stopped", "diverged", "error")
-
-
-def _rows(folder):
-    """Every read must succeed while the search writes: the tables are replaced atomically."""
-    path = folder / "trials.parquet"
-    return pq.read_table(path).to_pylist() if path.exists() else []
 
 
 def test_sigkill_then_resume_finishes_the_search(tmp_path):
@@ -35,24 +27,14 @@ def test_sigkill_then_resume_finishes_the_search(tmp_path):
         "search": {**SPEC["search"], "num_samples": NUM_SAMPLES},
         "storage": str(tmp_path / "results"),
     }
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "ofasearch.cli", "run", "spec.yaml", "--num-cpus", "2"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    folder = tmp_path / "results" / "crash"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and sum(r["status"] in ENDED for r in _rows(folder)) < 2:
-        assert driver.poll() is None, "the search ended before it could be killed"
-        time.sleep(0.5)
+    driver, folder = start_search(tmp_path, spec)
+    wait_for(driver, lambda: sum(r["status"] in ENDED for r in table_rows(folder)) >= 2, "two trials ended")
     # Tune saves its experiment state every TUNE_STATE_PERIOD_S (2 s): trials that ended longer
     # ago than that must survive the crash unchanged.
-    kept = {r["trial_id"]: r for r in _rows(folder) if r["status"] in ENDED}
+    kept = {r["trial_id"]: r for r in table_rows(folder) if r["status"] in ENDED}
     assert len(kept) >= 2
     time.sleep(4)
-    seen_before_kill = _rows(folder)
+    seen_before_kill = table_rows(folder)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     time.sleep(2)
@@ -68,7 +50,7 @@ def test_sigkill_then_resume_finishes_the_search(tmp_path):
     if leftover_pids:
         assert any("stale Ray process" in line for line in logs), logs
         assert not [p for p in leftover_pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
-    rows = _rows(folder)
+    rows = table_rows(folder)
     search = [r for r in rows if r["role"] == "search"]
     assert len(search) == NUM_SAMPLES, "each trial once: none lost, none duplicated"
     assert len({r["trial_id"] for r in search}) == NUM_SAMPLES

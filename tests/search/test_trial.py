@@ -5,13 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import yaml
 
 from ofasearch.config import load_spec
 from ofasearch.search.run import run_search
+from tests.background import start_search, table_rows, wait_for
 from tests.specs import MIXER, SPEC, TEACHER
 
 
@@ -40,11 +40,6 @@ def test_search_with_ray_train_trials(tmp_path, ray_local):
     assert len(list((folder / "train_runs").iterdir())) == 2, "one Ray Train run per trial, next to the Tune run"
 
 
-def _rows(folder):
-    path = folder / "trials.parquet"
-    return pq.read_table(path).to_pylist() if path.exists() else []
-
-
 def test_resume_of_an_interrupted_search(tmp_path):
     spec = {
         **SPEC,
@@ -52,28 +47,18 @@ def test_resume_of_an_interrupted_search(tmp_path):
         "storage": str(tmp_path / "results"),
         "search": {**SPEC["search"], "num_samples": 5, "max_concurrent": 1, "baselines": False},
     }
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    folder = tmp_path / "results" / "interrupted"
+    proc, folder = start_search(tmp_path, spec)
+    wait_for(proc, lambda: any(r["status"] in ("completed", "stopped") for r in table_rows(folder)), "a trial ended")
     cli = [sys.executable, "-m", "ofasearch.cli"]
-    proc = subprocess.Popen(
-        [*cli, "run", str(path), "--num-cpus", "2"],
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(r["status"] in ("completed", "stopped") for r in _rows(folder)):
-        time.sleep(1)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130, "Ctrl-C ends with 130 and says how to resume"
-    done_before = {r["trial_id"] for r in _rows(folder) if r["status"] in ("completed", "stopped")}
+    done_before = {r["trial_id"] for r in table_rows(folder) if r["status"] in ("completed", "stopped")}
     assert 1 <= len(done_before) < 5
     result = subprocess.run(
         [*cli, "resume", str(folder)], env=os.environ.copy(), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = _rows(folder)
+    rows = table_rows(folder)
     finished = [r for r in rows if r["status"] in ("completed", "stopped")]
     assert len(finished) == 5 and len({r["trial_id"] for r in rows}) == len(rows)
     assert done_before <= {r["trial_id"] for r in finished}, "finished trials are kept"

@@ -9,7 +9,7 @@ from typing import Any
 
 from ofasearch.config import Choices, Range
 from ofasearch.errors import SpecError
-from ofasearch.results.folder import SPEC_FILE, STATE_FILE, FolderSpec, PairNames, read_folder
+from ofasearch.results.folder import SPEC_FILE, STATE_FILE, FolderSpec, PairNames, ResultsFolder, read_folder
 from ofasearch.results.outcome import is_full_budget
 from ofasearch.results.ranking import pair_baseline, ranked_trials, student_latency
 from ofasearch.results.seeds import Gain, paired_gain
@@ -36,15 +36,29 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17
 
 @dataclass
 class ReportData:
-    """Everything the report needs, read once from the experiment folder."""
+    """Everything the report needs: the folder as read once, its trials with each student's median
+    latency, and a short name and colour per pair."""
 
-    folder: Path
-    spec: FolderSpec
-    state: dict[str, Any]
+    results: ResultsFolder
     trials: list[dict[str, Any]]
-    epochs: list[dict[str, Any]]
     pairs: list[tuple[str, str]]  # (teacher label, student label), the spec's pairs first
     tags: list[str]  # short unique names for legends, "P1: a -> b"
+
+    @property
+    def folder(self) -> Path:
+        return self.results.path
+
+    @property
+    def spec(self) -> FolderSpec:
+        return self.results.spec
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.results.state
+
+    @property
+    def epochs(self) -> list[dict[str, Any]]:
+        return self.results.epochs
 
     @property
     def max_epochs(self) -> int:
@@ -86,7 +100,7 @@ def load(folder: Path) -> ReportData:
         if (r["teacher"], r["student"]) not in pairs:
             pairs.append((r["teacher"], r["student"]))
     tags = pair_tags(results.spec.pairs, pairs)
-    return ReportData(folder, results.spec, results.state, trials, results.epochs, pairs, tags)
+    return ReportData(results, trials, pairs, tags)
 
 
 def _model_name(label: str) -> str:

@@ -1,0 +1,40 @@
+"""A search driven from another process, as a user's terminal runs it: to kill or interrupt it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import yaml
+
+
+def start_search(tmp: Path, spec: dict[str, Any]) -> tuple[subprocess.Popen, Path]:
+    """``ofasearch run`` of ``spec`` in a child process; returns it and the results folder."""
+    (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "ofasearch.cli", "run", "spec.yaml", "--num-cpus", "2"],
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return driver, Path(spec["storage"]) / spec["name"]
+
+
+def table_rows(folder: Path) -> list[dict[str, Any]]:
+    """``trials.parquet`` as rows ([] before it exists); every read must succeed mid-search."""
+    path = folder / "trials.parquet"
+    return pq.read_table(path).to_pylist() if path.exists() else []
+
+
+def wait_for(driver: subprocess.Popen, condition: Callable[[], bool], what: str, timeout_s: float = 300) -> None:
+    """Poll ``condition`` while the search runs; fail if it ends or times out first."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert driver.poll() is None, f"the search ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s:.0f} s"
+        time.sleep(0.5)
