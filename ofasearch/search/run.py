@@ -176,10 +176,22 @@ def _execute(
     verbose: int,
     restore: bool = False,
 ) -> Path:
-    """Run the phases the folder has not finished yet (all of them for a new search)."""
+    """Run the phases the folder has not finished yet (all of them for a new search). Ctrl-C at
+    any moment (teachers, a Tuner, between phases) stops it as :class:`SearchInterrupted`: no
+    later phase starts, and ``resume`` continues from the phase it was in."""
     ensure_ray(address, num_cpus, worker_output=bool(verbose))
     res = spec.resources  # checked before teachers are trained: a trial too big fails in seconds
     check_fits({"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker}, res.workers_per_trial, "resources")
+    try:
+        _run_phases(spec, space, folder, verbose=verbose, restore=restore)
+    except SearchInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise SearchInterrupted(folder) from None
+    return _finish(spec, folder)
+
+
+def _run_phases(spec: Spec, space: SearchSpace, folder: Path, *, verbose: int, restore: bool) -> None:
     state = read_state(folder)
     teachers = state.get("teachers") or _prepare_teachers(spec, space, folder)
     phase = state["phase"] if restore else Phase.SEARCH
@@ -196,7 +208,6 @@ def _execute(
             tuner, expected = _tuner(phase, spec, space, folder, trainable, verbose=verbose, restore=restore)
             _fit_or_interrupt(tuner, expected, folder)
             update_state(folder, phase=following)
-    return _finish(spec, folder)
 
 
 def _confirm_seeds(spec: Spec) -> list[int]:
@@ -296,7 +307,8 @@ def _tune_settings(verbose: int) -> Iterator[None]:
     """Quiet by default, for the Tuner calls only: our ProgressView instead of Tune's tables (the
     legacy reporter is the one that honours verbose=0), no INFO lines from Tune or Optuna, and
     Tune's state saved every ``TUNE_STATE_PERIOD_S``. Every setting is restored afterwards."""
-    env = {"RAY_AIR_NEW_OUTPUT": "1" if verbose else "0"}
+    # Ctrl-C must stop the search: Tune's SIGINT handler ends the phase and returns normally
+    env = {"RAY_AIR_NEW_OUTPUT": "1" if verbose else "0", "TUNE_DISABLE_SIGINT_HANDLER": "1"}
     env["TUNE_GLOBAL_CHECKPOINT_S"] = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", str(TUNE_STATE_PERIOD_S))
     saved_env = {k: os.environ.get(k) for k in env}
     tune_logger = logging.getLogger("ray.tune")
@@ -325,8 +337,14 @@ class SearchInterrupted(KeyboardInterrupt):
 
 
 def _fit_or_interrupt(tuner: tune.Tuner, expected: int, folder: Path) -> None:
-    """Run the Tuner; Tune returns normally after Ctrl-C, so count the trials that ended."""
-    grid = tuner.fit()
+    """Run the Tuner. Ctrl-C raises KeyboardInterrupt here (Tune's own handler, which would let
+    the run go on to the next phase, is off: see :func:`_tune_settings`); Tune's state saved every
+    ``TUNE_STATE_PERIOD_S`` has the trials it cut short as unfinished, so resume re-runs them. A
+    Tuner that returns with trials missing was stopped some other way: also resumable."""
+    try:
+        grid = tuner.fit()
+    except KeyboardInterrupt:
+        raise SearchInterrupted(folder) from None
     if grid.num_terminated + grid.num_errors < expected:
         raise SearchInterrupted(folder)
 
