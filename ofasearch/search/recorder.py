@@ -108,10 +108,15 @@ class ResultTables:
         self._row(trial_id, params)
         self.save()
 
-    def keep_only(self, role: str, trial_ids: set[str]) -> list[str]:
+    def keep_only(self, role: str, trial_ids: set[str], keep_finished: bool = False) -> list[str]:
         """Drop rows of ``role`` trials that Tune does not know (reported after its last saved
-        state, before a crash): Tune runs new trials in their place. Returns the dropped ids."""
-        dropped = [t for t, r in self.trials.items() if r["role"] == role and t not in trial_ids]
+        state, before a crash): Tune runs new trials in their place. ``keep_finished`` (grid
+        phases, re-run in a fresh Tuner) keeps the finished ones. Returns the dropped ids."""
+        dropped = [
+            t
+            for t, r in self.trials.items()
+            if r["role"] == role and t not in trial_ids and not (keep_finished and r["status"] != RUNNING)
+        ]
         for trial_id in dropped:
             del self.trials[trial_id]
         self.epochs = {k: v for k, v in self.epochs.items() if k[0] not in dropped}
@@ -150,8 +155,11 @@ class Recorder(tune.Callback):
     """Tune callback feeding :class:`ResultTables`; the tables are rebuilt from disk after a
     restore (they are not pickled with the Tuner)."""
 
-    def __init__(self, folder: str, spec: dict[str, Any], stages: list[list[int]], role: str):
+    def __init__(
+        self, folder: str, spec: dict[str, Any], stages: list[list[int]], role: str, *, keep_finished: bool = False
+    ):
         self.folder, self.spec, self.stages, self.role = folder, spec, stages, role
+        self.keep_finished = keep_finished
         self.tables: ResultTables | None = None
         self.reconciled = False
 
@@ -168,7 +176,7 @@ class Recorder(tune.Callback):
         """First step (also after a restore): forget rows of trials Tune does not know."""
         if not self.reconciled:
             self.reconciled = True
-            self._tables().keep_only(self.role, {t.trial_id for t in trials})
+            self._tables().keep_only(self.role, {t.trial_id for t in trials}, self.keep_finished)
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._tables().on_start(trial.trial_id, trial_params(trial.config))

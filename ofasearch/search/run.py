@@ -28,7 +28,7 @@ from ofasearch.data import Splits, load_splits
 from ofasearch.errors import SpecError
 from ofasearch.results.export import write_best
 from ofasearch.results.folder import SPEC_FILE, load_folder_spec
-from ofasearch.results.outcome import COMPLETED
+from ofasearch.results.outcome import COMPLETED, RUNNING
 from ofasearch.results.ranking import ranked_trials
 from ofasearch.results.summary import summary_lines
 from ofasearch.results.tables import TRIALS_FILE, read_rows
@@ -45,6 +45,7 @@ from ofasearch.search.trial import (
     SEED_KEY,
     backend_for,
     run_trial,
+    trial_config,
     trial_resources,
 )
 from ofasearch.training.teacher import TeacherInfo, prepare_logit_cache, prepare_teacher
@@ -206,7 +207,8 @@ def _run_phases(spec: Spec, space: SearchSpace, folder: Path, *, verbose: int, r
                 update_state(folder, teachers=teachers)
             trainable = _trainable(spec, space, teachers, folder)
             tuner, expected = _tuner(phase, spec, space, folder, trainable, verbose=verbose, restore=restore)
-            _fit_or_interrupt(tuner, expected, folder)
+            if tuner is not None:
+                _fit_or_interrupt(tuner, expected, folder)
             update_state(folder, phase=following)
 
 
@@ -220,7 +222,7 @@ def _confirm_points(spec: Spec, folder: Path) -> list[dict[str, Any]]:
     """One run per (config, further seed): the ``top_k`` best distinct full-budget search configs
     (by their single search run) and every completed baseline."""
     assert spec.search.confirm is not None
-    rows = read_rows(folder / TRIALS_FILE)
+    rows = [r for r in read_rows(folder / TRIALS_FILE) if r["role"] != "confirm"]  # the same on resume
     chosen: dict[str, dict[str, Any]] = {}
     for row in ranked_trials(rows, spec.optim.epochs):  # best first; identical configs once
         if len(chosen) < spec.search.confirm.top_k:
@@ -242,25 +244,36 @@ def _tuner(
     *,
     verbose: int,
     restore: bool,
-) -> tuple[tune.Tuner, int]:
-    """The Tuner of ``phase`` (restored from its folder when there is one to resume) and the
-    number of trials it must end."""
-    path = str(folder / phase.value)
+) -> tuple[tune.Tuner | None, int]:
+    """The Tuner of ``phase`` and the number of trials it must end (None: nothing left to run).
+
+    The search is restored from Tune's saved state (its searcher has learned from the trials so
+    far). Baselines and confirmation are fixed grids: a resume runs the points that have no
+    finished row in ``trials.parquet``, in a fresh Tuner, so a kill at any moment (even before
+    Tune saved anything) resumes to every point exactly once."""
     searching = phase is Phase.SEARCH
-    if phase is Phase.CONFIRM:
-        points = _confirm_points(spec, folder)
-    elif phase is Phase.BASELINES:
-        points = [{**space.defaults(i), BASELINE_KEY: m} for i in range(len(space.pairs)) for m in BASELINE_METHODS]
-    expected = spec.search.num_samples if searching else len(points)
-    if restore and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=False), expected
     role = {Phase.SEARCH: "search", Phase.BASELINES: "baseline", Phase.CONFIRM: "confirm"}[phase]
+    if searching:
+        expected = spec.search.num_samples
+        if restore and tune.Tuner.can_restore(str(folder / phase.value)):
+            return tune.Tuner.restore(str(folder / phase.value), trainable, resume_unfinished=True), expected
+    else:
+        if phase is Phase.CONFIRM:
+            points = _confirm_points(spec, folder)
+        else:
+            points = [{**space.defaults(i), BASELINE_KEY: m} for i in range(len(space.pairs)) for m in BASELINE_METHODS]
+        points = _not_finished(space, points, read_rows(folder / TRIALS_FILE), role)
+        expected = len(points)
+        if not points:
+            return None, 0
     max_epochs = spec.optim.epochs
-    callbacks: list[tune.Callback] = [Recorder(str(folder), spec.model_dump(mode="json"), space.available_stages, role)]
+    spec_data = spec.model_dump(mode="json")
+    recorder = Recorder(str(folder), spec_data, space.available_stages, role, keep_finished=not searching)
+    callbacks: list[tune.Callback] = [recorder]
     if not verbose:
         callbacks.append(ProgressView(role, expected, max_epochs))
     run_config = tune.RunConfig(
-        name=phase.value,
+        name=_fresh_name(folder, phase.value),
         storage_path=str(folder),
         callbacks=callbacks,
         verbose=verbose,
@@ -281,6 +294,40 @@ def _tuner(
     tune_config = tune.TuneConfig(metric=METRIC, mode="max", **concurrency)
     grid = {"point": tune.grid_search(points)}
     return tune.Tuner(trainable, param_space=grid, tune_config=tune_config, run_config=run_config), expected
+
+
+def _fresh_name(folder: Path, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``... for the Tune experiment of a resumed grid phase."""
+    n, candidate = 1, name
+    while (folder / candidate).exists():
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+def _not_finished(
+    space: SearchSpace, points: list[dict[str, Any]], rows: list[dict[str, Any]], role: str
+) -> list[dict[str, Any]]:
+    """The grid points no finished ``role`` row in the table already ran (a kill leaves rows of
+    cut trials ``running``: those points run again)."""
+
+    def key(role: str, confirms: str | None, teacher: str, student: str, method: str, seed: int) -> tuple:
+        return role, confirms, teacher, student, method, int(seed)
+
+    done = {
+        key(r["role"], r.get("confirms"), r["teacher"], r["student"], r["method"], r["seed"])
+        for r in rows
+        if r["role"] == role and r["status"] != RUNNING
+    }
+    remaining = []
+    for point in points:
+        config = trial_config(space, point)
+        pair = config.pair
+        method, seed = config.distill.method, config.seed
+        mine = key(role, point.get(CONFIRMS_KEY), pair.teacher.label, pair.student.label, method, seed)
+        if mine not in done:
+            remaining.append(point)
+    return remaining
 
 
 def _say_who_proposes(searcher: OptunaSearcher, num_samples: int) -> None:

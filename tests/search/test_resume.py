@@ -1,11 +1,14 @@
 """A driver killed with SIGKILL mid-search: `ofasearch resume` finishes it, keeps every finished
 trial once, re-runs the unfinished ones, and stops the Ray processes the crash left behind."""
 
+import json
 import os
+import shutil
 import signal
 import time
 
 import psutil
+import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
@@ -72,3 +75,39 @@ def test_sigkill_then_resume_finishes_the_search(tmp_path):
     assert sorted(r["method"] for r in rows if r["role"] == "baseline") == ["kd", "none"]
     assert (folder / "best.yaml").is_file()
     assert os.path.getsize(folder / "trials.parquet") > 0
+
+
+def test_a_kill_between_or_inside_grid_phases_resumes_every_point_once(digits_search, tmp_path):
+    """The state a kill leaves at the search -> baselines hand-over or inside the baselines: phase
+    `baselines`, Tune's baselines experiment without its saved state, two baselines finished, one
+    cut short (`running`), one never started. Built by hand, so no timing decides the outcome."""
+    folder = tmp_path / digits_search.name
+    shutil.copytree(digits_search, folder)
+    state = json.loads((folder / "state.json").read_text())
+    (folder / "state.json").write_text(json.dumps({**state, "phase": "baselines"}))
+    for saved in (folder / "baselines").glob("experiment_state*.json"):
+        saved.unlink()
+    rows = pq.read_table(folder / "trials.parquet").to_pylist()
+    baselines = sorted((r for r in rows if r["role"] == "baseline"), key=lambda r: r["trial_id"])
+    kept, cut, lost = baselines[:2], baselines[2], baselines[3]
+    cut = {**cut, "status": "running"}
+    others = [r for r in rows if r["role"] != "baseline"]
+    pq.write_table(pa.Table.from_pylist([*others, *kept, cut]), folder / "trials.parquet")
+    epochs = [e for e in pq.read_table(folder / "epochs.parquet").to_pylist() if e["trial_id"] != lost["trial_id"]]
+    pq.write_table(pa.Table.from_pylist(epochs), folder / "epochs.parquet")
+    try:
+        resume_search(folder, verbose=0)
+    finally:
+        ray.shutdown()
+    after = pq.read_table(folder / "trials.parquet").to_pylist()
+    again = [r for r in after if r["role"] == "baseline"]
+    assert len(again) == 4 and all(r["status"] == "completed" for r in again)
+    assert sorted((r["student"], r["method"]) for r in again) == sorted((r["student"], r["method"]) for r in baselines)
+    by_id = {r["trial_id"]: r for r in after}
+    for row in kept:  # finished before the kill: kept as they were
+        assert by_id[row["trial_id"]]["val_acc"] == row["val_acc"]
+    assert cut["trial_id"] not in by_id and lost["trial_id"] not in by_id, "cut trials run again as new trials"
+    assert [r for r in after if r["role"] == "search"] == [r for r in rows if r["role"] == "search"]
+    assert json.loads((folder / "state.json").read_text())["phase"] == "done"
+    epochs = pq.read_table(folder / "epochs.parquet").to_pylist()
+    assert {e["trial_id"] for e in epochs} == {r["trial_id"] for r in after}, "no epochs of dropped trials"
