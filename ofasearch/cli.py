@@ -1,4 +1,6 @@
-"""The ``ofasearch`` command line. Exit codes: 0 success, 2 invalid input, 1 runtime failure."""
+"""The ``ofasearch`` command line. Exit codes: 0 success, 2 invalid input, 1 runtime failure
+(a fault of the machine or of a file: one ``error:`` line, the traceback in a log file), 130
+interrupted."""
 
 from __future__ import annotations
 
@@ -8,15 +10,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ofasearch.errors import SpecError
+from ofasearch.utils import faults
 from ofasearch.utils.logs import console_logging
 
-__all__ = ["main"]
+__all__ = ["failed_search_lines", "main"]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ofasearch.config import load_config
     from ofasearch.data import load_splits
     from ofasearch.search.plan import plan
+    from ofasearch.training.artifacts import prepare_output
     from ofasearch.training.job import log_summary, prepare_teacher_and_cache, train
 
     config = load_config(args.config)
@@ -25,6 +29,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     output = (Path(args.output) if args.output else Path("runs") / config.name).resolve()
     splits = load_splits(config.data)
     plan(config, splits=splits)  # stages, models and checkpoint checked before any training
+    prepare_output(output, overwrite=args.overwrite)  # never overwrites a finished run by surprise
+    faults.note_results_folder(output)
     progress = not args.no_progress
     teacher, cache = prepare_teacher_and_cache(config, splits, gpus=args.gpus_per_worker, progress=progress)
     cpus = config.resources.cpus_per_worker
@@ -68,10 +74,38 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def failed_search_lines(folder: Path) -> list[str]:
+    """When every search trial of the folder failed (error or diverged): the lines that say so,
+    with each distinct error and how many trials it ended; [] otherwise (also before any trial)."""
+    from ofasearch.results.outcome import BROKEN, DIVERGED
+    from ofasearch.results.tables import TRIALS_FILE, read_rows
+
+    search = [row for row in read_rows(folder / TRIALS_FILE) if row.get("role") == "search"]
+    if not search or any(row.get("status") not in BROKEN for row in search):
+        return []
+    counts: dict[str, int] = {}
+    for row in search:
+        error = (row.get("error") or "").strip()
+        reason = error.splitlines()[-1] if error else ("loss became NaN/inf" if row["status"] == DIVERGED else "?")
+        key = f"{row['status']}: {reason}"
+        counts[key] = counts.get(key, 0) + 1
+    lines = [f"every one of the {len(search)} search trials failed ({folder}):"]
+    lines += [f"  {n} x {key}" for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return lines
+
+
+def _search_outcome(folder: Path) -> int:
+    """Exit 1 with the distinct errors when no search trial succeeded, else 0."""
+    lines = failed_search_lines(folder)
+    for i, line in enumerate(lines):
+        print(f"error: {line}" if i == 0 else line, file=sys.stderr)
+    return 1 if lines else 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from ofasearch.search.run import load_and_run
 
-    load_and_run(
+    folder = load_and_run(
         args.spec,
         name=args.name,
         storage=args.storage,
@@ -80,14 +114,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         verbose=2 if args.verbose else 0,
     )
-    return 0
+    return 0 if args.dry_run else _search_outcome(folder)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     from ofasearch.search.run import resume_search
 
-    resume_search(Path(args.results_dir), verbose=2 if args.verbose else 0)
-    return 0
+    folder = resume_search(Path(args.results_dir), verbose=2 if args.verbose else 0, force_new_spec=args.force_new_spec)
+    return _search_outcome(folder)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -129,16 +163,30 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+VERBOSE_HELP = "on a runtime fault, also print the full traceback (it is always in the log file the error names)"
+
+
+def _verbose_flag(parser: argparse.ArgumentParser, *names: str) -> None:
+    """The global ``--verbose`` (also accepted after a command that has no ``--verbose`` of its
+    own); SUPPRESS keeps a command's parser from resetting a ``-v`` given before the command."""
+    parser.add_argument(*names, dest="traceback", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ofasearch", description=__doc__)
+    parser.add_argument("--verbose", "-v", dest="traceback", action="store_true", default=False, help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one config at full budget")
     p.add_argument("config")
     p.add_argument("--output", "-o", help="output folder (default runs/<name>)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a finished run in the output folder (default: refuse)"
+    )
     p.add_argument("--workers", type=int, default=1, help="DDP workers on Ray Train (default 1: in process)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _verbose_flag(p, "--verbose", "-v")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("run", help="run a search (Ray Tune + Optuna TPE + ASHA)")
@@ -148,21 +196,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     p.add_argument("--dry-run", action="store_true", help="validate and build every pair, train nothing")
-    p.add_argument("--verbose", action="store_true", help="Ray Tune's own detailed output")
+    p.add_argument(
+        "--verbose", action="store_true", help="Ray Tune's own detailed output (and a fault's full traceback)"
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("resume", help="continue an interrupted search")
     p.add_argument("results_dir")
-    p.add_argument("--verbose", action="store_true")
+    p.add_argument(
+        "--verbose", action="store_true", help="Ray Tune's own detailed output (and a fault's full traceback)"
+    )
+    p.add_argument(
+        "--force-new-spec",
+        action="store_true",
+        help="resume even though spec.yaml was edited since the search started: what is left runs with the "
+        "edited spec, finished trials keep the old one (default: refuse)",
+    )
     p.set_defaults(func=_cmd_resume)
 
     p = sub.add_parser("status", help="table of a search's trials so far")
     p.add_argument("results_dir")
+    _verbose_flag(p, "--verbose", "-v")
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("report", help="write report.html (plots, top configs, gains) for a search")
     p.add_argument("results_dir")
     p.add_argument("--top-k", type=int, default=10, help="rows of the top-configs table (default 10)")
+    _verbose_flag(p, "--verbose", "-v")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("export", help="write one of a search's top configs as a train config")
@@ -171,10 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="file to write (default RESULTS_DIR/rank<K>.yaml)")
     p.add_argument("--max-latency-ms", type=float, help="only trials whose student runs a batch of 1 within this")
     p.add_argument("--max-params", type=int, help="only trials whose student has at most this many parameters")
+    _verbose_flag(p, "--verbose", "-v")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("validate", help="check a spec or config without training")
     p.add_argument("spec")
+    _verbose_flag(p, "--verbose", "-v")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("models", help="list timm models whose stage features ofasearch can use")
@@ -187,19 +249,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _runtime_fault(exc: Exception, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """One ``error:`` line (what broke, where, the remedy, the log file); exit 1."""
+    folder = faults.noted_results_folder()
+    if folder is None and args.command == "resume":
+        folder = Path(args.results_dir).resolve()
+    resumable = args.command in ("run", "resume") and folder is not None and (folder / "state.json").is_file()
+    then = f"continue with: ofasearch resume {folder}" if resumable else "run the command again"
+    line = faults.describe_fault(exc, then=then) or f"{type(exc).__name__}: {str(exc).strip() or 'no message'}"
+    line = " ".join(line.split())  # one line, whatever the message held
+    log = faults.write_fault_log(exc, argv, folder)
+    if args.traceback or (args.command in ("run", "resume") and args.verbose):
+        faults.print_traceback(exc)
+    where = f"full traceback in {log}" if log else "no log file could be written"
+    print(f"error: {line} ({where}; --verbose prints it)", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    try:
-        with console_logging():
-            return int(args.func(args) or 0)
-    except SpecError as exc:
-        for line in exc.problems:
-            print(f"error: {line}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        print(str(exc) or "interrupted", file=sys.stderr)
-        return 130
+    with faults.fault_scope():
+        try:
+            with console_logging():
+                return int(args.func(args) or 0)
+        except SpecError as exc:
+            for line in exc.problems:
+                print(f"error: {line}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as exc:
+            print(str(exc) or "interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:
+            return _runtime_fault(exc, args, argv)
 
 
 if __name__ == "__main__":

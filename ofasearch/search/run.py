@@ -49,8 +49,19 @@ from ofasearch.search.trial import (
     trial_resources,
 )
 from ofasearch.training.teacher import TeacherInfo, prepare_logit_cache, prepare_teacher
+from ofasearch.utils.claims import create_exclusive
+from ofasearch.utils.faults import note_results_folder
+from ofasearch.utils.files import file_digest
 
-__all__ = ["SearchInterrupted", "fresh_folder", "load_and_run", "resume_search", "run_search"]
+__all__ = [
+    "SPEC_HASH_KEY",
+    "SearchInterrupted",
+    "claim_folder",
+    "fresh_folder",
+    "load_and_run",
+    "resume_search",
+    "run_search",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +69,7 @@ logger = logging.getLogger(__name__)
 # loses at most this much: trials finished since then re-run on resume.
 TUNE_STATE_PERIOD_S = 2
 BASELINE_METHODS = ("none", "kd")  # student alone, vanilla KD: per pair, at full budget
+SPEC_HASH_KEY = "spec_hash"  # state.json: SHA-256 of spec.yaml as the search started (resume checks it)
 
 
 def _trainable(spec: Spec, space: SearchSpace, teachers: list[dict[str, Any]], folder: Path) -> Callable:
@@ -79,27 +91,30 @@ def run_search(
     num_cpus: int | None = None,
     dry_run: bool = False,
     verbose: int = 0,
+    next_free_name: bool = False,
 ) -> Path:
-    """Run the whole search; returns the experiment folder ``<storage>/<name>``."""
-    folder = Path(spec.storage) / spec.name
+    """Run the whole search; returns the experiment folder ``<storage>/<name>``. A folder that
+    already holds a search is never touched: with ``next_free_name`` this one goes to ``name-2``
+    (``-3``...), without it that is a SpecError."""
+    storage = Path(spec.storage)
     space = plan(spec)
     if dry_run:
+        folder = fresh_folder(storage, spec.name) if next_free_name else storage / spec.name
+        if folder.name != spec.name:
+            logger.info(f"{storage / spec.name} holds an earlier search; this one: {folder}")
         logger.info(
             f"dry run: {spec.search.num_samples} trials over {len(space.pairs)} pair(s); results would go to {folder}"
         )
         return folder
-    if (folder / SPEC_FILE).exists():
-        raise SpecError(
-            [
-                f"name: {folder} already holds a search; `ofasearch resume {folder}` "
-                "continues it, or choose another --name"
-            ]
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / SPEC_FILE).write_text(spec.to_yaml())
+    folder = claim_folder(
+        storage, spec.name, lambda name: spec.model_copy(update={"name": name}).to_yaml(), numbered=next_free_name
+    )
+    spec = spec.model_copy(update={"name": folder.name})
+    note_results_folder(folder)
     update_state(
         folder,
         phase=Phase.TEACHERS,
+        **{SPEC_HASH_KEY: file_digest(folder / SPEC_FILE)},
         stages=space.available_stages,
         address=address,
         num_cpus=num_cpus,
@@ -109,12 +124,37 @@ def run_search(
 
 
 def fresh_folder(storage: Path, name: str) -> Path:
-    """``storage/name``, or ``name-2``, ``name-3``... when an earlier search is there."""
+    """``storage/name``, or ``name-2``, ``name-3``... when an earlier search is there (a look
+    only: :func:`claim_folder` is what takes one)."""
     folder, n = storage / name, 1
     while (folder / SPEC_FILE).exists():
         n += 1
         folder = storage / f"{name}-{n}"
     return folder
+
+
+def claim_folder(storage: Path, name: str, spec_text: Callable[[str], str], *, numbered: bool) -> Path:
+    """Take ``storage/name`` for a new search by creating its ``spec.yaml`` (``spec_text`` of the
+    folder's name) with ``O_EXCL``: of two searches started at the same moment exactly one gets
+    each name. ``numbered``: a taken name moves on to ``name-2``, ``name-3``...; otherwise it is a
+    SpecError. A folder without ``spec.yaml`` (e.g. made by hand) is used as it is."""
+    storage.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        folder = storage / (name if n == 1 else f"{name}-{n}")
+        folder.mkdir(exist_ok=True)
+        if create_exclusive(folder / SPEC_FILE, spec_text(folder.name)):
+            if n > 1:
+                logger.info(f"{storage / name} holds an earlier search; this one: {folder}")
+            return folder
+        if not numbered:
+            raise SpecError(
+                [
+                    f"name: {folder} already holds a search; `ofasearch resume {folder}` "
+                    "continues it, or choose another --name"
+                ]
+            )
+        n += 1
 
 
 def _prepare_teachers(spec: Spec, space: SearchSpace, folder: Path) -> list[dict[str, Any]]:
@@ -410,10 +450,38 @@ def _finish(spec: Spec, folder: Path) -> Path:
     return folder
 
 
-def resume_search(folder: Path, *, verbose: int = 0) -> Path:
-    """Continue an interrupted search: finished trials are kept, unfinished ones re-run."""
+def _spec_hash_to_record(folder: Path, *, force_new_spec: bool) -> str | None:
+    """A resume runs the spec the search started with: an edited ``spec.yaml`` is a SpecError
+    unless ``force_new_spec``. Returns the hash ``state.json`` must now hold (None: it holds it)."""
+    path = folder / SPEC_FILE
+    if not path.is_file():
+        return None  # not a results folder: load_folder_spec says so
+    now, started = file_digest(path), read_state(folder).get(SPEC_HASH_KEY)
+    if started is None or started == now:
+        return None if started == now else now  # folders of earlier versions: accepted, recorded
+    if not force_new_spec:
+        raise SpecError(
+            [
+                f"{path}: edited since the search started; undo the edit (or start a new search: "
+                f"ofasearch run {path}), or resume with --force-new-spec to run what is left with the edited spec"
+            ]
+        )
+    logger.warning(
+        f"{path}: edited since the search started; --force-new-spec: what is left runs with the edited spec, "
+        "trials already finished keep the old one"
+    )
+    return now
+
+
+def resume_search(folder: Path, *, verbose: int = 0, force_new_spec: bool = False) -> Path:
+    """Continue an interrupted search: finished trials are kept, unfinished ones re-run. The
+    spec is the one the search started with (see :func:`_spec_hash_to_record`)."""
     folder = folder.resolve()
+    note_results_folder(folder)
+    new_hash = _spec_hash_to_record(folder, force_new_spec=force_new_spec)
     spec = load_folder_spec(folder, check_models=True)  # about to build models
+    if new_hash is not None:
+        update_state(folder, **{SPEC_HASH_KEY: new_hash})
     state = read_state(folder)
     space = SearchSpace(spec, state["stages"])
     if state.get("phase") is Phase.DONE:
@@ -439,9 +507,4 @@ def load_and_run(path: str, **kwargs: Any) -> Path:
         data = spec.model_dump(mode="json")
         data.update(overrides)
         spec = parse_spec(data, path).resolve_paths(Path.cwd())
-    if "name" not in overrides:
-        folder = fresh_folder(Path(spec.storage), spec.name)
-        if folder.name != spec.name:
-            logger.info(f"{Path(spec.storage) / spec.name} holds an earlier search; this one: {folder}")
-            spec = spec.model_copy(update={"name": folder.name})
-    return run_search(spec, **kwargs)
+    return run_search(spec, next_free_name="name" not in overrides, **kwargs)

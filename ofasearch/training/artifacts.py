@@ -7,6 +7,8 @@ Only rank 0 writes (:class:`RunFolder`); every rank computes the same summary.
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,21 @@ from safetensors.torch import save_model
 from torch import nn
 
 from ofasearch.config import TrainConfig
+from ofasearch.errors import SpecError
 from ofasearch.training.loop import EpochReport, FitResult
 from ofasearch.training.teacher import TeacherInfo
 from ofasearch.utils.files import atomic_write
 
-__all__ = ["RunFolder", "hparams", "summarize", "write_student"]
+__all__ = ["RUN_ENTRIES", "RunFolder", "hparams", "prepare_output", "summarize", "write_student"]
+
+logger = logging.getLogger(__name__)
+
+STUDENT_FILE = "student.safetensors"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.yaml"
+EVENTS_FOLDER = "tensorboard"
+RUN_ENTRIES = (STUDENT_FILE, METRICS_FILE, CONFIG_FILE, EVENTS_FOLDER)  # everything a run writes
+FINISHED_MARKERS = (METRICS_FILE, STUDENT_FILE)  # a folder holding one of these is a finished run
 
 
 def write_student(student: nn.Module, path: Path) -> None:
@@ -77,6 +89,32 @@ def hparams(config: TrainConfig) -> dict[str, Any]:
     }
 
 
+def prepare_output(output: Path, *, overwrite: bool) -> None:
+    """Make ``output`` ready for a new run before any training: a finished run there is never
+    overwritten silently (exit 2), and with ``overwrite`` every file it wrote goes first, its
+    TensorBoard events included, so the new run's events are never mixed with the old ones.
+    Other files the user keeps there are left alone."""
+    if output.exists() and not output.is_dir():
+        raise SpecError([f"--output: {output} is a file, not a folder; choose a folder"])
+    finished = [name for name in FINISHED_MARKERS if (output / name).exists()]
+    if not finished:
+        return
+    if not overwrite:
+        raise SpecError(
+            [
+                f"--output: {output} holds a finished run ({', '.join(finished)}); choose another --output, "
+                "or add --overwrite to replace it"
+            ]
+        )
+    logger.warning(f"--overwrite: replacing the run in {output} (student, metrics, config, tensorboard/)")
+    for name in RUN_ENTRIES:
+        path = output / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 class RunFolder:
     """The output folder of one run, opened on rank 0: TensorBoard events while training, the
     student, metrics and config at the end."""
@@ -86,7 +124,7 @@ class RunFolder:
 
         out_dir.mkdir(parents=True, exist_ok=True)
         self.out_dir = out_dir
-        self._events = SummaryWriter(str(out_dir / "tensorboard"))
+        self._events = SummaryWriter(str(out_dir / EVENTS_FOLDER))
 
     def log_epoch(self, entry: EpochReport) -> None:
         for key, value in entry.as_metrics().items():
@@ -95,8 +133,8 @@ class RunFolder:
 
     def finish(self, config: TrainConfig, summary: dict[str, Any], student: nn.Module) -> None:
         """Write student, metrics and config; close the events file with the run's hparams."""
-        write_student(student, self.out_dir / "student.safetensors")
-        atomic_write(self.out_dir / "metrics.json", json.dumps(summary, indent=2))
-        atomic_write(self.out_dir / "config.yaml", config.to_yaml())
+        write_student(student, self.out_dir / STUDENT_FILE)
+        atomic_write(self.out_dir / METRICS_FILE, json.dumps(summary, indent=2))
+        atomic_write(self.out_dir / CONFIG_FILE, config.to_yaml())
         self._events.add_hparams(hparams(config), {"hparam/val_acc": summary["val_acc"]}, run_name=".")
         self._events.close()

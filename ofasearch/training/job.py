@@ -22,7 +22,7 @@ from ofasearch.config import TrainConfig
 from ofasearch.config.registry import get_method
 from ofasearch.data import Splits
 from ofasearch.distill import OFADistiller
-from ofasearch.training.artifacts import RunFolder, summarize
+from ofasearch.training.artifacts import RunFolder, prepare_output, summarize
 from ofasearch.training.costs import measure_cost
 from ofasearch.training.logit_cache import LogitCache
 from ofasearch.training.loop import EpochReport, FitResult, fit, pick_device
@@ -86,9 +86,12 @@ def train(
     gpus: float = 0.0,
     cpus: float = 1.0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run ``config`` at full budget in this process and write ``output``: config.yaml,
-    student.safetensors, metrics.json, tensorboard/. Returns the metrics summary."""
+    student.safetensors, metrics.json, tensorboard/. Returns the metrics summary. A finished run
+    in ``output`` is a SpecError unless ``overwrite`` (then its files are replaced)."""
+    prepare_output(output, overwrite=overwrite)
     # As many threads as a search trial had (float reductions, hence results, depend on it):
     # best.yaml then reproduces its trial exactly; raise resources.cpus_per_worker for speed.
     threads = torch.get_num_threads()
