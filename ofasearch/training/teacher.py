@@ -4,6 +4,11 @@
 same training loop as every student, then stores it under a key made of model + kwargs + data +
 recipe. Every later run, trial and worker finds it there; a file lock makes concurrent trials
 wait for the first one instead of training the same teacher twice.
+
+A stored teacher is trusted only while ``teacher.safetensors`` has the size and SHA-256 that
+``meta.json`` recorded when it was trained (checked once per process): a damaged one is retrained
+and its accuracy measured again. Reading a valid store needs no write access (the lock is taken
+only to build), so a group can share a read-only store.
 """
 
 from __future__ import annotations
@@ -11,13 +16,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import torch
 from filelock import FileLock
-from safetensors.torch import save_model
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_model
 from timm.utils import random_seed
 from torch import nn
 
@@ -28,7 +36,16 @@ from ofasearch.errors import SpecError
 from ofasearch.models import build_model, load_weights
 from ofasearch.training.logit_cache import LogitCache, cache_key, cache_views, open_or_build
 from ofasearch.training.loop import fit, pick_device
-from ofasearch.utils.files import atomic_write, cache_root, content_hash
+from ofasearch.utils.files import (
+    CorruptFileError,
+    atomic_write,
+    cache_root,
+    content_hash,
+    file_problem,
+    file_record,
+    replace_dir,
+    share_as_umask_allows,
+)
 
 __all__ = ["TeacherInfo", "build_teacher", "prepare_logit_cache", "prepare_teacher", "teacher_key"]
 
@@ -36,17 +53,24 @@ logger = logging.getLogger(__name__)
 
 RECIPE_VERSION = 2  # bump when the teacher training code changes what a key means
 TEACHER_SEED = 0
+WEIGHTS_FILE = "teacher.safetensors"
+# what reading a damaged checkpoint raises: safetensors, torch.load (zip or pickle), the OS
+_UNREADABLE = (SafetensorError, OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError, KeyError)
 
 
 @dataclass(frozen=True)
 class TeacherInfo:
-    """Where a teacher's weights are (None: timm pretrained) and how good it is, if known."""
+    """Where a teacher's weights are (None: timm pretrained) and how good it is, if known.
+
+    ``sha256`` is the digest of an auto-trained teacher's file, verified before every load (once per
+    process), so a worker never distills from a file damaged after the driver checked it."""
 
     checkpoint: str | None
     val_acc: float | None = None
     test_acc: float | None = None
     train_seconds: float | None = None
     trained_now: bool = False
+    sha256: str | None = None
 
 
 def teacher_key(teacher: ModelSpec, data: DataSpec) -> str:
@@ -71,6 +95,10 @@ def build_teacher(teacher: ModelSpec, info: TeacherInfo, splits: Splits) -> nn.M
         pretrained=teacher.pretrained,
     )
     if info.checkpoint is not None:
+        if info.sha256:
+            problem = file_problem(info.checkpoint, {"sha256": info.sha256})
+            if problem:
+                raise CorruptFileError(info.checkpoint, problem, "run again: the teacher is retrained")
         load_weights(model, info.checkpoint)
     return model.eval()
 
@@ -78,39 +106,105 @@ def build_teacher(teacher: ModelSpec, info: TeacherInfo, splits: Splits) -> nn.M
 def prepare_teacher(
     teacher: ModelSpec, data: DataSpec, splits: Splits, *, gpus: float = 0.0, progress: bool = False
 ) -> TeacherInfo:
-    """Resolve ``checkpoint``/``pretrained``; for ``auto`` train once (under a lock) or reuse."""
+    """Resolve ``checkpoint``/``pretrained``; for ``auto`` reuse a verified stored teacher, else
+    train it (under a lock, so concurrent runs train it once)."""
     if teacher.pretrained:
         build_teacher(teacher, TeacherInfo(None), splits)  # fails early and clearly when offline
         return TeacherInfo(None)
     if teacher.checkpoint not in (None, "auto"):
-        if not Path(teacher.checkpoint).is_file():
-            raise SpecError([f"teacher.checkpoint: {teacher.checkpoint!r}: no such file"])
+        _check_user_checkpoint(teacher, splits)
         return TeacherInfo(teacher.checkpoint)
     key = teacher_key(teacher, data)
     folder = cache_root() / "teachers" / key
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(folder.parent / f"{key}.lock"):  # a second trial waits here for the first
-        if not (folder / "meta.json").is_file():
-            logger.info(
-                f"training teacher {teacher.label} on {data.dataset} ({teacher.recipe.epochs} epochs); "
-                f"stored in {folder} for every later run"
-            )
-            _train_teacher(teacher, splits, folder, gpus=gpus, progress=progress)
-            trained_now = True
-        else:
-            trained_now = False
-    meta = json.loads((folder / "meta.json").read_text())
-    info = TeacherInfo(
-        str(folder / "teacher.safetensors"), meta["val_acc"], meta["test_acc"], meta["train_seconds"], trained_now
-    )
+    info = _stored_teacher(folder, warn=True)
+    if info is None:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(folder.parent / f"{key}.lock"):  # a second trial waits here for the first
+            info = _stored_teacher(folder, warn=False)  # trained or repaired while we waited?
+            if info is None:
+                logger.info(
+                    f"training teacher {teacher.label} on {data.dataset} ({teacher.recipe.epochs} epochs); "
+                    f"stored in {folder} for every later run"
+                )
+                info = _train_teacher(teacher, splits, folder, gpus=gpus, progress=progress)
     logger.info(
         f"teacher {teacher.label}: val_acc {info.val_acc:.4f} test_acc {info.test_acc:.4f}"
-        + ("" if trained_now else f" (cached, {folder})")
+        + ("" if info.trained_now else f" (cached, {folder})")
     )
     return info
 
 
-def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: float, progress: bool) -> None:
+def _check_user_checkpoint(teacher: ModelSpec, splits: Splits) -> None:
+    """A user's checkpoint cannot be rebuilt, so a damaged one is refused at once, in one line:
+    it must load into the model and hold only finite weights (random bytes give NaN/inf)."""
+    path = str(teacher.checkpoint)
+    if not Path(path).is_file():
+        raise SpecError([f"teacher.checkpoint: {path!r}: no such file"])
+    model = build_teacher(teacher, TeacherInfo(None), splits)
+    try:
+        load_weights(model, path)
+    except SpecError:  # does not fit the model: load_weights already says so in one line
+        raise
+    except _UNREADABLE as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpecError([f"teacher.checkpoint: {path!r} cannot be read, is it complete? ({reason})"]) from None
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise SpecError([f"teacher.checkpoint: {path!r} holds NaN/inf weights (corrupt or diverged)"])
+
+
+def _stored_teacher(folder: Path, *, warn: bool) -> TeacherInfo | None:
+    """The verified teacher in ``folder``; None when none was stored or it is damaged (then one
+    warning naming the file, when ``warn``)."""
+    if not folder.exists():
+        return None
+    problem, info = _check_stored(folder)
+    if problem and warn:
+        logger.warning(f"teacher store {problem}; retraining the teacher")
+    return info
+
+
+def _check_stored(folder: Path) -> tuple[str | None, TeacherInfo | None]:
+    meta_path, weights = folder / "meta.json", folder / WEIGHTS_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+        accuracy = (float(meta["val_acc"]), float(meta["test_acc"]), float(meta["train_seconds"]))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        return f"{meta_path}: unreadable ({type(exc).__name__}: {exc})", None
+    record = (meta.get("files") or {}).get(WEIGHTS_FILE)
+    if record is None:  # stored before checksums existed: it must load and be finite, then record them
+        problem = _unloadable(weights)
+        if problem:
+            return f"{weights}: {problem}", None
+        record = file_record(weights)
+        _upgrade(meta_path, {**meta, "files": {WEIGHTS_FILE: record}})
+    else:
+        problem = file_problem(weights, record)
+        if problem:
+            return f"{weights}: {problem}", None
+    return None, TeacherInfo(str(weights), *accuracy, sha256=record["sha256"])
+
+
+def _unloadable(weights: Path) -> str | None:
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        return f"cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+        return "holds NaN/inf weights (corrupt)"
+    return None
+
+
+def _upgrade(meta_path: Path, meta: dict[str, Any]) -> None:
+    """Add checksums to a teacher stored by an older ofasearch (skipped on a read-only store)."""
+    try:
+        atomic_write(meta_path, json.dumps(meta, indent=2))
+    except OSError as exc:
+        logger.info(f"teacher store {meta_path}: checksums not recorded ({exc.strerror})")
+        return
+    logger.info(f"teacher store {meta_path}: checksums recorded (stored by an older ofasearch)")
+
+
+def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: float, progress: bool) -> TeacherInfo:
     random_seed(TEACHER_SEED)
     model = build_model(
         teacher.model,
@@ -132,7 +226,9 @@ def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: fl
         raise RuntimeError(f"teacher {teacher.label} diverged while training; change teacher.recipe")
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(tmp / "teacher.safetensors"))
+    save_model(model, str(tmp / WEIGHTS_FILE))
+    share_as_umask_allows(tmp / WEIGHTS_FILE)  # safetensors writes 0600
+    record = file_record(tmp / WEIGHTS_FILE)
     meta = {
         "model": teacher.model,
         "kwargs": teacher.kwargs,
@@ -141,11 +237,18 @@ def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: fl
         "train_seconds": result.train_seconds,
         "epochs": recipe.epochs,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "files": {WEIGHTS_FILE: record},
     }
     atomic_write(tmp / "meta.json", json.dumps(meta, indent=2))
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    replace_dir(tmp, folder)
+    return TeacherInfo(
+        str(folder / WEIGHTS_FILE),
+        result.best_val_acc,
+        result.test_acc,
+        result.train_seconds,
+        trained_now=True,
+        sha256=record["sha256"],
+    )
 
 
 def prepare_logit_cache(

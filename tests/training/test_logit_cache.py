@@ -1,7 +1,14 @@
 """The teacher-logit cache: equals the live teacher on the same views, and trains as well."""
 
 import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -10,7 +17,8 @@ from ofasearch.cli import main
 from ofasearch.config import DataSpec
 from ofasearch.data import augment, load_splits
 from ofasearch.models import build_model, normalization
-from ofasearch.training.logit_cache import cache_views, open_or_build
+from ofasearch.training.logit_cache import LogitCache, cache_views, open_or_build
+from ofasearch.utils.files import CorruptFileError, file_digest
 from tests.logcapture import log_lines
 from tests.specs import CONFIG
 
@@ -69,3 +77,114 @@ def test_cached_run_matches_the_live_teacher_run(tmp_path):
         assert cached["teacher_cache"] and not live["teacher_cache"]
         assert abs(cached["val_acc"] - live["val_acc"]) <= 0.035, (seed, cached["val_acc"], live["val_acc"])
         assert cached["val_acc"] > 0.3, "learns: chance is 0.1"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, splits, teacher) -> LogitCache:
+    """One reference cache; each test damages its own copy (a new file, as a fresh process sees it)."""
+    return open_or_build(teacher, splits, tmp_path_factory.mktemp("ref") / "c", seed=0, views=2)
+
+
+def _copy(built: LogitCache, tmp_path: Path) -> Path:
+    folder = tmp_path / "c"
+    shutil.copytree(built.folder, folder)
+    return folder
+
+
+def _truncate(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+def _random_bytes(path: Path) -> None:
+    path.write_bytes(os.urandom(path.stat().st_size))
+
+
+def _finite_garbage(path: Path) -> None:
+    count = path.stat().st_size // 2
+    path.write_bytes(np.random.default_rng(0).uniform(-5, 5, count).astype(np.float16).tobytes())
+
+
+@pytest.mark.parametrize("damage", [_truncate, _random_bytes, _finite_garbage])
+def test_damaged_cache_is_one_warning_and_rebuilt_equal(tmp_path, splits, teacher, built, damage: Callable):
+    folder = _copy(built, tmp_path)
+    damage(folder / "logits.f16")
+    with log_lines() as messages:
+        cache = open_or_build(teacher, splits, folder, seed=0, views=2)
+    warnings = [m for m in messages if "rebuilding" in m]
+    assert len(warnings) == 1 and str(folder / "logits.f16") in warnings[0], messages
+    assert sum("building the teacher-logit cache" in m for m in messages) == 1
+    assert np.array_equal(np.fromfile(cache.path, np.float16), np.fromfile(built.path, np.float16))
+    assert cache.sha256 == built.sha256 == file_digest(cache.path)
+
+
+def test_a_worker_refuses_a_cache_damaged_after_the_driver_checked_it(tmp_path, built):
+    """Workers get the cache's fields, not the driver's check: they verify before mapping."""
+    folder = _copy(built, tmp_path)
+    cache = LogitCache(**{**asdict(built), "folder": str(folder)})
+    _finite_garbage(cache.path)
+    with pytest.raises(CorruptFileError, match="logits.f16: content differs"):
+        cache.lookup(torch.arange(4), 0)
+
+
+def test_cache_from_an_older_version_is_upgraded_not_rebuilt(tmp_path, splits, teacher, built):
+    folder = _copy(built, tmp_path)
+    meta = json.loads((folder / "meta.json").read_text())
+    old = {k: v for k, v in meta.items() if k not in ("files", "sha256")} | {"folder": str(folder)}
+    (folder / "meta.json").write_text(json.dumps(old))
+    with log_lines() as messages:
+        cache = open_or_build(teacher, splits, folder, seed=0, views=2)
+    assert not any("building" in m for m in messages) and any("checksums recorded" in m for m in messages)
+    assert cache.sha256 == built.sha256 and json.loads((folder / "meta.json").read_text())["files"] == meta["files"]
+
+
+def test_an_older_cache_with_nan_is_rebuilt(tmp_path, splits, teacher, built):
+    folder = _copy(built, tmp_path)
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k not in ("files", "sha256")}))
+    _random_bytes(folder / "logits.f16")
+    with log_lines() as messages:
+        open_or_build(teacher, splits, folder, seed=0, views=2)
+    assert sum("NaN/inf" in m for m in messages) == 1
+
+
+class _Hashes(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.paths: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("hashed "):
+            self.paths.append(record.getMessage())
+
+
+def test_a_file_is_hashed_once_per_process(tmp_path, splits, teacher, built):
+    folder = _copy(built, tmp_path)
+    hashes, files_log = _Hashes(), logging.getLogger("ofasearch.utils.files")
+    files_log.addHandler(hashes)
+    old_level = files_log.level
+    files_log.setLevel(logging.DEBUG)
+    try:
+        for _ in range(3):
+            open_or_build(teacher, splits, folder, seed=0, views=2).lookup(torch.arange(2), 1)
+    finally:
+        files_log.removeHandler(hashes)
+        files_log.setLevel(old_level)
+    assert len(hashes.paths) == 1, hashes.paths
+
+
+def test_files_and_folders_follow_the_umask(tmp_path, splits, teacher):
+    old = os.umask(0o007)
+    try:
+        cache = open_or_build(teacher, splits, tmp_path / "c", seed=0, views=1)
+    finally:
+        os.umask(old)
+    folder = Path(cache.folder)
+    assert folder.stat().st_mode & 0o777 == 0o770
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {"logits.f16": 0o660, "meta.json": 0o660}
+
+
+def test_a_complete_cache_is_opened_without_its_lock(tmp_path, splits, teacher, built):
+    folder = _copy(built, tmp_path)
+    open_or_build(teacher, splits, folder, seed=0, views=2)
+    assert not list(tmp_path.glob("*.lock")), "the lock is for building only"
