@@ -134,7 +134,8 @@ def describe_fault(exc: BaseException, *, then: str = "run the command again") -
     chain = _chain(exc)
     for e in chain:
         names = _type_names(e)
-        gcs = isinstance(e, ConnectionError | TimeoutError) and "gcs" in str(e).lower()
+        from_ray = type(e).__module__.startswith("ray") or isinstance(e, ConnectionError | TimeoutError | RuntimeError)
+        gcs = from_ray and "gcs" in str(e).lower()  # "Failed to connect to GCS": the head node is gone
         if names & RAY_LOST or gcs:
             return (
                 f"lost the Ray cluster ({type(e).__name__}: {_first_line(e)}); check it with `ray status` "
