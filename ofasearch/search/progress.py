@@ -17,6 +17,7 @@ from ray.tune.experiment import Trial
 
 from ofasearch.results.outcome import trial_status
 from ofasearch.search.searcher import PROPOSED_BY
+from ofasearch.search.trial import CONFIG_KEY
 from ofasearch.utils.formatting import format_duration, short
 
 __all__ = ["ProgressView", "error_text", "outcome"]
@@ -93,6 +94,7 @@ class ProgressView(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         params = dict(trial.config.get("point", trial.config))
         proposer = params.pop(PROPOSED_BY, None)
+        params.pop(CONFIG_KEY, None)  # a confirmation run's whole config: its trial id and seed say it
         values = " ".join(f"{k.split('__')[0].split('.')[-1]}={short(v)}" for k, v in sorted(params.items()))
         by = f" ({proposer})" if proposer else ""
         logger.info(f"[{self.phase}] trial {trial.trial_id} started{by}: {values}")

@@ -189,14 +189,12 @@ def _logit_cache(
 
 
 def _confirm_caches(spec: Spec, space: SearchSpace, teachers: list[dict[str, Any]], seeds: list[int]) -> None:
-    """Logit caches for the confirmation seeds (each seed augments differently), into ``teachers``."""
+    """Logit caches for the confirmation seeds (each seed augments differently), into ``teachers``
+    (built once, verified on every call)."""
     splits = load_splits(spec.data)
     for pair, teacher in zip(space.pairs, teachers, strict=True):
-        caches = teacher.setdefault("caches", {})
-        for seed in seeds:
-            if str(seed) not in caches:
-                info = TeacherInfo(**teacher["info"])
-                caches[str(seed)] = _logit_cache(spec, space, pair, info, splits, seed)
+        info = TeacherInfo(**teacher["info"])
+        teacher["caches"] = {str(seed): _logit_cache(spec, space, pair, info, splits, seed) for seed in seeds}
 
 
 def _phases(spec: Spec) -> list[Phase]:
@@ -234,7 +232,9 @@ def _execute(
 
 def _run_phases(spec: Spec, space: SearchSpace, folder: Path, *, verbose: int, restore: bool) -> None:
     state = read_state(folder)
-    teachers = state.get("teachers") or _prepare_teachers(spec, space, folder)
+    # Also on resume: a stored teacher or logit cache is verified (checksums) and rebuilt if it
+    # was damaged since; an intact one costs a hash per file.
+    teachers = _prepare_teachers(spec, space, folder)
     phase = state["phase"] if restore else Phase.SEARCH
     update_state(folder, teachers=teachers, phase=Phase.SEARCH if phase is Phase.TEACHERS else phase)
     order = _phases(spec)
