@@ -21,7 +21,7 @@ from ofasearch.utils.formatting import encode_list
 
 __all__ = ["PAPER_DEFAULTS", "SearchSpace", "decode", "encode"]
 
-# The reference code's defaults (DESIGN.md section 2); "stages" means every stage the student has.
+# The reference code's defaults (Hao840/OFAKD, distillers/ofa.py); "stages": every stage the student has.
 PAPER_DEFAULTS: dict[str, Any] = {
     "distill.method": "ofa",
     "distill.temperature": 1.0,

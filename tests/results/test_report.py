@@ -110,7 +110,10 @@ def test_top_k_lists_best_first_with_gains_recomputed_from_the_table(report):
     assert rows and rows[0][0] in best_line
     max_epochs = _max_epochs(folder)
     search = _search(trials)
-    full = lambda t: t["status"] == "completed" and t["epochs"] >= max_epochs  # noqa: E731
+
+    def full(t):
+        return t["status"] == "completed" and t["epochs"] >= max_epochs
+
     expected = sorted(search, key=lambda t: (not full(t), -t["val_acc"], t["seconds"]))
     assert [r[0] for r in rows] == [t["trial_id"] for t in expected][:10]
     by_id = {t["trial_id"]: t for t in trials}
