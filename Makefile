@@ -37,6 +37,7 @@ test: install data browser lint
 bench: install data
 	$(BIN)/python scripts/bench_step.py
 	$(BIN)/python scripts/bench_teacher_cache.py
+	$(BIN)/python scripts/bench_search.py
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from ofasearch.results.outcome import COMPLETED
+from ofasearch.results.outcome import FINISHED
 
 __all__ = ["CONFIRM", "Gain", "SeedRuns", "paired_gain", "seed_runs"]
 
@@ -76,9 +76,11 @@ class Gain:
 
 
 def seed_runs(rows: list[dict[str, Any]], row: dict[str, Any]) -> SeedRuns:
-    """``row``'s own run (when completed) and its completed confirmation runs, by seed."""
-    runs = [row] + [r for r in rows if r.get("role") == CONFIRM and r.get("confirms") == row["trial_id"]]
-    return SeedRuns({int(r["seed"]): float(r["val_acc"] or 0.0) for r in runs if r["status"] == COMPLETED})
+    """``row``'s own run (when it ended normally: a trial ASHA stopped keeps its score) and its
+    completed confirmation runs, by seed."""
+    runs = [row] if row["status"] in FINISHED else []
+    runs += [r for r in rows if r.get("role") == CONFIRM and r.get("confirms") == row["trial_id"]]
+    return SeedRuns({int(r["seed"]): float(r["val_acc"] or 0.0) for r in runs if r["status"] in FINISHED})
 
 
 def paired_gain(

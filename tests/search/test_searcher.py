@@ -63,6 +63,6 @@ def test_after_the_random_start_tpe_proposes_and_learns():
 
 
 def test_default_startup_scales_with_the_budget():
-    assert [default_startup_trials(n, 2) for n in (4, 8, 12, 20, 50)] == [2, 2, 3, 6, 10]
+    assert [default_startup_trials(n, 2) for n in (2, 3, 4, 8, 12, 50)] == [0, 0, 1, 2, 2, 2]
     spec = parse_spec({**copy.deepcopy(SPEC), "search": {**SPEC["search"], "num_samples": 12}})
-    assert OptunaSearcher(SearchSpace(spec, [[1, 2, 3, 4], [3, 4]]), seed=0, max_epochs=3, num_samples=12).startup == 3
+    assert OptunaSearcher(SearchSpace(spec, [[1, 2, 3, 4], [3, 4]]), seed=0, max_epochs=3, num_samples=12).startup == 2
