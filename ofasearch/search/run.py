@@ -1,11 +1,11 @@
 """``ofasearch run/resume``: Ray Tune + Optuna TPE + ASHA over OFA-KD settings.
 
 Flow: validate and *plan* (load the data, build each pair once to measure the students' stages)
--> prepare teachers (auto-train once, before any trial, so trials never race for them) -> the
-search Tuner (:class:`OptunaSearcher` over the define-by-run space, paper defaults first; ASHA
-on ``epoch``) -> the baseline Tuner (student alone and vanilla KD per pair at full budget, never
-shown to Optuna) -> ``best.yaml`` and a summary. The experiment folder holds everything
-``resume`` needs; ``state.json`` says which :class:`Phase` a search is in.
+-> prepare teachers (:mod:`.teachers`: auto-trained once, before any trial) -> the search Tuner
+(:class:`OptunaSearcher` over the define-by-run space, paper defaults first; ASHA on ``epoch``)
+-> the baselines and, with ``search.confirm``, the confirmation runs (:mod:`.grids`: full-budget
+grids never shown to Optuna) -> ``best.yaml`` and a summary with intervals. The experiment folder
+holds everything ``resume`` needs; ``state.json`` says which :class:`Phase` a search is in.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,32 +22,25 @@ import optuna
 from ray import tune
 
 from ofasearch.cluster.ray_session import check_fits, ensure_ray
-from ofasearch.config import PairSpec, Spec, load_spec, parse_spec
-from ofasearch.data import Splits, load_splits
+from ofasearch.config import Spec, load_spec, parse_spec
 from ofasearch.errors import SpecError
 from ofasearch.results.export import write_best
 from ofasearch.results.folder import SPEC_FILE, load_folder_spec
-from ofasearch.results.outcome import COMPLETED, RUNNING
-from ofasearch.results.ranking import ranked_trials
 from ofasearch.results.summary import summary_lines
 from ofasearch.results.tables import TRIALS_FILE, read_rows
+from ofasearch.search.grids import baseline_points, confirm_points, confirm_seeds, not_finished
 from ofasearch.search.plan import plan
 from ofasearch.search.progress import ProgressView
 from ofasearch.search.recorder import Recorder, trial_params
 from ofasearch.search.searcher import METRIC, OptunaSearcher, build_scheduler, build_searcher
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import Phase, read_state, update_state
+from ofasearch.search.teachers import confirm_caches, prepare_teachers
 from ofasearch.search.trial import (
-    BASELINE_KEY,
-    CONFIG_KEY,
-    CONFIRMS_KEY,
-    SEED_KEY,
     backend_for,
     run_trial,
-    trial_config,
     trial_resources,
 )
-from ofasearch.training.teacher import TeacherInfo, prepare_logit_cache, prepare_teacher
 from ofasearch.utils.claims import create_exclusive
 from ofasearch.utils.faults import note_results_folder
 from ofasearch.utils.files import file_digest
@@ -68,7 +60,6 @@ logger = logging.getLogger(__name__)
 # Tune saves its experiment state (trial statuses, searcher) at most this often; a killed driver
 # loses at most this much: trials finished since then re-run on resume.
 TUNE_STATE_PERIOD_S = 2
-BASELINE_METHODS = ("none", "kd")  # student alone, vanilla KD: per pair, at full budget
 SPEC_HASH_KEY = "spec_hash"  # state.json: SHA-256 of spec.yaml as the search started (resume checks it)
 
 
@@ -157,46 +148,6 @@ def claim_folder(storage: Path, name: str, spec_text: Callable[[str], str], *, n
         n += 1
 
 
-def _prepare_teachers(spec: Spec, space: SearchSpace, folder: Path) -> list[dict[str, Any]]:
-    """Every pair's teacher (auto-trained once) and its logit cache, before any trial starts, so
-    trials share them and never race to build them."""
-    splits = load_splits(spec.data)
-    update_state(folder, val_images=len(splits.val))  # how finely val accuracy resolves, for the intervals
-    teachers: list[dict[str, Any]] = []
-    for pair in space.pairs:
-        info = prepare_teacher(pair.teacher, spec.data, splits, gpus=spec.resources.gpus_per_worker)
-        cache = _logit_cache(spec, space, pair, info, splits, spec.seed)
-        teachers.append({"info": asdict(info), "cache": cache, "cache_seed": spec.seed})
-    return teachers
-
-
-def _logit_cache(
-    spec: Spec, space: SearchSpace, pair: PairSpec, info: TeacherInfo, splits: Splits, seed: int
-) -> dict[str, Any] | None:
-    """The teacher-logit cache of ``pair`` for runs of ``seed`` (its augmentation views), built once."""
-    cache = prepare_logit_cache(
-        pair.teacher,
-        info,
-        spec.data,
-        splits,
-        space.cache_settings(),
-        seed=seed,
-        epochs=spec.optim.epochs,
-        gpus=spec.resources.gpus_per_worker,
-        progress=True,
-    )
-    return asdict(cache) if cache else None
-
-
-def _confirm_caches(spec: Spec, space: SearchSpace, teachers: list[dict[str, Any]], seeds: list[int]) -> None:
-    """Logit caches for the confirmation seeds (each seed augments differently), into ``teachers``
-    (built once, verified on every call)."""
-    splits = load_splits(spec.data)
-    for pair, teacher in zip(space.pairs, teachers, strict=True):
-        info = TeacherInfo(**teacher["info"])
-        teacher["caches"] = {str(seed): _logit_cache(spec, space, pair, info, splits, seed) for seed in seeds}
-
-
 def _phases(spec: Spec) -> list[Phase]:
     """The phases this spec runs, in order."""
     order = [Phase.SEARCH]
@@ -234,7 +185,7 @@ def _run_phases(spec: Spec, space: SearchSpace, folder: Path, *, verbose: int, r
     state = read_state(folder)
     # Also on resume: a stored teacher or logit cache is verified (checksums) and rebuilt if it
     # was damaged since; an intact one costs a hash per file.
-    teachers = _prepare_teachers(spec, space, folder)
+    teachers = prepare_teachers(spec, space, folder)
     phase = state["phase"] if restore else Phase.SEARCH
     update_state(folder, teachers=teachers, phase=Phase.SEARCH if phase is Phase.TEACHERS else phase)
     order = _phases(spec)
@@ -243,36 +194,13 @@ def _run_phases(spec: Spec, space: SearchSpace, folder: Path, *, verbose: int, r
             if read_state(folder)["phase"] is not phase:
                 continue
             if phase is Phase.CONFIRM:
-                _confirm_caches(spec, space, teachers, _confirm_seeds(spec))
+                confirm_caches(spec, space, teachers, confirm_seeds(spec))
                 update_state(folder, teachers=teachers)
             trainable = _trainable(spec, space, teachers, folder)
             tuner, expected = _tuner(phase, spec, space, folder, trainable, verbose=verbose, restore=restore)
             if tuner is not None:
                 _fit_or_interrupt(tuner, expected, folder)
             update_state(folder, phase=following)
-
-
-def _confirm_seeds(spec: Spec) -> list[int]:
-    """The seeds confirmation adds: the search ran ``seed``; then ``seed + 1`` ... ``seed + seeds - 1``."""
-    assert spec.search.confirm is not None
-    return [spec.seed + k for k in range(1, spec.search.confirm.seeds)]
-
-
-def _confirm_points(spec: Spec, folder: Path) -> list[dict[str, Any]]:
-    """One run per (config, further seed): the ``top_k`` best distinct full-budget search configs
-    (by their single search run) and every completed baseline."""
-    assert spec.search.confirm is not None
-    rows = [r for r in read_rows(folder / TRIALS_FILE) if r["role"] != "confirm"]  # the same on resume
-    chosen: dict[str, dict[str, Any]] = {}
-    for row in ranked_trials(rows, spec.optim.epochs):  # best first; identical configs once
-        if len(chosen) < spec.search.confirm.top_k:
-            chosen.setdefault(row["config"], row)
-    baselines = [r for r in rows if r["role"] == "baseline" and r["status"] == COMPLETED]
-    return [
-        {CONFIG_KEY: row["config"], SEED_KEY: seed, CONFIRMS_KEY: row["trial_id"]}
-        for row in [*chosen.values(), *baselines]
-        for seed in _confirm_seeds(spec)
-    ]
 
 
 def _tuner(
@@ -299,10 +227,10 @@ def _tuner(
             return tune.Tuner.restore(str(folder / phase.value), trainable, resume_unfinished=True), expected
     else:
         if phase is Phase.CONFIRM:
-            points = _confirm_points(spec, folder)
+            points = confirm_points(spec, folder)
         else:
-            points = [{**space.defaults(i), BASELINE_KEY: m} for i in range(len(space.pairs)) for m in BASELINE_METHODS]
-        points = _not_finished(space, points, read_rows(folder / TRIALS_FILE), role)
+            points = baseline_points(space)
+        points = not_finished(space, points, read_rows(folder / TRIALS_FILE), role)
         expected = len(points)
         if not points:
             return None, 0
@@ -343,31 +271,6 @@ def _fresh_name(folder: Path, name: str) -> str:
         n += 1
         candidate = f"{name}-{n}"
     return candidate
-
-
-def _not_finished(
-    space: SearchSpace, points: list[dict[str, Any]], rows: list[dict[str, Any]], role: str
-) -> list[dict[str, Any]]:
-    """The grid points no finished ``role`` row in the table already ran (a kill leaves rows of
-    cut trials ``running``: those points run again)."""
-
-    def key(role: str, confirms: str | None, teacher: str, student: str, method: str, seed: int) -> tuple:
-        return role, confirms, teacher, student, method, int(seed)
-
-    done = {
-        key(r["role"], r.get("confirms"), r["teacher"], r["student"], r["method"], r["seed"])
-        for r in rows
-        if r["role"] == role and r["status"] != RUNNING
-    }
-    remaining = []
-    for point in points:
-        config = trial_config(space, point)
-        pair = config.pair
-        method, seed = config.distill.method, config.seed
-        mine = key(role, point.get(CONFIRMS_KEY), pair.teacher.label, pair.student.label, method, seed)
-        if mine not in done:
-            remaining.append(point)
-    return remaining
 
 
 def _say_who_proposes(searcher: OptunaSearcher, num_samples: int) -> None:
