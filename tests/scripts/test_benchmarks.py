@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts Ray or trains a model: not in the fast tier
+
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 

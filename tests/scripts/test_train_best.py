@@ -4,8 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import timm
 from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow  # starts Ray or trains a model: not in the fast tier
 
 ROOT = Path(__file__).resolve().parents[2]
 

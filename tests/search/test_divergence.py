@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 import ray
 import yaml
 
@@ -13,6 +14,8 @@ from ofasearch.config import load_spec
 from ofasearch.search.run import run_search
 from tests.logcapture import log_lines
 from tests.specs import MIXER, SPEC, TEACHER
+
+pytestmark = pytest.mark.slow  # starts Ray or trains a model: not in the fast tier
 
 
 def test_diverging_trials_are_recorded_and_never_best(tmp_path, ray_local):

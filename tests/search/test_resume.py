@@ -10,6 +10,7 @@ import time
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import ray
 
 from ofasearch.cluster.ray_session import local_ray_processes
@@ -17,6 +18,8 @@ from ofasearch.search.run import resume_search
 from tests.background import start_search, table_rows, wait_for
 from tests.logcapture import log_lines
 from tests.specs import MIXER, SPEC, TEACHER
+
+pytestmark = pytest.mark.slow  # starts Ray or trains a model: not in the fast tier
 
 NUM_SAMPLES = 6
 ENDED = ("completed", "stopped", "diverged", "error")

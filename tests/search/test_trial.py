@@ -9,12 +9,15 @@ import sys
 import time
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from ofasearch.config import load_spec
 from ofasearch.search.run import run_search
 from tests.background import start_search, table_rows, wait_for
 from tests.specs import MIXER, SPEC, TEACHER
+
+pytestmark = pytest.mark.slow  # starts Ray or trains a model: not in the fast tier
 
 
 def test_search_with_ray_train_trials(tmp_path, ray_local):

@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
 import yaml
 
 from ofasearch.cli import main
 from tests.specs import CONFIG
+
+pytestmark = pytest.mark.slow  # starts Ray or trains a model: not in the fast tier
 
 
 def test_two_gloo_workers_on_ray_train(tmp_path, ray_local):

@@ -68,6 +68,7 @@ def _train(tmp_path, name, cache, seed):
     return json.loads((tmp_path / name / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_cached_run_matches_the_live_teacher_run(tmp_path):
     """Same views, same seed: the only difference is fp16 rounding of the teacher's logits, so the
     accuracies agree within a few validation images (144 images: 0.035 is 5 images)."""
