@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import yaml
+
+from ofasearch.results.tables import TRIALS_FILE, read_rows
 
 
 def start_search(tmp: Path, spec: dict[str, Any]) -> tuple[subprocess.Popen, Path]:
@@ -26,9 +27,9 @@ def start_search(tmp: Path, spec: dict[str, Any]) -> tuple[subprocess.Popen, Pat
 
 
 def table_rows(folder: Path) -> list[dict[str, Any]]:
-    """``trials.parquet`` as rows ([] before it exists); every read must succeed mid-search."""
-    path = folder / "trials.parquet"
-    return pq.read_table(path).to_pylist() if path.exists() else []
+    """``trials.parquet`` as rows ([] before it exists), read as ``status`` reads it: every read
+    must succeed mid-search."""
+    return read_rows(folder / TRIALS_FILE)
 
 
 def wait_for(driver: subprocess.Popen, condition: Callable[[], bool], what: str, timeout_s: float = 300) -> None:

@@ -66,8 +66,12 @@ def write_table(rows: list[dict[str, Any]], columns: list[str], path: Path) -> N
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """A table's rows ([] when it does not exist yet); a damaged file is a one-line SpecError."""
+    """A table's rows ([] when it does not exist yet); a damaged file is a one-line SpecError.
+
+    The file is read whole through one open, then parsed: reading by path lets pyarrow open it
+    again for the footer and the pages, and a search replacing it in between (it rewrites the
+    table atomically after every result) would mix two versions."""
     try:
-        return pq.read_table(path).to_pylist() if path.is_file() else []
+        return pq.read_table(pa.BufferReader(path.read_bytes())).to_pylist() if path.is_file() else []
     except (OSError, pa.ArrowException) as exc:
         raise SpecError([f"{path}: unreadable Parquet table ({str(exc).splitlines()[0]})"]) from None
