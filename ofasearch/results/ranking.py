@@ -39,8 +39,8 @@ def ranked_trials(rows: list[dict[str, Any]], max_epochs: int) -> list[dict[str,
     ranked = []
     for r in full:
         runs = seed_runs(rows, r)
-        mean = runs.mean if runs.n else r["val_acc"]
-        ranked.append({**r, "val_acc_mean": mean, "val_acc_std": runs.std, "seeds": max(runs.n, 1)})
+        spread = {"val_acc_mean": runs.mean_or(r["val_acc"]), "val_acc_std": runs.std, "seeds": max(runs.n, 1)}
+        ranked.append({**r, **spread})
     return sorted(ranked, key=lambda r: (r["seeds"] < 2, -r["val_acc_mean"], r["seconds"] or 0.0))
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from ofasearch.results.outcome import FINISHED
 
-__all__ = ["CONFIRM", "Gain", "SeedRuns", "paired_gain", "seed_runs"]
+__all__ = ["CONFIRM", "Gain", "SeedRuns", "mean_accuracy", "paired_gain", "seed_runs"]
 
 CONFIRM = "confirm"  # role of the rows the confirmation phase adds
 Z95 = 1.959963984540054  # two-sided 95 % quantile of the normal distribution
@@ -36,6 +36,10 @@ class SeedRuns:
     @property
     def mean(self) -> float:
         return statistics.fmean(self.accuracies.values()) if self.accuracies else 0.0
+
+    def mean_or(self, score: float | None) -> float:
+        """The mean over seeds, or ``score`` (the trial's recorded one) when no run ended normally."""
+        return self.mean if self.n else float(score or 0.0)
 
     @property
     def std(self) -> float | None:
@@ -81,6 +85,11 @@ def seed_runs(rows: list[dict[str, Any]], row: dict[str, Any]) -> SeedRuns:
     runs = [row] if row["status"] in FINISHED else []
     runs += [r for r in rows if r.get("role") == CONFIRM and r.get("confirms") == row["trial_id"]]
     return SeedRuns({int(r["seed"]): float(r["val_acc"] or 0.0) for r in runs if r["status"] in FINISHED})
+
+
+def mean_accuracy(rows: list[dict[str, Any]], row: dict[str, Any]) -> float:
+    """A trial's mean accuracy over its seeds (its recorded score when none ended normally)."""
+    return seed_runs(rows, row).mean_or(row["val_acc"])
 
 
 def paired_gain(

@@ -7,10 +7,10 @@ from typing import Any
 
 from ofasearch.config.registry import METHODS
 from ofasearch.results.ranking import best_trial, pair_baseline, status_counts
-from ofasearch.results.seeds import paired_gain, seed_runs
+from ofasearch.results.seeds import mean_accuracy, paired_gain
 from ofasearch.utils.formatting import short
 
-__all__ = ["gain_lines", "mean_accuracy", "summary_lines"]
+__all__ = ["gain_lines", "summary_lines"]
 
 ROLE_ORDER = {"baseline": 0, "search": 1, "confirm": 2}
 BASELINES = ("none", "kd")
@@ -63,9 +63,3 @@ def gain_lines(rows: list[dict[str, Any]], max_epochs: int, val_images: int | No
         if gain is not None:
             lines.append(f"  vs {name}: {mean_accuracy(rows, base):.4f} -> gain {gain.text()}: {gain.verdict(name)}")
     return lines
-
-
-def mean_accuracy(rows: list[dict[str, Any]], row: dict[str, Any]) -> float:
-    """A trial's mean accuracy over its seeds (its single run without confirmation)."""
-    runs = seed_runs(rows, row)
-    return runs.mean if runs.n else float(row["val_acc"] or 0.0)
