@@ -39,6 +39,18 @@ CASES = {
     ),
     "unknown dataset": ({"data": {"dataset": "cifar1000"}}, "data.dataset: 'cifar1000' is not allowed"),
     "empty pairs": ({"pairs": []}, "pairs: at least one teacher/student pair is needed"),
+    "ConvNeXt teacher at 28 px": (
+        {
+            "data": {"dataset": "digits", "image_size": 28},
+            "pairs": [{"teacher": {"model": "convnext_atto"}, "student": MIXER}],
+        },
+        "pairs[0].teacher: convnext_atto does not run at the data's image size, 28x28 px with 1 channel(s): "
+        "Calculated padded input size",
+    ),
+    "eps list that does not fit the stages": (
+        {"distill": {"eps": [1.1, 1.2, 1.3, 1.4]}},
+        "distill.eps: [1.1, 1.2, 1.3, 1.4] has 4 values, but stage choice [3, 4] of pairs[0].student MlpMixer needs 3",
+    ),
 }
 
 
@@ -65,3 +77,20 @@ def test_broken_yaml_and_missing_file(tmp_path, capsys, command):
     assert "line 3, column 2: invalid YAML" in capsys.readouterr().err
     assert main([command, str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml: no such file" in capsys.readouterr().err
+
+
+def test_dry_run_refuses_a_taken_name_as_the_run_would(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**GOOD, "storage": str(tmp_path / "results")}))
+    taken = tmp_path / "results" / "mine"
+    taken.mkdir(parents=True)
+    (taken / "spec.yaml").write_text("name: mine\n")
+    assert main(["run", str(spec), "--dry-run", "--name", "mine"]) == 2
+    assert f"error: name: {taken} already holds a search" in capsys.readouterr().err
+    assert main(["run", str(spec), "--dry-run", "--name", "other"]) == 0, "a free name passes"
+    assert main(["run", str(spec), "--dry-run"]) == 0, "without --name the run takes the next free name"
+    assert not (tmp_path / "results" / "other").exists(), "a dry run creates nothing"
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert main(["run", str(spec), "--dry-run", "--storage", str(blocked / "results")]) == 2
+    assert f"error: storage: cannot create {blocked / 'results'}" in capsys.readouterr().err

@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from ofasearch.config import Spec
 from ofasearch.data import Splits, load_splits
 from ofasearch.errors import SpecError
 from ofasearch.models import build_model, describe_model
 from ofasearch.search.space import SearchSpace
 
-__all__ = ["plan"]
+__all__ = ["forward_problem", "plan"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +40,10 @@ def plan(spec: Spec, splits: Splits | None = None) -> SearchSpace:
                     model.kwargs,
                     **splits.model_args,
                 )
-                if role == "student":
+                problem = forward_problem(net, model.model, splits.input_size)
+                if problem is not None:
+                    problems.append(f"pairs[{i}].{role}: {problem}")
+                elif role == "student":
                     built[model.label] = sorted(describe_model(net, splits.input_size).stage_shapes)
             except SpecError as exc:
                 problems += [f"pairs[{i}].{role}: {p}" for p in exc.problems]
@@ -50,3 +56,27 @@ def plan(spec: Spec, splits: Splits | None = None) -> SearchSpace:
     if problems:
         raise SpecError(problems)
     return SearchSpace(spec, stages)
+
+
+def forward_problem(net: nn.Module, name: str, input_size: tuple[int, int, int]) -> str | None:
+    """Why ``net`` cannot run on the data's images, or None: one forward pass on a batch of two
+    at the spec's size, without gradients, as every trial will run it.
+    Catches what building alone does not, e.g. ConvNeXt's 4x4 stem and 7x7 kernels at 28 px
+    ("Kernel size can't be greater than actual input size")."""
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            x = torch.zeros(2, *input_size)
+            net(x)
+    except Exception as exc:  # any failure here would fail every trial of this model
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        c, h, w = input_size
+        return (
+            f"{name} does not run at the data's image size, {h}x{w} px with {c} channel(s): {text}; "
+            f"set data.image_size larger or choose another model (`ofasearch models --image-size {h}` "
+            "lists the usable ones)"
+        )
+    finally:
+        net.train(was_training)
+    return None

@@ -48,6 +48,7 @@ from ofasearch.utils.files import file_digest
 __all__ = [
     "SPEC_HASH_KEY",
     "SearchInterrupted",
+    "check_claimable",
     "claim_folder",
     "fresh_folder",
     "load_and_run",
@@ -91,6 +92,7 @@ def run_search(
     space = plan(spec)
     if dry_run:
         folder = fresh_folder(storage, spec.name) if next_free_name else storage / spec.name
+        check_claimable(folder)
         if folder.name != spec.name:
             logger.info(f"{storage / spec.name} holds an earlier search; this one: {folder}")
         logger.info(
@@ -139,13 +141,27 @@ def claim_folder(storage: Path, name: str, spec_text: Callable[[str], str], *, n
                 logger.info(f"{storage / name} holds an earlier search; this one: {folder}")
             return folder
         if not numbered:
-            raise SpecError(
-                [
-                    f"name: {folder} already holds a search; `ofasearch resume {folder}` "
-                    "continues it, or choose another --name"
-                ]
-            )
+            raise _taken(folder)
         n += 1
+
+
+def _taken(folder: Path) -> SpecError:
+    return SpecError(
+        [f"name: {folder} already holds a search; `ofasearch resume {folder}` continues it, or choose another --name"]
+    )
+
+
+def check_claimable(folder: Path) -> None:
+    """What :func:`claim_folder` would refuse, checked without creating anything (``--dry-run``):
+    a folder that already holds a search, or storage that cannot be created or written."""
+    if (folder / SPEC_FILE).exists():
+        raise _taken(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not a folder" if not existing.is_dir() else "is not writable"
+        raise SpecError([f"storage: cannot create {folder}: {existing} {what}"])
 
 
 def _phases(spec: Spec) -> list[Phase]:

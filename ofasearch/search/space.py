@@ -73,8 +73,29 @@ class SearchSpace:
                     f"distill.stages: none of {options} fits pairs[{i}].student {pair.student.label}, "
                     f"which has stages {self.available_stages[i]}"
                 )
+        problems += self._eps_problems()
         if problems:
             raise SpecError(problems)
+
+    def _eps_problems(self) -> list[str]:
+        """A per-stage eps list must fit every stage choice of every pair (one value per stage
+        plus one for the final logits), else the trials that draw that combination would fail."""
+        eps = self.spec.distill.eps
+        options = eps.choices if isinstance(eps, Choices) else [eps]
+        lists = [list(e) for e in options if isinstance(e, list)]
+        if not lists or not self._method_can_be("ofa"):
+            return []
+        problems = []
+        for values in lists:
+            for i, pair in enumerate(self.pairs):
+                for stages in self._stage_choices(i):
+                    if len(values) != len(stages) + 1:
+                        problems.append(
+                            f"distill.eps: {values} has {len(values)} values, but stage choice {stages} of "
+                            f"pairs[{i}].student {pair.student.model} needs {len(stages) + 1} (one per stage plus "
+                            "one for the final logits); give one value, or stage choices of one length"
+                        )
+        return problems
 
     @property
     def pairs(self) -> list[PairSpec]:
@@ -162,8 +183,6 @@ class SearchSpace:
         """The index of ``config``'s pair among the spec's pairs."""
         labels = [(p.teacher.label, p.student.label) for p in self.pairs]
         return labels.index((config.pair.teacher.label, config.pair.student.label))
-
-
 
 
 def _default_in_range(path: str, dist: Range) -> float | int:

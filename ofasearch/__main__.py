@@ -1,0 +1,5 @@
+import sys
+
+from ofasearch.cli import main
+
+sys.exit(main())
