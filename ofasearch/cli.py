@@ -26,6 +26,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.workers < 1:
         raise SpecError([f"--workers: {args.workers} is not allowed; must be >= 1"])
+    from ofasearch.config.schema import batch_split_problem
+
+    problem = batch_split_problem(config.optim.batch_size, args.workers)
+    if problem:  # before any data, teacher or Ray: the batch is global, split over --workers
+        raise SpecError([f"{problem} (--workers {args.workers})"])
     output = (Path(args.output) if args.output else Path("runs") / config.name).resolve()
     splits = load_splits(config.data)
     plan(config, splits=splits)  # stages, models and checkpoint checked before any training

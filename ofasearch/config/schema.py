@@ -55,6 +55,7 @@ __all__ = [
     "TeacherRecipe",
     "TrainConfig",
     "Tunable",
+    "batch_split_problem",
     "searchable",
 ]
 
@@ -392,11 +393,32 @@ class OptimSpec(Strict):
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.05
     momentum: NonNegativeFloat = 0.9
-    batch_size: PositiveInt = 128
+    batch_size: PositiveInt = 128  # the GLOBAL batch: split evenly across DDP workers
     epochs: Budget = 5
     warmup_epochs: NonNegativeInt = 1
     clip_grad: NonNegativeFloat = 5.0
     amp: bool = True
+
+
+def batch_split_problem(batch_size: Any, workers: int, where: str = "optim.batch_size") -> str | None:
+    """Why ``batch_size`` (a constant, or every choice / range end of a search) cannot be split
+    evenly over ``workers`` DDP workers; None when it can. The batch is global, so a config
+    searched on one worker trains the same on several."""
+    if workers <= 1:
+        return None
+    if isinstance(batch_size, Range):
+        return (
+            f"{where}: a range cannot be split over {workers} workers; give {{choices: [...]}} of "
+            f"multiples of {workers}"
+        )
+    values = batch_size.choices if isinstance(batch_size, Choices) else [batch_size]
+    bad = [v for v in values if int(v) % workers]
+    if bad:
+        return (
+            f"{where}: {bad[0]} is not divisible by the {workers} workers (the batch is global: each "
+            f"worker takes batch_size / workers); use a multiple of {workers}"
+        )
+    return None
 
 
 DistillSearchSpec = searchable(DistillSpec, "DistillSearchSpec")
@@ -537,6 +559,13 @@ class Spec(_Document):
         return storage
 
     @model_validator(mode="after")
+    def _batch_splits_over_workers(self) -> Spec:
+        problem = batch_split_problem(self.optim.batch_size, self.resources.workers_per_trial)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
     def _grace_within_budget(self) -> Spec:
         grace, epochs = self.search.grace_epochs, self.optim.epochs
         if grace > epochs:
@@ -565,6 +594,13 @@ class TrainConfig(_Document):
         if isinstance(data, dict) and any(key in data for key in LEGACY_TRAIN_KEYS):
             data = {k: v for k, v in data.items() if k not in LEGACY_TRAIN_KEYS}
         return data
+
+    @model_validator(mode="after")
+    def _batch_splits_over_workers(self) -> TrainConfig:
+        problem = batch_split_problem(self.optim.batch_size, self.resources.workers_per_trial)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @field_validator("pairs")
     @classmethod

@@ -24,12 +24,13 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from ofasearch.config import OptimSpec
+from ofasearch.config.schema import batch_split_problem
 from ofasearch.data import ImageSet, Splits, augment
 from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
 from ofasearch.training.logit_cache import LogitCache
 
-__all__ = ["EpochReport", "FitResult", "evaluate", "fit", "pick_device"]
+__all__ = ["EpochReport", "FitResult", "evaluate", "fit", "per_worker_batch", "pick_device"]
 
 
 @dataclass
@@ -74,6 +75,15 @@ def pick_device(gpus: float = 0.0) -> torch.device:
     if not torch.cuda.is_available():
         raise SpecError([f"gpus_per_worker: {gpus:g} asked for, but CUDA sees no GPU on this machine"])
     return torch.device("cuda", torch.cuda.current_device())
+
+
+def per_worker_batch(global_batch: int, workers: int) -> int:
+    """Each DDP worker's share of the global ``optim.batch_size``: a config searched on one worker
+    then takes the same steps on N (its shards together are the one-worker batch)."""
+    problem = batch_split_problem(global_batch, workers)
+    if problem:
+        raise SpecError([problem])
+    return global_batch // workers
 
 
 def _world() -> tuple[int, int]:
@@ -154,7 +164,7 @@ def _start(
         weight_decay=float(optim.weight_decay),
         momentum=float(optim.momentum),
     )
-    batch_size = int(optim.batch_size)
+    batch_size = per_worker_batch(int(optim.batch_size), world)
     sampler = DistributedSampler(range(len(data.train)), num_replicas=world, rank=rank, shuffle=True, seed=seed)
     steps_per_epoch = max(1, math.ceil(len(sampler) / batch_size))
     use_amp = bool(optim.amp) and device.type == "cuda"

@@ -211,3 +211,17 @@ def test_old_train_configs_with_search_and_storage_still_load(tmp_path):
     assert config == parse_config(BASE)
     assert set(yaml.safe_load(config.to_yaml())) == {"name", "seed", "data", "pairs", "distill", "optim", "resources"}
     assert not hasattr(config, "search") and not hasattr(config, "storage")
+
+
+def test_global_batch_must_split_over_the_workers():
+    """optim.batch_size is the global batch: every worker takes an equal share of it."""
+    ddp = {**BASE, "resources": {"workers_per_trial": 4}}
+    assert parse_spec({**ddp, "optim": {"batch_size": 128}}).optim.batch_size == 128
+    (line,) = problems({**ddp, "optim": {"batch_size": 130}})
+    assert line.startswith("optim.batch_size: 130 is not divisible by the 4 workers") and "multiple of 4" in line
+    (line,) = problems({**ddp, "optim": {"batch_size": {"choices": [64, 96, 90]}}})
+    assert "90 is not divisible" in line
+    (line,) = problems({**ddp, "optim": {"batch_size": {"low": 64, "high": 256}}})
+    assert "a range cannot be split over 4 workers" in line
+    (line,) = problems({**ddp, "optim": {"batch_size": 30}}, parse_config)
+    assert "30 is not divisible by the 4 workers" in line
