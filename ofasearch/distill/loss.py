@@ -29,14 +29,17 @@ def ofa_loss(
     Distillation", NeurIPS 2023; reference code github.com/Hao840/OFAKD).
 
     With ``eps == 1`` this is cross-entropy against the teacher's soft labels; ``eps > 1`` adds
-    weight to the target class in proportion to the teacher's confidence in it. Computed in
-    float32 so that AMP cannot turn the power into inf.
+    weight to the target class in proportion to the teacher's confidence in it. Temperature
+    divides both logits and the loss is not rescaled by T^2, as in the reference. Half-precision
+    logits are computed in float32 so that AMP cannot turn the power into inf; float64 stays
+    float64.
     """
     if eps <= 0 or temperature <= 0:
         raise ValueError(f"eps and temperature must be > 0, got eps={eps}, temperature={temperature}")
-    z_s = logits_student.float() / temperature
-    z_t = logits_teacher.float() / temperature
-    mask = target_mask(target, z_s.shape[-1]).to(z_s.device)
+    dtype = torch.promote_types(torch.promote_types(logits_student.dtype, logits_teacher.dtype), torch.float32)
+    z_s = logits_student.to(dtype) / temperature
+    z_t = logits_teacher.to(dtype) / temperature
+    mask = target_mask(target, z_s.shape[-1]).to(device=z_s.device, dtype=dtype)
     weight = (z_t.softmax(dim=-1) + mask).pow(eps) - mask
     return -(weight * z_s.log_softmax(dim=-1)).sum(dim=-1).mean()
 

@@ -1,4 +1,4 @@
-"""timm models as ofasearch sees them: creation, stage features, family, normalisation, weights.
+"""timm models as ofasearch sees them: creation, stage features, family, normalisation.
 
 No per-model code: every model that implements timm's ``forward_intermediates()`` and
 ``feature_info`` works. The paper's stages 1..4 are mapped onto the model's own feature list
@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import difflib
 import functools
-from pathlib import Path
 from typing import Any
 
 import timm
 import timm.models
-import torch
 from timm.data import resolve_model_data_config
 from torch import nn
 
 from ofasearch.errors import SpecError
 
-__all__ = ["build_model", "load_weights", "normalization", "unknown_model_message"]
+__all__ = ["build_model", "normalization", "unknown_model_message"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,29 +83,6 @@ def build_model(
 def _looks_like_download_error(exc: BaseException) -> bool:
     text = f"{type(exc).__name__} {exc}".lower()
     return any(w in text for w in ("connect", "resolve", "offline", "hub", "http", "network", "url"))
-
-
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a state dict (safetensors, or a torch file holding one; a ``state_dict``/``model``
-    key is unwrapped). The classifier may differ when it was trained for other classes."""
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError([f"checkpoint {str(p)!r}: no such file"])
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(p))
-    else:
-        state = torch.load(str(p), map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[:2]
-        raise SpecError([f"checkpoint {str(p)!r} does not fit the model: {' '.join(first)}"]) from None
 
 
 def normalization(model: nn.Module, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

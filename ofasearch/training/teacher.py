@@ -141,10 +141,10 @@ def _check_user_checkpoint(teacher: ModelSpec, splits: Splits) -> None:
     if not Path(path).is_file():
         raise SpecError([f"teacher.checkpoint: {path!r}: no such file"])
     model = build_teacher(teacher, TeacherInfo(None), splits)
-    try:
+    try:  # a timm 0.6/0.9 .pth (state_dict/model/module. wrappers, old layouts) or safetensors
         load_weights(model, path)
-    except SpecError:  # does not fit the model: load_weights already says so in one line
-        raise
+    except SpecError as exc:  # does not fit the model: one line naming the first mismatching keys
+        raise SpecError([f"teacher.checkpoint: {problem}" for problem in exc.problems]) from None
     except _UNREADABLE as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SpecError([f"teacher.checkpoint: {path!r} cannot be read, is it complete? ({reason})"]) from None

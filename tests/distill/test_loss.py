@@ -77,3 +77,27 @@ def test_non_positive_eps_or_temperature_is_rejected(bad):
     z = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="must be > 0"):
         ofa_loss(z, z, torch.tensor([0, 1]), **bad)
+
+
+@pytest.mark.parametrize(
+    ("eps", "temperature", "expected"),
+    [
+        (1.0, 1.0, 6.200444280006269),
+        (1.5, 1.0, 1.3085033061284035),
+        (1.0, 2.0, 5.106203989230901),
+        (1.5, 2.0, 0.8455521481396944),
+    ],
+)
+def test_ofa_loss_gives_the_reference_values_in_float64(eps, temperature, expected):
+    """Values of the reference implementation's ``ofa_loss`` (Hao840/OFAKD at f7bb896) in float64,
+    from issue 12: B=4, C=100, z_s[i,j] = 3 sin(100i+j), z_t[i,j] = 4 cos(0.7 (100i+j))."""
+    n = 100 * torch.arange(4, dtype=torch.float64)[:, None] + torch.arange(100, dtype=torch.float64)[None]
+    z_s, z_t = 3 * torch.sin(n), 4 * torch.cos(0.7 * n)
+    got = ofa_loss(z_s, z_t, torch.tensor([3, 17, 42, 99]), eps=eps, temperature=temperature)
+    assert got.dtype == torch.float64
+    assert got.item() == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+def test_half_precision_logits_are_computed_in_float32():
+    z = torch.randn(3, 5).half()
+    assert ofa_loss(z, z, torch.tensor([0, 1, 2]), eps=1.5).dtype == torch.float32

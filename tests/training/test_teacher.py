@@ -20,8 +20,9 @@ from safetensors.torch import save_file
 from ofasearch.config import DataSpec, DistillSpec, ModelSpec
 from ofasearch.data import Splits, load_splits
 from ofasearch.errors import SpecError
-from ofasearch.training.teacher import TeacherInfo, prepare_logit_cache, prepare_teacher, teacher_key
+from ofasearch.training.teacher import TeacherInfo, build_teacher, prepare_logit_cache, prepare_teacher, teacher_key
 from ofasearch.utils.files import file_digest
+from tests.checkpoints import SWIN, SWIN_KWARGS, swin, timm06_checkpoint
 from tests.logcapture import log_lines
 
 DATA = DataSpec(dataset="digits", image_size=16, train_subset=300)
@@ -187,3 +188,25 @@ def test_no_lock_file_is_opened_when_nothing_is_built(store, splits, trained):
     info = prepare_teacher(TEACHER, DATA, splits)
     prepare_logit_cache(TEACHER, info, DATA, splits, DISTILL, seed=0, epochs=2)
     assert not info.trained_now and not list(store.rglob("*.lock"))
+
+
+def test_a_timm06_teacher_checkpoint_is_used_as_the_teacher(tmp_path, splits):
+    """The form the OFA-KD authors released their teachers in: timm 0.6's training checkpoint of a
+    Swin, with the old key layout, DDP prefixes and the run's arguments."""
+    original = swin(seed=0)
+    path = timm06_checkpoint(original, tmp_path / "swin_teacher.pth")
+    spec = ModelSpec(model=SWIN, kwargs=SWIN_KWARGS, checkpoint=str(path))
+    info = prepare_teacher(spec, DATA, splits)
+    teacher = build_teacher(spec, info, splits)
+    images = torch.rand(4, *splits.input_size)
+    with torch.no_grad():
+        assert torch.equal(teacher(images), original(images))
+
+
+def test_a_teacher_checkpoint_for_other_classes_names_the_keys(tmp_path, splits):
+    other = timm.create_model("resnet10t", num_classes=100, in_chans=1)
+    torch.save({"state_dict": other.state_dict()}, tmp_path / "c.pth")
+    with pytest.raises(SpecError) as caught:
+        prepare_teacher(ModelSpec(model="resnet10t", checkpoint=str(tmp_path / "c.pth")), DATA, splits)
+    (line,) = caught.value.problems
+    assert line.startswith("teacher.checkpoint: ") and "fc.weight (100, 512) vs model (10, 512)" in line
