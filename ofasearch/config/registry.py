@@ -51,6 +51,9 @@ DATASETS: dict[str, DatasetInfo] = {
 METHODS: dict[str, MethodInfo] = {
     "ofa": MethodInfo(teacher=True, branches=True, label="OFA-KD"),
     "kd": MethodInfo(teacher=True, branches=False, label="vanilla KD"),
+    # settings distill.dkd_* and distill.dist_*, defaults from their papers (see the schema)
+    "dkd": MethodInfo(teacher=True, branches=False, label="DKD"),
+    "dist": MethodInfo(teacher=True, branches=False, label="DIST"),
     "none": MethodInfo(teacher=False, branches=False, label="student alone"),
 }
 

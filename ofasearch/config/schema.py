@@ -370,7 +370,7 @@ class PairSpec(Strict):
 
 
 class DistillSpec(Strict):
-    """The OFA-KD settings of one training; ``method: kd | none`` are the baselines."""
+    """The OFA-KD settings of one training; ``method: kd | dkd | dist | none`` are the baselines."""
 
     method: MethodName = "ofa"
     stages: StageList | None = None  # None: every stage the student has (1-4 for most models)
@@ -379,6 +379,18 @@ class DistillSpec(Strict):
     gt_weight: NonNegativeFloat = 1.0
     kd_weight: NonNegativeFloat = 1.0
     ofa_weight: NonNegativeFloat = 1.0
+    # method dkd (Zhao et al., CVPR 2022; its CIFAR-100 setting): kd_weight * (alpha * TCKD +
+    # beta * NCKD) at its own temperature, ramped up linearly over dkd_warmup_epochs (None: the
+    # paper's share of the budget, 20 of 240 epochs, at least 1)
+    dkd_alpha: NonNegativeFloat = 1.0
+    dkd_beta: NonNegativeFloat = 8.0
+    dkd_temperature: PositiveFloat = 4.0
+    dkd_warmup_epochs: NonNegativeInt | None = None
+    # method dist (Huang et al., NeurIPS 2022; the paper's and its code's defaults): kd_weight *
+    # T^2 * (beta * inter-class + gamma * intra-class relation loss)
+    dist_beta: NonNegativeFloat = 1.0
+    dist_gamma: NonNegativeFloat = 1.0
+    dist_temperature: PositiveFloat = 1.0
     # YAML reads a bare on/off as true/false: accept both spellings
     teacher_cache: Annotated[
         Literal["auto", "on", "off"], BeforeValidator(lambda v: {True: "on", False: "off"}.get(v, v))

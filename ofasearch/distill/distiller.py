@@ -8,6 +8,7 @@ so a new baseline is one registry entry plus one function here.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -18,11 +19,14 @@ from torch import nn
 from ofasearch.config import TrainConfig
 from ofasearch.config.registry import METHODS, get_method
 from ofasearch.distill.branches import ConvBranch, TokenBranch
-from ofasearch.distill.loss import kd_loss, ofa_loss
+from ofasearch.distill.loss import dist_loss, dkd_loss, kd_loss, ofa_loss
 from ofasearch.errors import SpecError
 from ofasearch.models import ModelInfo, build_model, describe_model, normalization
 
-__all__ = ["METHOD_LOSSES", "MethodLoss", "OFADistiller"]
+__all__ = ["DKD_WARMUP_SHARE", "METHOD_LOSSES", "MethodLoss", "OFADistiller", "dkd_warmup_epochs"]
+
+# DKD ramps its loss up linearly over its first 20 of 240 epochs (Zhao et al., CVPR 2022, CIFAR-100)
+DKD_WARMUP_SHARE = 20 / 240
 
 MethodLoss = Callable[
     ["OFADistiller", torch.Tensor, dict[int, torch.Tensor], torch.Tensor, torch.Tensor],
@@ -55,6 +59,23 @@ def _vanilla_kd_terms(
     return {"kd": (d.kd_weight, kd_loss(logits, teacher, d.temperature))}
 
 
+def _dkd_terms(
+    d: OFADistiller, logits: torch.Tensor, _exits: dict[int, torch.Tensor], teacher: torch.Tensor, labels: torch.Tensor
+) -> dict[str, tuple[float, torch.Tensor]]:
+    """Zhao et al. (CVPR 2022): alpha * TCKD + beta * NCKD, ramped up linearly over the first
+    ``dkd_warmup_epochs`` epochs (``set_epoch``; full weight when no loop calls it)."""
+    ramp = 1.0 if d.epoch is None or d.dkd_warmup_epochs <= 0 else min((d.epoch + 1) / d.dkd_warmup_epochs, 1.0)
+    value = dkd_loss(logits, teacher, labels, d.dkd_alpha, d.dkd_beta, d.dkd_temperature)
+    return {"kd": (d.kd_weight * ramp, value)}
+
+
+def _dist_terms(
+    d: OFADistiller, logits: torch.Tensor, _exits: dict[int, torch.Tensor], teacher: torch.Tensor, _labels: torch.Tensor
+) -> dict[str, tuple[float, torch.Tensor]]:
+    """Huang et al. (NeurIPS 2022): inter- and intra-class Pearson relations to the teacher."""
+    return {"kd": (d.kd_weight, dist_loss(logits, teacher, d.dist_beta, d.dist_gamma, d.dist_temperature))}
+
+
 def _no_terms(
     _d: OFADistiller, _logits: torch.Tensor, _exits: dict[int, torch.Tensor], _t: torch.Tensor, _labels: torch.Tensor
 ) -> dict[str, tuple[float, torch.Tensor]]:
@@ -62,7 +83,18 @@ def _no_terms(
     return {}
 
 
-METHOD_LOSSES: dict[str, MethodLoss] = {"ofa": _ofa_terms, "kd": _vanilla_kd_terms, "none": _no_terms}
+METHOD_LOSSES: dict[str, MethodLoss] = {
+    "ofa": _ofa_terms,
+    "kd": _vanilla_kd_terms,
+    "dkd": _dkd_terms,
+    "dist": _dist_terms,
+    "none": _no_terms,
+}
+
+
+def dkd_warmup_epochs(given: int | None, epochs: int) -> int:
+    """DKD's warm-up length: ``given``, or the paper's share of the budget (at least one epoch)."""
+    return given if given is not None else max(1, math.ceil(epochs * DKD_WARMUP_SHARE))
 
 
 class OFADistiller(nn.Module):
@@ -70,8 +102,11 @@ class OFADistiller(nn.Module):
 
     ``method="ofa"``: gt CE + kd_weight * OFA(final logits, eps_last) + ofa_weight * sum over the
     ``stages`` of OFA(branch logits, eps_k); ``"kd"``: gt CE + kd_weight * Hinton KD (T^2);
-    ``"none"``: the student alone. The teacher may also be None when its logits always come from
-    a cache (``forward(..., teacher_logits=...)``); ``teacher_features`` then sizes the branches.
+    ``"dkd"``: gt CE + kd_weight * DKD (``dkd_alpha``, ``dkd_beta``, ``dkd_temperature``, warm-up
+    over ``dkd_warmup_epochs`` counted by :meth:`set_epoch`); ``"dist"``: gt CE + kd_weight * DIST
+    (``dist_beta``, ``dist_gamma``, ``dist_temperature``); ``"none"``: the student alone. The teacher may also be None
+    when its logits always come from a cache (``forward(..., teacher_logits=...)``);
+    ``teacher_features`` then sizes the branches.
     ``stages=None`` uses every stage the student has. ``eps`` is one value or one per stage plus
     one for the final logits. Images are expected in [0, 1]; each model gets its own timm
     normalisation unless ``normalize=False``. The teacher stays in eval mode without gradients
@@ -93,6 +128,13 @@ class OFADistiller(nn.Module):
         method: str = "ofa",
         normalize: bool = True,
         teacher_features: int | None = None,
+        dkd_alpha: float = 1.0,
+        dkd_beta: float = 8.0,
+        dkd_temperature: float = 4.0,
+        dkd_warmup_epochs: int = 20,
+        dist_beta: float = 1.0,
+        dist_gamma: float = 1.0,
+        dist_temperature: float = 1.0,
     ):
         super().__init__()
         if method not in METHODS or method not in METHOD_LOSSES:
@@ -109,6 +151,14 @@ class OFADistiller(nn.Module):
         self.num_classes = num_classes
         self.temperature = float(temperature)
         self.gt_weight, self.kd_weight, self.ofa_weight = float(gt_weight), float(kd_weight), float(ofa_weight)
+        self.dkd_alpha, self.dkd_beta, self.dkd_warmup_epochs = (
+            float(dkd_alpha),
+            float(dkd_beta),
+            int(dkd_warmup_epochs),
+        )
+        self.dist_beta, self.dist_gamma = float(dist_beta), float(dist_gamma)
+        self.dkd_temperature, self.dist_temperature = float(dkd_temperature), float(dist_temperature)
+        self.epoch: int | None = None  # 0-based; set by the training loop (set_epoch)
         info = describe_model(student, input_size) if needs.branches else None
         if info is not None and stages is None:
             stages = sorted(info.stage_shapes)
@@ -166,6 +216,13 @@ class OFADistiller(nn.Module):
             input_size=(in_chans, image_size, image_size),
             method=d.method,
             teacher_features=teacher_features,
+            dkd_alpha=d.dkd_alpha,
+            dkd_beta=d.dkd_beta,
+            dkd_temperature=d.dkd_temperature,
+            dkd_warmup_epochs=dkd_warmup_epochs(d.dkd_warmup_epochs, config.optim.epochs),
+            dist_beta=d.dist_beta,
+            dist_gamma=d.dist_gamma,
+            dist_temperature=d.dist_temperature,
         )
 
     # ----------------------------------------------------------------------------- building
@@ -216,6 +273,11 @@ class OFADistiller(nn.Module):
             self._prefix_kw = {"return_prefix_tokens": True}
 
     # ----------------------------------------------------------------------------- running
+    def set_epoch(self, epoch: int) -> None:
+        """The 0-based epoch about to be trained (like a DistributedSampler's): losses with a
+        schedule over epochs (DKD's warm-up) read it."""
+        self.epoch = int(epoch)
+
     def train(self, mode: bool = True) -> OFADistiller:
         super().train(mode)
         if self.teacher is not None:

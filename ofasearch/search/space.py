@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ofasearch.config import Choices, DistillSpec, PairSpec, Range, Spec, TrainConfig, parse_config
+from ofasearch.config.registry import METHODS
 from ofasearch.errors import SpecError
 from ofasearch.utils.formatting import encode_list
 
@@ -176,7 +177,7 @@ class SearchSpace:
     def cache_settings(self) -> DistillSpec:
         """The distill settings that decide the logit cache (method ofa unless only 'none' is searched)."""
         d = self.spec.distill
-        method = "none" if not any(self._method_can_be(m) for m in ("ofa", "kd")) else "ofa"
+        method = "ofa" if any(self._method_can_be(m) for m, info in METHODS.items() if info.teacher) else "none"
         return DistillSpec(method=method, teacher_cache=d.teacher_cache, cache_views=d.cache_views)
 
     def pair_index_of(self, config: TrainConfig) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ofasearch.config import ResourcesSpec, Spec, TrainConfig, parse_config
+from ofasearch.config.registry import get_method
 from ofasearch.search.space import SearchSpace
 from ofasearch.training.logit_cache import LogitCache
 from ofasearch.training.teacher import TeacherInfo
@@ -29,7 +30,7 @@ __all__ = [
     "trial_resources",
 ]
 
-BASELINE_KEY = "baseline"  # a baseline trial's config holds {"baseline": "none"|"kd", **params}
+BASELINE_KEY = "baseline"  # a baseline trial's config holds {"baseline": METHOD, **params}
 # A confirmation run holds the train config it repeats (YAML), the trial it repeats and its seed.
 CONFIG_KEY, CONFIRMS_KEY, SEED_KEY = "config", "confirms", "seed"
 DRIVER_CPU = 0.1  # a ray-train trial's own process only waits for its workers
@@ -92,7 +93,7 @@ def run_trial(
     config = trial_config(space, params)
     pair = space.pair_index_of(config)
     teacher = cache = None
-    if config.distill.method != "none":
+    if get_method(config.distill.method).teacher:
         teacher = TeacherInfo(**teachers[pair]["info"])
         cached = cache_for_seed(teachers[pair], config.seed)
         cache = LogitCache(**cached) if cached else None

@@ -242,6 +242,7 @@ def _train_epoch(run: _Training, epoch: int, bar: Any) -> tuple[dict[str, float]
     """One pass over this rank's shard: per-sample sums of every loss part (``total`` is the
     loss), the number of samples seen and whether training diverged."""
     run.sampler.set_epoch(epoch)
+    run.distiller.set_epoch(epoch)  # schedules inside a loss (DKD's warm-up)
     order = torch.tensor(list(iter(run.sampler)), dtype=torch.long)
     run.distiller.train()
     sums: dict[str, float] = {}

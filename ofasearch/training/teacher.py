@@ -30,6 +30,7 @@ from timm.utils import random_seed
 from torch import nn
 
 from ofasearch.config import DataSpec, DistillSpec, ModelSpec, OptimSpec
+from ofasearch.config.registry import get_method
 from ofasearch.data import Splits
 from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
@@ -265,7 +266,7 @@ def prepare_logit_cache(
 ) -> LogitCache | None:
     """The teacher-logit cache for this teacher, data and seed (built once), or None when
     ``teacher_cache: off`` or there is no teacher to cache."""
-    if distill.teacher_cache == "off" or distill.method == "none":
+    if distill.teacher_cache == "off" or not get_method(distill.method).teacher:
         return None
     # Only replayable crop/flip exists in ofasearch's pipeline, so ``auto`` always caches; a
     # non-replayable augmentation (mixup, RandAugment) would have to turn ``auto`` off here.

@@ -81,7 +81,7 @@ def test_train_config_needs_constants_and_one_pair():
             "pairs[0].teacher: unknown timm model 'resnet81'; close matches: resnet18",
         ),
         ({"optim": {"batch_size": "big"}}, "optim.batch_size: 'big' is not a number"),
-        ({"distill": {"method": "ofaa"}}, "distill.method: 'ofaa' is not allowed; allowed: ofa, kd, none"),
+        ({"distill": {"method": "ofaa"}}, "distill.method: 'ofaa' is not allowed; allowed: ofa, kd, dkd, dist, none"),
         ({"pairs": []}, "pairs: at least one teacher/student pair is needed"),
         ({"search": {"grace_epochs": 9}}, "search.grace_epochs: 9 is not allowed; must be <= optim.epochs (5)"),
         ({"search": {"reduction_factor": 1}}, "search.reduction_factor: Input should be greater than or equal to 2"),
