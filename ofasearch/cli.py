@@ -12,6 +12,7 @@ from pathlib import Path
 from ofasearch.errors import SpecError
 from ofasearch.utils import faults
 from ofasearch.utils.logs import console_logging
+from ofasearch.utils.storage import as_location, uri_problem
 
 __all__ = ["failed_search_lines", "main"]
 
@@ -31,6 +32,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     problem = batch_split_problem(config.optim.batch_size, args.workers)
     if problem:  # before any data, teacher or Ray: the batch is global, split over --workers
         raise SpecError([f"{problem} (--workers {args.workers})"])
+    if args.storage and uri_problem(args.storage):
+        raise SpecError([f"--storage: {uri_problem(args.storage)}"])
     output = (Path(args.output) if args.output else Path("runs") / config.name).resolve()
     splits = load_splits(config.data)
     plan(config, splits=splits)  # stages, models and checkpoint checked before any training
@@ -61,6 +64,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             workers=args.workers,
             cpus_per_worker=cpus,
             gpus_per_worker=args.gpus_per_worker,
+            storage=args.storage,
         )
     log_summary(config, summary, output)
     return 0
@@ -125,21 +129,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from ofasearch.search.run import resume_search
 
-    folder = resume_search(Path(args.results_dir), verbose=2 if args.verbose else 0, force_new_spec=args.force_new_spec)
+    folder = resume_search(args.results_dir, verbose=2 if args.verbose else 0, force_new_spec=args.force_new_spec)
     return _search_outcome(folder)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from ofasearch.results.status import show_status  # reads the folder only: no torch, timm or Ray
 
-    show_status(Path(args.results_dir))
+    show_status(args.results_dir)
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from ofasearch.results.report import write_report
 
-    write_report(Path(args.results_dir), top_k=args.top_k)  # prints where the report went
+    write_report(args.results_dir, top_k=args.top_k)  # prints where the report went
     return 0
 
 
@@ -147,8 +151,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from ofasearch.results.export import export_config
 
     path, row = export_config(
-        Path(args.results_dir),
-        Path(args.output) if args.output else None,
+        args.results_dir,
+        as_location(args.output) if args.output else None,
         rank=args.rank,
         max_latency_ms=args.max_latency_ms,
         max_params=args.max_params,
@@ -190,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=1, help="DDP workers on Ray Train (default 1: in process)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument(
+        "--storage",
+        help="with --workers: where Ray Train keeps the run, a path every node sees or a URI such as "
+        "s3://bucket/prefix (default: next to --output)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _verbose_flag(p, "--verbose", "-v")
     p.set_defaults(func=_cmd_train)
@@ -258,8 +267,11 @@ def _runtime_fault(exc: Exception, args: argparse.Namespace, argv: Sequence[str]
     """One ``error:`` line (what broke, where, the remedy, the log file); exit 1."""
     folder = faults.noted_results_folder()
     if folder is None and args.command == "resume":
-        folder = Path(args.results_dir).resolve()
-    resumable = args.command in ("run", "resume") and folder is not None and (folder / "state.json").is_file()
+        folder = as_location(args.results_dir).resolve()
+    try:
+        resumable = args.command in ("run", "resume") and folder is not None and (folder / "state.json").is_file()
+    except OSError:  # the fault may be the storage itself (an object store out of reach)
+        resumable = False
     then = f"continue with: ofasearch resume {folder}" if resumable else "run the command again"
     line = faults.describe_fault(exc, then=then) or f"{type(exc).__name__}: {str(exc).strip() or 'no message'}"
     line = " ".join(line.split())  # one line, whatever the message held

@@ -12,10 +12,12 @@ from typing import Any
 import yaml
 
 from ofasearch.results.tables import TRIALS_FILE, read_rows
+from ofasearch.utils.storage import Location, as_location
 
 
-def start_search(tmp: Path, spec: dict[str, Any]) -> tuple[subprocess.Popen, Path]:
-    """``ofasearch run`` of ``spec`` in a child process; returns it and the results folder."""
+def start_search(tmp: Path, spec: dict[str, Any]) -> tuple[subprocess.Popen, Location]:
+    """``ofasearch run`` of ``spec`` in a child process; returns it and the results folder (a
+    path, or a folder on an object store)."""
     (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
     driver = subprocess.Popen(
         [sys.executable, "-m", "ofasearch.cli", "run", "spec.yaml", "--num-cpus", "2"],
@@ -23,10 +25,10 @@ def start_search(tmp: Path, spec: dict[str, Any]) -> tuple[subprocess.Popen, Pat
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    return driver, Path(spec["storage"]) / spec["name"]
+    return driver, as_location(spec["storage"]) / spec["name"]
 
 
-def table_rows(folder: Path) -> list[dict[str, Any]]:
+def table_rows(folder: Location) -> list[dict[str, Any]]:
     """``trials.parquet`` as rows ([] before it exists), read as ``status`` reads it: every read
     must succeed mid-search."""
     return read_rows(folder / TRIALS_FILE)

@@ -60,3 +60,38 @@ def digits_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = run_search(load_spec(path), num_cpus=2)
     ray.shutdown()
     return folder
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_bucket() -> str:
+    """A real S3 API (moto's server) on loopback with an empty bucket; the usual AWS variables
+    (credentials, ``AWS_ENDPOINT_URL``) point at it for this session, and processes started
+    from it (Ray workers, the CLI in a subprocess) inherit them. Yields ``s3://<bucket>``."""
+    import logging
+
+    import pyarrow.fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {**S3_ENV, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    fs = pyarrow.fs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http", allow_bucket_creation=True)
+    fs.create_dir("ofasearch-test")
+    yield "s3://ofasearch-test"
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()

@@ -34,6 +34,7 @@ from ofasearch.training.job import fit_for_search, train_worker
 from ofasearch.training.logit_cache import LogitCache
 from ofasearch.training.loop import EpochReport
 from ofasearch.training.teacher import TeacherInfo
+from ofasearch.utils.storage import Location, as_location, ray_storage
 
 __all__ = ["per_worker_resources", "ray_train_worker", "torch_trainer", "train_on_ray", "worker_payload"]
 
@@ -110,17 +111,31 @@ def torch_trainer(
     """The one TorchTrainer ofasearch builds: :func:`ray_train_worker` on ``workers`` DDP workers
     (gloo on CPUs, NCCL on GPUs), retried only after a preemption (``train_failure_config``)."""
     resources = per_worker_resources(workers, cpus_per_worker, gpus_per_worker, driver_cpus)
+    path, filesystem = ray_storage(as_location(storage_path))  # a path, or an object store's URI
     return TorchTrainer(
         ray_train_worker,
         train_loop_config=payload,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
-            storage_path=storage_path,
+            storage_path=path,
+            storage_filesystem=filesystem,
             callbacks=list(callbacks),
             failure_config=train_failure_config(),
         ),
     )
+
+
+def _remove_run(folder: Location) -> None:
+    """Delete a finished Ray Train run's folder (its checkpoint is in the output folder now)."""
+    if isinstance(folder, Path):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    path, filesystem = ray_storage(folder)
+    try:
+        filesystem.delete_dir(path)
+    except OSError as exc:
+        logger.info(f"could not remove {folder}: {exc}")
 
 
 def train_on_ray(
@@ -132,17 +147,20 @@ def train_on_ray(
     workers: int,
     cpus_per_worker: float,
     gpus_per_worker: float = 0.0,
+    storage: str | None = None,
 ) -> dict[str, Any]:
     """``ofasearch train --workers N``: DDP on Ray Train (joining or starting Ray), the outputs
-    copied from rank 0's checkpoint into ``output``. Returns the metrics summary."""
+    copied from rank 0's checkpoint into ``output``. Returns the metrics summary. ``storage``: where
+    Ray Train keeps the run (a path every node sees, or an object store URI); by default next to
+    ``output``, which on a cluster without a shared disk only works when rank 0 runs here."""
     ensure_ray()
     resources = per_worker_resources(workers, cpus_per_worker, gpus_per_worker, driver_cpus=0.0)
     check_fits(resources, workers, "train")
-    storage = output.parent / f".{output.name}-ray"
+    run_root = as_location(storage) if storage else output.parent / f".{output.name}-ray"
     trainer = torch_trainer(
         worker_payload(config, teacher, cache, search=False),
         name=f"train-{output.name}",
-        storage_path=str(storage),
+        storage_path=str(run_root),
         workers=workers,
         cpus_per_worker=cpus_per_worker,
         gpus_per_worker=gpus_per_worker,
@@ -152,6 +170,6 @@ def train_on_ray(
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train finished without a checkpoint: {result.error}")
     output.mkdir(parents=True, exist_ok=True)
-    result.checkpoint.to_directory(str(output))
-    shutil.rmtree(storage, ignore_errors=True)
+    result.checkpoint.to_directory(str(output))  # through the checkpoint's own filesystem
+    _remove_run(run_root / f"train-{output.name}" if storage else run_root)
     return json.loads((output / "metrics.json").read_text())

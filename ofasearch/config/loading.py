@@ -13,13 +13,15 @@ from pydantic import BaseModel, ValidationError
 
 from ofasearch.config.schema import DATASETS, MODEL_CHECK, Spec, TrainConfig
 from ofasearch.errors import SpecError
+from ofasearch.utils.storage import ObjectPath, as_location
 
 __all__ = ["format_errors", "load_config", "load_spec", "parse_config", "parse_spec", "read_yaml"]
 
 
-def read_yaml(path: str | os.PathLike) -> Any:
-    """Read a YAML file; a missing file or a syntax error becomes a one-line :class:`SpecError`."""
-    p = Path(path)
+def read_yaml(path: str | os.PathLike | ObjectPath) -> Any:
+    """Read a YAML file (a path or an object-store URI); a missing file or a syntax error becomes a
+    one-line :class:`SpecError`."""
+    p = as_location(path)
     if not p.is_file():
         raise SpecError([f"{p}: no such file"])
     try:

@@ -37,6 +37,7 @@ from pydantic_core import core_schema
 
 from ofasearch.config.registry import DATASETS as DATASET_REGISTRY
 from ofasearch.config.registry import METHODS, OPTIMIZERS
+from ofasearch.utils.storage import is_uri, uri_problem
 
 __all__ = [
     "Choices",
@@ -563,11 +564,10 @@ class Spec(_Document):
 
     @field_validator("storage")
     @classmethod
-    def _on_a_file_system(cls, storage: str) -> str:
-        if "://" in storage:
-            raise ValueError(
-                f"{storage!r}: object-store URIs are not supported yet; give a path on a file system every node mounts"
-            )
+    def _a_path_or_uri(cls, storage: str) -> str:
+        problem = uri_problem(storage)
+        if problem:
+            raise ValueError(problem)
         return storage
 
     @model_validator(mode="after")
@@ -587,7 +587,7 @@ class Spec(_Document):
     def resolve_paths(self, base: Path) -> Self:
         """Make ``storage``, ``data.root`` and checkpoint paths absolute (Ray trials chdir)."""
         spec = super().resolve_paths(base)
-        spec.storage = _absolute(spec.storage, base)
+        spec.storage = spec.storage if is_uri(spec.storage) else _absolute(spec.storage, base)
         return spec
 
 

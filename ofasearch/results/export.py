@@ -4,7 +4,6 @@ any of its top configs, optionally the most accurate one under a latency or size
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -14,13 +13,14 @@ from ofasearch.errors import SpecError
 from ofasearch.results.folder import read_folder
 from ofasearch.results.ranking import best_trial, ranked_trials, student_latency
 from ofasearch.utils.files import atomic_write
+from ofasearch.utils.storage import Location
 
 __all__ = ["choose_trial", "export_config", "write_best"]
 
 logger = logging.getLogger(__name__)
 
 
-def write_best(folder: Path, rows: list[dict[str, Any]], max_epochs: int) -> Path | None:
+def write_best(folder: Location, rows: list[dict[str, Any]], max_epochs: int) -> Location | None:
     """``best.yaml``: the winning trial's complete train config (full budget), or None yet."""
     best = best_trial(rows, max_epochs)
     if best is None:
@@ -81,16 +81,16 @@ def _config_yaml(row: dict[str, Any], name: str) -> str:
 
 
 def export_config(
-    folder: Path,
-    output: Path | None = None,
+    folder: str | Location,
+    output: Location | None = None,
     *,
     rank: int = 1,
     max_latency_ms: float | None = None,
     max_params: int | None = None,
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Location, dict[str, Any]]:
     """Write the chosen trial's complete train config (``ofasearch train FILE`` runs it);
     returns the file and the trial's row."""
-    results = read_folder(Path(folder))
+    results = read_folder(folder)
     rows = student_latency(results.trials)
     row = choose_trial(rows, results.spec.max_epochs, rank, max_latency_ms, max_params)
     output = output or results.path / f"rank{rank}.yaml"

@@ -18,6 +18,7 @@ from typing import Any
 from ofasearch.config import Choices, ModelSpec, OptimSpec, Range, SearchSettings, Spec, parse_spec, read_yaml
 from ofasearch.errors import SpecError
 from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE, read_rows
+from ofasearch.utils.storage import Location, ObjectPath, as_location
 
 __all__ = [
     "SPEC_FILE",
@@ -64,7 +65,7 @@ class FolderSpec:
 class ResultsFolder:
     """A results folder, read once: spec, state and trials (epochs on first use)."""
 
-    path: Path
+    path: Location  # a folder on a file system, or on an object store (s3://...)
     spec: FolderSpec
     state: dict[str, Any]
     trials: list[dict[str, Any]]
@@ -74,21 +75,21 @@ class ResultsFolder:
         return read_rows(self.path / EPOCHS_FILE)
 
 
-def _require_folder(folder: Path) -> Path:
+def _require_folder(folder: Location) -> Location:
     path = folder / SPEC_FILE
     if not path.is_file():
         raise SpecError([f"{folder}: not an ofasearch results folder (no {SPEC_FILE})"])
     return path
 
 
-def load_folder_spec(folder: Path, *, check_models: bool = False) -> Spec:
+def load_folder_spec(folder: Location, *, check_models: bool = False) -> Spec:
     """The folder's spec validated strictly by today's schema (for resuming a search; readers use
     :func:`read_folder_spec`). ``check_models`` also checks model names against timm."""
     path = _require_folder(folder)
     return parse_spec(read_yaml(path), str(path), check_models=check_models).resolve_paths(Path.cwd())
 
 
-def read_folder_spec(folder: Path) -> FolderSpec:
+def read_folder_spec(folder: Location) -> FolderSpec:
     """The readers' view of ``spec.yaml``: validated without the model check, else read leniently."""
     path = _require_folder(folder)
     data = read_yaml(path)
@@ -118,7 +119,7 @@ def _from_spec(spec: Spec) -> FolderSpec:
     )
 
 
-def _from_raw(data: dict[str, Any], path: Path) -> FolderSpec:
+def _from_raw(data: dict[str, Any], path: Location) -> FolderSpec:
     """The readers' fields from a spec today's schema rejects; missing ones take today's defaults."""
     optim = _section(data, "optim")
     try:
@@ -187,7 +188,7 @@ def _raw_searched(data: dict[str, Any]) -> dict[str, Range | Choices]:
     return found
 
 
-def read_state(folder: Path) -> dict[str, Any]:
+def read_state(folder: Location) -> dict[str, Any]:
     """``state.json`` ({} before the search wrote it); broken JSON is a one-line SpecError."""
     path = folder / STATE_FILE
     try:
@@ -196,8 +197,9 @@ def read_state(folder: Path) -> dict[str, Any]:
         raise SpecError([f"{path}: invalid JSON ({exc})"]) from None
 
 
-def read_folder(folder: Path) -> ResultsFolder:
-    """Read a results folder for status, report or export (never Ray's state: works on a copy)."""
-    folder = Path(folder)
+def read_folder(folder: str | Path | ObjectPath) -> ResultsFolder:
+    """Read a results folder for status, report or export (never Ray's state: works on a copy),
+    on a file system or an object store."""
+    folder = as_location(folder)
     spec = read_folder_spec(folder)
     return ResultsFolder(folder, spec, read_state(folder), read_rows(folder / TRIALS_FILE))

@@ -4,20 +4,20 @@ runs, works on a copied folder, loads no torch, timm or Ray)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from ofasearch.results.folder import read_folder
 from ofasearch.results.summary import summary_lines
+from ofasearch.utils.storage import Location, as_location
 
 __all__ = ["show_status", "status_lines"]
 
 logger = logging.getLogger(__name__)
 
 
-def status_lines(folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
+def status_lines(folder: str | Location) -> tuple[list[str], list[dict[str, Any]]]:
     """The lines ``status`` prints (the phase, then the trials table) and the trial rows."""
-    folder = Path(folder).resolve()
+    folder = as_location(folder).resolve()
     results = read_folder(folder)
     rows = list({r["trial_id"]: r for r in results.trials}.values())  # one row per trial, as recorded
     lines = [f"{folder}: phase {results.state.get('phase', '?')}"]
@@ -25,7 +25,7 @@ def status_lines(folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
     return lines, rows
 
 
-def show_status(folder: Path) -> list[dict[str, Any]]:
+def show_status(folder: str | Location) -> list[dict[str, Any]]:
     """Log the status lines of ``folder``; returns its trial rows."""
     lines, rows = status_lines(folder)
     for line in lines:

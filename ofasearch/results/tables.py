@@ -7,7 +7,6 @@ rename, so a reader (``ofasearch status``, ``report``) or a crash never sees a h
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -15,6 +14,7 @@ import pyarrow.parquet as pq
 
 from ofasearch.errors import SpecError
 from ofasearch.utils.files import atomic_write
+from ofasearch.utils.storage import Location
 
 __all__ = [
     "COST_COLUMNS",
@@ -52,7 +52,7 @@ TRIAL_COLUMNS = [
 EPOCH_COLUMNS = ["trial_id", "role", "epoch", "train_loss", "val_acc", "lr", "seconds"]
 
 
-def write_table(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
+def write_table(rows: list[dict[str, Any]], columns: list[str], path: Location) -> None:
     """Write ``rows`` atomically: ``columns`` first, then any other key (searched values) sorted."""
     names = list(columns) + sorted({k for r in rows for k in r} - set(columns))
     table = (
@@ -65,7 +65,7 @@ def write_table(rows: list[dict[str, Any]], columns: list[str], path: Path) -> N
     atomic_write(path, sink.getvalue().to_pybytes())
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: Location) -> list[dict[str, Any]]:
     """A table's rows ([] when it does not exist yet); a damaged file is a one-line SpecError.
 
     The file is read whole through one open, then parsed: reading by path lets pyarrow open it

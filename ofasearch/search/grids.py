@@ -8,7 +8,6 @@ have no finished row in ``trials.parquet``, so a kill at any moment runs each po
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ofasearch.config import Spec
@@ -17,6 +16,7 @@ from ofasearch.results.ranking import ranked_trials
 from ofasearch.results.tables import TRIALS_FILE, read_rows
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.trial import BASELINE_KEY, CONFIG_KEY, CONFIRMS_KEY, SEED_KEY, trial_config
+from ofasearch.utils.storage import Location
 
 __all__ = ["BASELINE_METHODS", "baseline_points", "confirm_points", "confirm_seeds", "not_finished"]
 
@@ -34,7 +34,7 @@ def confirm_seeds(spec: Spec) -> list[int]:
     return [spec.seed + k for k in range(1, spec.search.confirm.seeds)]
 
 
-def confirm_points(spec: Spec, folder: Path) -> list[dict[str, Any]]:
+def confirm_points(spec: Spec, folder: Location) -> list[dict[str, Any]]:
     """One run per (config, further seed): the ``top_k`` best distinct full-budget search configs
     (by their single search run) and every completed baseline."""
     assert spec.search.confirm is not None

@@ -8,7 +8,6 @@ callback rebuilds the tables from disk and forgets rows of trials Tune never sav
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -29,6 +28,7 @@ from ofasearch.search.progress import error_text
 from ofasearch.search.searcher import PROPOSED_BY
 from ofasearch.search.space import SearchSpace, encode
 from ofasearch.search.trial import BASELINE_KEY, CONFIRMS_KEY, backend_for, trial_config
+from ofasearch.utils.storage import Location, as_location
 
 __all__ = ["Recorder", "ResultTables", "trial_params"]
 
@@ -36,7 +36,7 @@ __all__ = ["Recorder", "ResultTables", "trial_params"]
 class ResultTables:
     """The two tables in memory, loaded from disk on resume and saved after every change."""
 
-    def __init__(self, folder: Path, space: SearchSpace):
+    def __init__(self, folder: Location, space: SearchSpace):
         self.folder = folder
         self.space = space
         self.max_epochs = space.spec.optim.epochs
@@ -169,7 +169,7 @@ class Recorder(tune.Callback):
     def _tables(self) -> ResultTables:
         if self.tables is None:
             space = SearchSpace(Spec.model_validate(self.spec), self.stages)
-            self.tables = ResultTables(Path(self.folder), space)
+            self.tables = ResultTables(as_location(self.folder), space)
         return self.tables
 
     def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:

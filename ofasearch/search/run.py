@@ -43,7 +43,7 @@ from ofasearch.search.trial import (
 )
 from ofasearch.utils.claims import create_exclusive
 from ofasearch.utils.faults import note_results_folder
-from ofasearch.utils.files import file_digest
+from ofasearch.utils.storage import Location, ObjectPath, as_location, location_digest, ray_storage
 
 __all__ = [
     "SPEC_HASH_KEY",
@@ -64,7 +64,7 @@ TUNE_STATE_PERIOD_S = 2
 SPEC_HASH_KEY = "spec_hash"  # state.json: SHA-256 of spec.yaml as the search started (resume checks it)
 
 
-def _trainable(spec: Spec, space: SearchSpace, teachers: list[dict[str, Any]], folder: Path) -> Callable:
+def _trainable(spec: Spec, space: SearchSpace, teachers: list[dict[str, Any]], folder: Location) -> Callable:
     """The Tune function trainable of every trial (search and baselines), with its resources."""
 
     def trial(config: dict[str, Any]) -> None:
@@ -84,11 +84,12 @@ def run_search(
     dry_run: bool = False,
     verbose: int = 0,
     next_free_name: bool = False,
-) -> Path:
-    """Run the whole search; returns the experiment folder ``<storage>/<name>``. A folder that
+) -> Location:
+    """Run the whole search; returns the experiment folder ``<storage>/<name>`` (a path, or a
+    folder on an object store when ``storage`` is a URI such as ``s3://bucket/prefix``). A folder that
     already holds a search is never touched: with ``next_free_name`` this one goes to ``name-2``
     (``-3``...), without it that is a SpecError."""
-    storage = Path(spec.storage)
+    storage = as_location(spec.storage)
     space = plan(spec)
     if dry_run:
         folder = fresh_folder(storage, spec.name) if next_free_name else storage / spec.name
@@ -107,7 +108,7 @@ def run_search(
     update_state(
         folder,
         phase=Phase.TEACHERS,
-        **{SPEC_HASH_KEY: file_digest(folder / SPEC_FILE)},
+        **{SPEC_HASH_KEY: location_digest(folder / SPEC_FILE)},
         stages=space.available_stages,
         address=address,
         num_cpus=num_cpus,
@@ -116,7 +117,7 @@ def run_search(
     return _execute(spec, space, folder, address=address, num_cpus=num_cpus, verbose=verbose)
 
 
-def fresh_folder(storage: Path, name: str) -> Path:
+def fresh_folder(storage: Location, name: str) -> Location:
     """``storage/name``, or ``name-2``, ``name-3``... when an earlier search is there (a look
     only: :func:`claim_folder` is what takes one)."""
     folder, n = storage / name, 1
@@ -126,7 +127,7 @@ def fresh_folder(storage: Path, name: str) -> Path:
     return folder
 
 
-def claim_folder(storage: Path, name: str, spec_text: Callable[[str], str], *, numbered: bool) -> Path:
+def claim_folder(storage: Location, name: str, spec_text: Callable[[str], str], *, numbered: bool) -> Location:
     """Take ``storage/name`` for a new search by creating its ``spec.yaml`` (``spec_text`` of the
     folder's name) with ``O_EXCL``: of two searches started at the same moment exactly one gets
     each name. ``numbered``: a taken name moves on to ``name-2``, ``name-3``...; otherwise it is a
@@ -175,13 +176,13 @@ def _phases(spec: Spec) -> list[Phase]:
 def _execute(
     spec: Spec,
     space: SearchSpace,
-    folder: Path,
+    folder: Location,
     *,
     address: str | None,
     num_cpus: int | None,
     verbose: int,
     restore: bool = False,
-) -> Path:
+) -> Location:
     """Run the phases the folder has not finished yet (all of them for a new search). Ctrl-C at
     any moment (teachers, a Tuner, between phases) stops it as :class:`SearchInterrupted`: no
     later phase starts, and ``resume`` continues from the phase it was in."""
@@ -197,7 +198,7 @@ def _execute(
     return _finish(spec, folder)
 
 
-def _run_phases(spec: Spec, space: SearchSpace, folder: Path, *, verbose: int, restore: bool) -> None:
+def _run_phases(spec: Spec, space: SearchSpace, folder: Location, *, verbose: int, restore: bool) -> None:
     state = read_state(folder)
     # Also on resume: a stored teacher or logit cache is verified (checksums) and rebuilt if it
     # was damaged since; an intact one costs a hash per file.
@@ -223,7 +224,7 @@ def _tuner(
     phase: Phase,
     spec: Spec,
     space: SearchSpace,
-    folder: Path,
+    folder: Location,
     trainable: Callable,
     *,
     verbose: int,
@@ -239,8 +240,10 @@ def _tuner(
     role = {Phase.SEARCH: "search", Phase.BASELINES: "baseline", Phase.CONFIRM: "confirm"}[phase]
     if searching:
         expected = spec.search.num_samples
-        if restore and tune.Tuner.can_restore(str(folder / phase.value)):
-            return tune.Tuner.restore(str(folder / phase.value), trainable, resume_unfinished=True), expected
+        path, fs = ray_storage(folder / phase.value)
+        if restore and tune.Tuner.can_restore(path, storage_filesystem=fs):
+            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, storage_filesystem=fs)
+            return tuner, expected
     else:
         if phase is Phase.CONFIRM:
             points = confirm_points(spec, folder)
@@ -256,9 +259,11 @@ def _tuner(
     callbacks: list[tune.Callback] = [recorder]
     if not verbose:
         callbacks.append(ProgressView(role, expected, max_epochs))
+    storage_path, storage_filesystem = ray_storage(folder)
     run_config = tune.RunConfig(
         name=_fresh_name(folder, phase.value),
-        storage_path=str(folder),
+        storage_path=storage_path,
+        storage_filesystem=storage_filesystem,
         callbacks=callbacks,
         verbose=verbose,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -280,7 +285,7 @@ def _tuner(
     return tune.Tuner(trainable, param_space=grid, tune_config=tune_config, run_config=run_config), expected
 
 
-def _fresh_name(folder: Path, name: str) -> str:
+def _fresh_name(folder: Location, name: str) -> str:
     """``name``, or ``name-2``, ``name-3``... for the Tune experiment of a resumed grid phase."""
     n, candidate = 1, name
     while (folder / candidate).exists():
@@ -337,12 +342,12 @@ def _tune_settings(verbose: int) -> Iterator[None]:
 class SearchInterrupted(KeyboardInterrupt):
     """Tune stopped before every trial ended (Ctrl-C): the folder can be resumed."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Location):
         super().__init__(f"search interrupted; continue it with: ofasearch resume {folder}")
         self.folder = folder
 
 
-def _fit_or_interrupt(tuner: tune.Tuner, expected: int, folder: Path) -> None:
+def _fit_or_interrupt(tuner: tune.Tuner, expected: int, folder: Location) -> None:
     """Run the Tuner. Ctrl-C raises KeyboardInterrupt here (Tune's own handler, which would let
     the run go on to the next phase, is off: see :func:`_tune_settings`); Tune's state saved every
     ``TUNE_STATE_PERIOD_S`` has the trials it cut short as unfinished, so resume re-runs them. A
@@ -355,7 +360,7 @@ def _fit_or_interrupt(tuner: tune.Tuner, expected: int, folder: Path) -> None:
         raise SearchInterrupted(folder)
 
 
-def _finish(spec: Spec, folder: Path) -> Path:
+def _finish(spec: Spec, folder: Location) -> Location:
     if "finished_at" not in read_state(folder):
         update_state(folder, finished_at=time.time())
     rows = read_rows(folder / TRIALS_FILE)
@@ -369,13 +374,13 @@ def _finish(spec: Spec, folder: Path) -> Path:
     return folder
 
 
-def _spec_hash_to_record(folder: Path, *, force_new_spec: bool) -> str | None:
+def _spec_hash_to_record(folder: Location, *, force_new_spec: bool) -> str | None:
     """A resume runs the spec the search started with: an edited ``spec.yaml`` is a SpecError
     unless ``force_new_spec``. Returns the hash ``state.json`` must now hold (None: it holds it)."""
     path = folder / SPEC_FILE
     if not path.is_file():
         return None  # not a results folder: load_folder_spec says so
-    now, started = file_digest(path), read_state(folder).get(SPEC_HASH_KEY)
+    now, started = location_digest(path), read_state(folder).get(SPEC_HASH_KEY)
     if started is None or started == now:
         return None if started == now else now  # folders of earlier versions: accepted, recorded
     if not force_new_spec:
@@ -392,10 +397,11 @@ def _spec_hash_to_record(folder: Path, *, force_new_spec: bool) -> str | None:
     return now
 
 
-def resume_search(folder: Path, *, verbose: int = 0, force_new_spec: bool = False) -> Path:
-    """Continue an interrupted search: finished trials are kept, unfinished ones re-run. The
-    spec is the one the search started with (see :func:`_spec_hash_to_record`)."""
-    folder = folder.resolve()
+def resume_search(folder: str | Path | ObjectPath, *, verbose: int = 0, force_new_spec: bool = False) -> Location:
+    """Continue an interrupted search (a path or an object-store URI): finished trials are kept,
+    unfinished ones re-run. The spec is the one the search started with (see
+    :func:`_spec_hash_to_record`)."""
+    folder = as_location(folder).resolve()
     note_results_folder(folder)
     new_hash = _spec_hash_to_record(folder, force_new_spec=force_new_spec)
     spec = load_folder_spec(folder, check_models=True)  # about to build models
@@ -417,7 +423,7 @@ def resume_search(folder: Path, *, verbose: int = 0, force_new_spec: bool = Fals
     )
 
 
-def load_and_run(path: str, **kwargs: Any) -> Path:
+def load_and_run(path: str, **kwargs: Any) -> Location:
     """CLI helper: load, apply ``--name/--storage``, run. Without ``--name`` an earlier search of
     the same name is never touched: this one goes to ``name-2`` (``-3``...)."""
     spec = load_spec(path)

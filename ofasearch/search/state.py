@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import enum
 import json
-from pathlib import Path
 from typing import Any
 
 from ofasearch.results import folder as results_folder
 from ofasearch.utils.files import atomic_write
+from ofasearch.utils.storage import Location
 
 __all__ = ["Phase", "read_state", "update_state"]
 
@@ -28,7 +28,7 @@ class Phase(enum.StrEnum):
     DONE = "done"
 
 
-def read_state(folder: Path) -> dict[str, Any]:
+def read_state(folder: Location) -> dict[str, Any]:
     """The folder's state (``{}`` before the first write); ``phase`` is a :class:`Phase`."""
     state = results_folder.read_state(folder)
     if "phase" in state:
@@ -36,7 +36,7 @@ def read_state(folder: Path) -> dict[str, Any]:
     return state
 
 
-def update_state(folder: Path, **update: Any) -> dict[str, Any]:
+def update_state(folder: Location, **update: Any) -> dict[str, Any]:
     """Merge ``update`` into the folder's state and write it atomically; returns the new state."""
     state = {**read_state(folder), **update}
     text = json.dumps({k: v.value if isinstance(v, Phase) else v for k, v in state.items()}, indent=2)

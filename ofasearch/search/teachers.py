@@ -8,7 +8,6 @@ verifies an intact entry (checksums) and rebuilds a damaged one.
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from ofasearch.config import PairSpec, Spec
@@ -16,11 +15,12 @@ from ofasearch.data import Splits, load_splits
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import update_state
 from ofasearch.training.teacher import TeacherInfo, prepare_logit_cache, prepare_teacher
+from ofasearch.utils.storage import Location
 
 __all__ = ["confirm_caches", "prepare_teachers"]
 
 
-def prepare_teachers(spec: Spec, space: SearchSpace, folder: Path) -> list[dict[str, Any]]:
+def prepare_teachers(spec: Spec, space: SearchSpace, folder: Location) -> list[dict[str, Any]]:
     """Every pair's teacher (auto-trained once) and its logit cache, before any trial starts, so
     trials share them and never race to build them."""
     splits = load_splits(spec.data)

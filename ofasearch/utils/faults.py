@@ -20,6 +20,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
 
+from ofasearch.utils.storage import Location, ObjectPath
+
 __all__ = [
     "FAULT_LOG_PREFIX",
     "describe_fault",
@@ -59,7 +61,7 @@ CORRUPT_MESSAGES = ("mmap length is greater than file size", "failed finding cen
 # Local names under which the readers on a traceback hold the file they were reading.
 PATH_LOCALS = ("path", "filename", "file", "source", "checkpoint", "weights")
 
-_results_folder: ContextVar[Path | None] = ContextVar("ofasearch_results_folder", default=None)
+_results_folder: ContextVar[Location | None] = ContextVar("ofasearch_results_folder", default=None)
 
 
 @contextmanager
@@ -72,12 +74,12 @@ def fault_scope() -> Iterator[None]:
         _results_folder.reset(token)
 
 
-def note_results_folder(folder: Path) -> None:
+def note_results_folder(folder: Location) -> None:
     """Say which results folder the running command writes, so a fault's log goes there."""
-    _results_folder.set(Path(folder))
+    _results_folder.set(folder if isinstance(folder, ObjectPath) else Path(folder))
 
 
-def noted_results_folder() -> Path | None:
+def noted_results_folder() -> Location | None:
     """The folder :func:`note_results_folder` named in this command, if any."""
     return _results_folder.get()
 
@@ -173,14 +175,15 @@ def describe_fault(exc: BaseException, *, then: str = "run the command again") -
     return None
 
 
-def write_fault_log(exc: BaseException, argv: Sequence[str], folder: Path | None = None) -> Path | None:
+def write_fault_log(exc: BaseException, argv: Sequence[str], folder: Location | None = None) -> Path | None:
     """Write the traceback of ``exc`` to ``folder/ofasearch-error-<time>.log`` (when that folder
     exists and is writable), else to ``$TMPDIR/ofasearch-error-<time>.log``; None when neither can
     be written."""
     stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     header = f"ofasearch {' '.join(argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S')}\n\n"
     text = header + "".join(traceback.format_exception(exc))
-    places = [folder] if folder is not None and folder.is_dir() else []
+    # a folder on an object store is no place for a log a person opens with an editor
+    places = [folder] if isinstance(folder, Path) and folder.is_dir() else []
     for place in [*places, Path(tempfile.gettempdir())]:
         path = place / f"{FAULT_LOG_PREFIX}-{stamp}.log"
         try:

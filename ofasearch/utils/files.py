@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ofasearch.utils.storage import Location, ObjectPath
+
 __all__ = [
     "CorruptFileError",
     "atomic_write",
@@ -46,9 +48,13 @@ class CorruptFileError(RuntimeError):
         return (type(self), (self.path, self.reason, self.remedy))
 
 
-def atomic_write(path: Path, data: str | bytes) -> Path:
+def atomic_write(path: Location, data: str | bytes) -> Location:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so a
-    reader (or a crash) sees the old file or the new one, never a part of it."""
+    reader (or a crash) sees the old file or the new one, never a part of it. On an object store
+    (:class:`ObjectPath`) one PUT gives the same: an object is replaced whole."""
+    if isinstance(path, ObjectPath):
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     if isinstance(data, bytes):

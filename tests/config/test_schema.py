@@ -88,7 +88,10 @@ def test_train_config_needs_constants_and_one_pair():
         ({"search": {"num_samples": 0}}, "search.num_samples: Input should be greater than or equal to 1"),
         ({"optim": {"lr": -0.1}}, "optim.lr: -0.1 is not allowed; must be > 0"),
         ({"resources": {"workers_per_trial": 2, "backend": "local"}}, "resources: workers_per_trial: 2 needs backend"),
-        ({"storage": "s3://bucket/x"}, "storage: 's3://bucket/x': object-store URIs are not supported yet"),
+        (
+            {"storage": "ftp://host/x"},
+            "storage: 'ftp://host/x': unknown URI scheme 'ftp'; allowed: a path, file://, s3://",
+        ),
         (
             {"optim": {"epochs": {"choices": [3, 6]}}},
             "optim.epochs: cannot be searched: it is the full budget (ASHA's max_t)",

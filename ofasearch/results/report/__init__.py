@@ -13,7 +13,6 @@ mattered, ``html`` fills the ``page.html`` template.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from ofasearch.errors import SpecError
 from ofasearch.results.report import plots
@@ -21,6 +20,7 @@ from ofasearch.results.report.data import load
 from ofasearch.results.report.html import render_page
 from ofasearch.results.report.importance import param_importances
 from ofasearch.utils.files import atomic_write
+from ofasearch.utils.storage import Location, as_location
 
 __all__ = ["PLOT_NAMES", "write_report"]
 
@@ -29,13 +29,13 @@ logger = logging.getLogger(__name__)
 PLOT_NAMES = ("learning_curves", "searched_values", "importance", "pareto")
 
 
-def write_report(folder: Path, top_k: int = 10) -> Path:
+def write_report(folder: str | Location, top_k: int = 10) -> Location:
     """Write ``folder/report.html`` (self-contained) and its PNGs under ``folder/report/``.
 
     Raises :class:`~ofasearch.errors.SpecError` when ``folder`` is not a results folder or holds
     no trials yet. Safe while a search runs: it reads only the atomically rewritten tables.
     """
-    folder = Path(folder)
+    folder = as_location(folder)
     if top_k < 1:
         raise SpecError([f"top_k: {top_k} is not allowed; must be >= 1"])
     data = load(folder)
@@ -66,7 +66,7 @@ def write_report(folder: Path, top_k: int = 10) -> Path:
             "searches run with a newer ofasearch measure them."
         )
     out = folder / "report"
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     for name in PLOT_NAMES:  # no stale PNG from an earlier report of the same folder
         if name not in pngs:
             (out / f"{name}.png").unlink(missing_ok=True)

@@ -4,7 +4,6 @@ names, rankings, gains over baselines, the Pareto front and the time spent."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ofasearch.config import Choices, Range
@@ -15,6 +14,7 @@ from ofasearch.results.ranking import pair_baseline, ranked_trials, student_late
 from ofasearch.results.seeds import Gain, paired_gain
 from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE
 from ofasearch.utils.formatting import encode_list
+from ofasearch.utils.storage import Location
 
 __all__ = [
     "COLORS",
@@ -45,7 +45,7 @@ class ReportData:
     tags: list[str]  # short unique names for legends, "P1: a -> b"
 
     @property
-    def folder(self) -> Path:
+    def folder(self) -> Location:
         return self.results.path
 
     @property
@@ -89,7 +89,7 @@ def pair_color(index: int) -> str:
     return COLORS[index % len(COLORS)]
 
 
-def load(folder: Path) -> ReportData:
+def load(folder: str | Location) -> ReportData:
     """Read the folder; a wrong folder or one without trials is bad input (a SpecError)."""
     results = read_folder(folder)
     trials = student_latency([r for r in results.trials if r.get("trial_id")])
