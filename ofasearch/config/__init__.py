@@ -20,6 +20,7 @@ from ofasearch.config.schema import (
     Spec,
     TeacherRecipe,
     TrainConfig,
+    first_rung_after_warmup,
 )
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Spec",
     "TeacherRecipe",
     "TrainConfig",
+    "first_rung_after_warmup",
     "format_errors",
     "load_config",
     "load_spec",

@@ -57,6 +57,7 @@ __all__ = [
     "TrainConfig",
     "Tunable",
     "batch_split_problem",
+    "first_rung_after_warmup",
     "searchable",
 ]
 
@@ -451,7 +452,8 @@ class SearchSettings(Strict):
     """Ray Tune settings of a search."""
 
     num_samples: int = Field(default=8, ge=1)
-    grace_epochs: int = Field(default=1, ge=1)
+    # ASHA's first rung. None: the first epoch after the warm-up (see Spec.first_rung_after_warmup)
+    grace_epochs: int | None = Field(default=None, ge=1)
     reduction_factor: int = Field(default=3, ge=2)
     max_concurrent: int = Field(default=2, ge=1)
     baselines: bool = True
@@ -541,6 +543,21 @@ class _Document(Strict):
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
 
+def first_rung_after_warmup(epochs: int, warmup: Any) -> int:
+    """The earliest ASHA grace period whose rung is not inside the learning-rate warm-up: one
+    epoch after the longest warm-up a spec can draw (``warmup``: a constant, a range or choices,
+    as parsed or as raw YAML), at most the full budget. During the warm-up every trial scores
+    about the same, so a rung there would stop trials at random."""
+    if isinstance(warmup, (Range, Choices)):
+        warmup = warmup.model_dump()
+    if isinstance(warmup, dict):
+        ends = warmup.get("choices") or [warmup.get("high", 0)]
+        longest = max(int(w) for w in ends)
+    else:
+        longest = int(warmup)
+    return min(int(epochs), longest + 1)
+
+
 def _auto_teacher(model: Any) -> Any:
     """A teacher of ``teachers:`` without weights is trained once (``checkpoint: auto``)."""
     if isinstance(model, dict) and model.get("checkpoint") is None and not model.get("pretrained"):
@@ -580,9 +597,15 @@ class Spec(_Document):
     @model_validator(mode="after")
     def _grace_within_budget(self) -> Spec:
         grace, epochs = self.search.grace_epochs, self.optim.epochs
-        if grace > epochs:
+        if grace is None:  # a parsed spec always holds the grace period it runs with
+            self.search.grace_epochs = self.first_rung_after_warmup()
+        elif grace > epochs:
             raise ValueError(f"search.grace_epochs: {grace} is not allowed; must be <= optim.epochs ({epochs})")
         return self
+
+    def first_rung_after_warmup(self) -> int:
+        """See :func:`first_rung_after_warmup`."""
+        return first_rung_after_warmup(self.optim.epochs, self.optim.warmup_epochs)
 
     def resolve_paths(self, base: Path) -> Self:
         """Make ``storage``, ``data.root`` and checkpoint paths absolute (Ray trials chdir)."""

@@ -15,7 +15,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ofasearch.config import Choices, ModelSpec, OptimSpec, Range, SearchSettings, Spec, parse_spec, read_yaml
+from ofasearch.config import (
+    Choices,
+    ModelSpec,
+    OptimSpec,
+    Range,
+    SearchSettings,
+    Spec,
+    first_rung_after_warmup,
+    parse_spec,
+    read_yaml,
+)
 from ofasearch.errors import SpecError
 from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE, read_rows
 from ofasearch.utils.storage import Location, ObjectPath, as_location
@@ -132,6 +142,12 @@ def _from_raw(data: dict[str, Any], path: Location) -> FolderSpec:
         search = SearchSettings.model_validate(known)
     except ValueError:
         search = SearchSettings()
+    if search.grace_epochs is None:  # as the schema resolves it
+        warmup = optim.get("warmup_epochs", OptimSpec.model_fields["warmup_epochs"].default)
+        try:
+            search.grace_epochs = first_rung_after_warmup(max_epochs, warmup)
+        except (TypeError, ValueError):
+            search.grace_epochs = 1
     data_section = _section(data, "data")
     return FolderSpec(
         name=str(data.get("name", Spec.model_fields["name"].default)),

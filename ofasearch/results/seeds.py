@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from ofasearch.results.outcome import FINISHED
+from ofasearch.results.outcome import FINISHED, is_full_budget
 
 __all__ = ["CONFIRM", "Gain", "SeedRuns", "mean_accuracy", "paired_gain", "seed_runs"]
 
@@ -93,9 +93,18 @@ def mean_accuracy(rows: list[dict[str, Any]], row: dict[str, Any]) -> float:
 
 
 def paired_gain(
-    rows: list[dict[str, Any]], config: dict[str, Any], baseline: dict[str, Any], val_images: int | None
+    rows: list[dict[str, Any]],
+    config: dict[str, Any],
+    baseline: dict[str, Any],
+    val_images: int | None,
+    *,
+    max_epochs: int,
 ) -> Gain | None:
-    """The gain of ``config`` over ``baseline`` on the seeds both ran; None when they share none."""
+    """The gain of ``config`` over ``baseline`` on the seeds both ran; None when they share none,
+    or when either did not run the full budget: a score ASHA took after fewer epochs says nothing
+    about how the config compares with a baseline trained to the end."""
+    if not (is_full_budget(config, max_epochs) and is_full_budget(baseline, max_epochs)):
+        return None
     mine, theirs = seed_runs(rows, config).accuracies, seed_runs(rows, baseline).accuracies
     seeds = sorted(set(mine) & set(theirs))
     if not seeds:

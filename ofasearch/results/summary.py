@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ofasearch.config.registry import METHODS
+from ofasearch.results.outcome import STOPPED, is_full_budget
 from ofasearch.results.ranking import best_trial, pair_baseline, status_counts
 from ofasearch.results.seeds import mean_accuracy, paired_gain
 from ofasearch.utils.formatting import short
@@ -23,7 +24,11 @@ def summary_lines(
     best config's gains over its pair's baselines (:func:`gain_lines`)."""
     if not rows:
         return ["no trials yet"]
-    order = sorted(rows, key=lambda r: (ROLE_ORDER.get(r["role"], 3), -(r["val_acc"] or 0.0)))
+    # full-budget trials first: a score ASHA took after fewer epochs is listed, never ranked among them
+    order = sorted(
+        rows,
+        key=lambda r: (ROLE_ORDER.get(r["role"], 3), not is_full_budget(r, max_epochs), -(r["val_acc"] or 0.0)),
+    )
     head = (
         f"{'trial':>12} {'role':8} {'by':8} {'status':9} {'method':6} {'val_acc':>7} {'ep':>3} {'sec':>6} "
         "cache  pair / values"
@@ -37,6 +42,12 @@ def summary_lines(
             f"{r['trial_id']:>12} {r['role']:8} {r.get('proposed_by') or '-':8} {r['status']:9} {r['method']:6} "
             f"{r['val_acc'] or 0:7.4f} {r['epochs']:>3} {r['seconds'] or 0:6.0f} "
             f"{'yes' if r.get('teacher_cache') else 'no':5}  {r['teacher']} -> {r['student']} {values}"
+        )
+    early = sum(1 for r in rows if r["status"] == STOPPED)
+    if early:
+        lines.append(
+            f"({early} trial(s) stopped early by ASHA: their val_acc is after 'ep' of {max_epochs} epochs, listed "
+            "after the full-budget ones and never compared with a baseline)"
         )
     lines += gain_lines(rows, max_epochs, val_images)
     lines.append(f"trials: {status_counts(rows)}")
@@ -59,7 +70,7 @@ def gain_lines(rows: list[dict[str, Any]], max_epochs: int, val_images: int | No
         if base is None:
             continue
         name = METHODS[method].label
-        gain = paired_gain(rows, best, base, val_images)
+        gain = paired_gain(rows, best, base, val_images, max_epochs=max_epochs)
         if gain is not None:
             lines.append(f"  vs {name}: {mean_accuracy(rows, base):.4f} -> gain {gain.text()}: {gain.verdict(name)}")
     return lines

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from ofasearch.config import Spec
+from ofasearch.config import Spec, TrainConfig
 from ofasearch.data import Splits, load_splits
 from ofasearch.errors import SpecError
 from ofasearch.models import build_model, describe_model
 from ofasearch.search.space import SearchSpace
 
-__all__ = ["forward_problem", "plan"]
+__all__ = ["check_grace", "forward_problem", "plan"]
 
 logger = logging.getLogger(__name__)
 
 
 def plan(spec: Spec, splits: Splits | None = None) -> SearchSpace:
     """Resolve everything without training: data, every model built once, stage choices checked."""
+    if not isinstance(spec, TrainConfig):
+        check_grace(spec)
     splits = splits or load_splits(spec.data)
     stages: list[list[int]] = []
     problems: list[str] = []
@@ -80,3 +83,22 @@ def forward_problem(net: nn.Module, name: str, input_size: tuple[int, int, int])
     finally:
         net.train(was_training)
     return None
+
+
+def check_grace(spec: Spec) -> None:
+    """A new search's ASHA grace period must not end inside the warm-up (its rung would compare
+    trials that all still score about the same, and stop them at random). Checked when a search
+    starts or is validated, not when an older results folder is read or resumed."""
+    grace, first = spec.search.grace_epochs, spec.first_rung_after_warmup()
+    if grace is not None and grace < first:
+        raise SpecError(
+            [
+                f"search.grace_epochs: {grace} ends inside the warm-up (optim.warmup_epochs: "
+                f"{_shown(spec.optim.warmup_epochs)}), where every trial scores about the same and ASHA "
+                f"would stop them at random; must be >= {first} (leave it out: the default is {first})"
+            ]
+        )
+
+
+def _shown(value: Any) -> Any:
+    return value.model_dump() if hasattr(value, "model_dump") else value

@@ -29,7 +29,14 @@ from ray.tune.search import Searcher
 from ofasearch.config import Spec
 from ofasearch.search.space import SearchSpace
 
-__all__ = ["METRIC", "PROPOSED_BY", "OptunaSearcher", "build_scheduler", "build_searcher", "default_startup_trials"]
+__all__ = [
+    "METRIC",
+    "PROPOSED_BY",
+    "OptunaSearcher",
+    "build_scheduler",
+    "build_searcher",
+    "default_startup_trials",
+]
 
 METRIC = "val_acc"  # what every trial reports each epoch and the search maximises
 PROPOSED_BY = "proposed_by"  # key in a trial's config: default | startup | tpe | random
@@ -147,7 +154,8 @@ def build_searcher(spec: Spec, space: SearchSpace) -> OptunaSearcher:
 
 
 def build_scheduler(spec: Spec) -> ASHAScheduler:
-    """ASHA on ``epoch``: rungs at ``grace_epochs · reduction_factor^k`` up to ``optim.epochs``."""
+    """ASHA on ``epoch``: rungs at ``grace_epochs · reduction_factor^k`` up to ``optim.epochs``
+    (``grace_epochs`` defaults to the first epoch after the warm-up, see ``plan.check_grace``)."""
     return ASHAScheduler(
         time_attr="epoch",
         max_t=spec.optim.epochs,

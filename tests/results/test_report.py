@@ -120,6 +120,11 @@ def test_top_k_lists_best_first_with_gains_recomputed_from_the_table(report):
     for trial_id, row in rows:
         t = by_id[trial_id]
         assert f"{t['val_acc']:.4f}" in row
+        if not full(t):  # an early-stopped score is never compared with a full-budget baseline
+            assert "data-vs-" not in row and " pts vs " not in row
+            if t["status"] == "stopped":
+                assert f"stopped after {t['epochs']} of {max_epochs} epochs: not compared" in row
+            continue
         for method, name in (("none", "alone"), ("kd", "KD")):
             pair = (t["teacher"], t["student"])
             base = [

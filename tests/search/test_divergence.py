@@ -26,7 +26,7 @@ def test_diverging_trials_are_recorded_and_never_best(tmp_path, ray_local):
         "distill": {"eps": {"low": 1.0, "high": 1.5}},
         # lr 1e6 blows the weights up within a few steps: the loss turns inf/NaN
         "optim": {**SPEC["optim"], "lr": {"choices": [3.0e-3, 1.0e6]}, "epochs": 2, "clip_grad": 0.0},
-        "search": {"num_samples": 4, "grace_epochs": 1, "reduction_factor": 2, "max_concurrent": 1, "baselines": False},
+        "search": {"num_samples": 4, "reduction_factor": 2, "max_concurrent": 1, "baselines": False},
         "storage": str(tmp_path / "results"),
     }
     path = tmp_path / "spec.yaml"

@@ -134,12 +134,15 @@ def category(value: Any) -> str:
 
 def gains(data: ReportData, row: dict[str, Any]) -> dict[str, Gain | None]:
     """Gain of ``row`` over its pair's baselines (mean paired difference over shared seeds, in
-    accuracy units: 0.01 = 1 point) with its 95 % interval."""
+    accuracy units: 0.01 = 1 point) with its 95 % interval; None for each when ``row`` did not
+    run the full budget (an early-stopped score is not compared with a full-budget baseline)."""
     val_images = data.state.get("val_images")
     out: dict[str, Gain | None] = {}
     for method in ("none", "kd"):
         base = pair_baseline(data.trials, row, method)
-        out[method] = None if base is None else paired_gain(data.trials, row, base, val_images)
+        out[method] = (
+            None if base is None else paired_gain(data.trials, row, base, val_images, max_epochs=data.max_epochs)
+        )
     return out
 
 

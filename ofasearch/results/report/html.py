@@ -10,6 +10,7 @@ from importlib import resources
 from string import Template
 from typing import Any
 
+from ofasearch.results.outcome import STOPPED
 from ofasearch.results.ranking import best_trial, status_counts
 from ofasearch.results.report.data import ReportData, elapsed, gains, pair_color, pair_summaries, ranked
 from ofasearch.results.seeds import Gain
@@ -76,6 +77,14 @@ def _gain_text(gain: dict[str, Gain | None]) -> str:
             text += f" [{g.low * 100:+.1f}, {g.high * 100:+.1f}]" + (" (within noise)" if g.within_noise else "")
         parts.append(text)
     return " / ".join(parts) or DASH
+
+
+def _not_compared(data: ReportData, row: dict[str, Any]) -> str:
+    """The gain cell of a trial that did not run the full budget: why there is no gain."""
+    if row["status"] == STOPPED:
+        stopped = f"stopped after {row['epochs']} of {data.max_epochs} epochs"
+        return f"{DASH} ({stopped}: not compared with full-budget baselines)"
+    return DASH
 
 
 def _img(png: bytes, name: str) -> str:
@@ -158,6 +167,7 @@ def _top_table(data: ReportData, top_k: int) -> str:
     for rank, r in enumerate(ranked(data)[:top_k], 1):
         gain = gains(data, r)
         attrs = "".join(f' data-vs-{m}="{g.mean:.6f}"' for m, g in gain.items() if g is not None)
+        gain_text = _gain_text(gain) if data.full_budget(r) else _not_compared(data, r)
         cells = [
             f'<td class="num">{rank}</td>',
             f"<td><code>{_esc(r['trial_id'])}</code></td>",
@@ -166,7 +176,7 @@ def _top_table(data: ReportData, top_k: int) -> str:
             f'<td title="{_esc(r.get("error") or "")}">{_esc(r["status"])}</td>',
             f'<td class="num">{r["epochs"]}</td>',
             f'<td class="num">{_mean_text(r)}</td>',
-            f'<td class="gain"{attrs}>{_esc(_gain_text(gain))}</td>',
+            f'<td class="gain"{attrs}>{_esc(gain_text)}</td>',
         ]
         cells += [f"<td>{_esc(_fmt_value(r.get(p)))}</td>" for p in searched]
         cells += [f'<td class="num">{_esc(_cost_text(c, r.get(c)))}</td>' for c, _ in costs]
