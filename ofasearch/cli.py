@@ -24,7 +24,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ofasearch.training.artifacts import prepare_output
     from ofasearch.training.job import log_summary, prepare_teacher_and_cache, train
 
-    config = load_config(args.config)
+    config = load_config(args.config, overrides=args.set)
     if args.workers < 1:
         raise SpecError([f"--workers: {args.workers} is not allowed; must be >= 1"])
     from ofasearch.config.schema import batch_split_problem
@@ -74,7 +74,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from ofasearch.config import load_spec
     from ofasearch.search.plan import plan
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, overrides=args.set)
     space = plan(spec)
     searched = spec.searched_values()
     print(f"{args.spec}: valid; {len(space.pairs)} pair(s), {len(searched)} searched value(s)")
@@ -122,6 +122,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         dry_run=args.dry_run,
         verbose=2 if args.verbose else 0,
+        overrides=args.set,
     )
     return 0 if args.dry_run else _search_outcome(folder)
 
@@ -134,9 +135,13 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ofasearch.results.status import show_status  # reads the folder only: no torch, timm or Ray
+    # reads the folder only: no torch, timm or Ray
+    from ofasearch.results.status import show_status, status_table
 
-    show_status(args.results_dir)
+    if args.format == "text":
+        show_status(args.results_dir)
+    else:
+        sys.stdout.write(status_table(args.results_dir, args.format))
     return 0
 
 
@@ -172,6 +177,43 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version_text() -> str:
+    """``ofasearch 0.1.0 (python 3.11.2; torch ..., timm ..., ray ..., optuna ...)``: the versions
+    that decide a result, read from the installed packages' metadata (nothing is imported)."""
+    from importlib import metadata
+
+    from ofasearch import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            return f"{name} not installed"
+
+    deps = ", ".join(installed(n) for n in ("torch", "timm", "ray", "optuna"))
+    return f"ofasearch {__version__} (python {sys.version.split()[0]}; {deps})"
+
+
+class _PrintVersion(argparse.Action):
+    """``--version``: one unwrapped line (argparse's own version action wraps it at 80 columns)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
+        print(_version_text())
+        parser.exit()
+
+
+def _set_flag(parser: argparse.ArgumentParser) -> None:
+    """``--set key=value`` (repeatable): override one value of the YAML file for this run."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of the file for this run (repeatable): a dotted key and a YAML value, "
+        "e.g. --set optim.lr=0.002 --set 'distill.stages=[3, 4]' --set pairs[0].student.kwargs.depth=6",
+    )
+
+
 VERBOSE_HELP = "on a runtime fault, also print the full traceback (it is always in the log file the error names)"
 
 
@@ -183,40 +225,49 @@ def _verbose_flag(parser: argparse.ArgumentParser, *names: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ofasearch", description=__doc__)
+    parser.add_argument(
+        "--version", action=_PrintVersion, nargs=0, help="print the versions of ofasearch and its stack, then exit"
+    )
     parser.add_argument("--verbose", "-v", dest="traceback", action="store_true", default=False, help=VERBOSE_HELP)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do (each has --help)")
 
     p = sub.add_parser("train", help="train one config at full budget")
-    p.add_argument("config")
+    p.add_argument("config", help="train config (YAML), e.g. the best.yaml of `ofasearch export`")
     p.add_argument("--output", "-o", help="output folder (default runs/<name>)")
     p.add_argument(
         "--overwrite", action="store_true", help="replace a finished run in the output folder (default: refuse)"
     )
     p.add_argument("--workers", type=int, default=1, help="DDP workers on Ray Train (default 1: in process)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default 0: CPU)")
     p.add_argument(
         "--storage",
         help="with --workers: where Ray Train keeps the run, a path every node sees or a URI such as "
         "s3://bucket/prefix (default: next to --output)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _set_flag(p)
     _verbose_flag(p, "--verbose", "-v")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("run", help="run a search (Ray Tune + Optuna TPE + ASHA)")
-    p.add_argument("spec")
+    p.add_argument("spec", help="search spec (YAML), e.g. search_spaces/cnn_to_vit.yaml")
     p.add_argument("--name", help="experiment name (default: the spec's name)")
     p.add_argument("--storage", help="results root (default: the spec's storage)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
-    p.add_argument("--dry-run", action="store_true", help="validate and build every pair, train nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate, build and run every model once, check the folder; train nothing",
+    )
+    _set_flag(p)
     p.add_argument(
         "--verbose", action="store_true", help="Ray Tune's own detailed output (and a fault's full traceback)"
     )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("resume", help="continue an interrupted search")
-    p.add_argument("results_dir")
+    p.add_argument("results_dir", help="the search's folder (<storage>/<name>)")
     p.add_argument(
         "--verbose", action="store_true", help="Ray Tune's own detailed output (and a fault's full traceback)"
     )
@@ -228,19 +279,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_resume)
 
-    p = sub.add_parser("status", help="table of a search's trials so far")
-    p.add_argument("results_dir")
+    p = sub.add_parser("status", help="table of a search's trials so far (or of the searches under a storage root)")
+    p.add_argument("results_dir", help="a search's folder, or a storage root holding several")
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "csv"],
+        default="text",
+        help="text (default): the table; json or csv: one record per trial (per search for a storage root)",
+    )
     _verbose_flag(p, "--verbose", "-v")
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("report", help="write report.html (plots, top configs, gains) for a search")
-    p.add_argument("results_dir")
+    p.add_argument("results_dir", help="the search's folder (<storage>/<name>)")
     p.add_argument("--top-k", type=int, default=10, help="rows of the top-configs table (default 10)")
     _verbose_flag(p, "--verbose", "-v")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("export", help="write one of a search's top configs as a train config")
-    p.add_argument("results_dir")
+    p.add_argument("results_dir", help="the search's folder (<storage>/<name>)")
     p.add_argument("--rank", type=int, default=1, help="1 = best full-budget trial (default), 2 = second...")
     p.add_argument("--output", "-o", help="file to write (default RESULTS_DIR/rank<K>.yaml)")
     p.add_argument("--max-latency-ms", type=float, help="only trials whose student runs a batch of 1 within this")
@@ -249,13 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("validate", help="check a spec or config without training")
-    p.add_argument("spec")
+    p.add_argument("spec", help="search spec or train config (YAML)")
+    _set_flag(p)
     _verbose_flag(p, "--verbose", "-v")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("models", help="list timm models whose stage features ofasearch can use")
     p.add_argument("filter", nargs="?", default="*", help="fnmatch pattern, or a substring (default: all)")
-    p.add_argument("--family", choices=["cnn", "vit", "mlp"])
+    p.add_argument("--family", choices=["cnn", "vit", "mlp"], help="only models of this family (default: all)")
     p.add_argument("--image-size", type=int, default=32, help="input size for the stage shapes (default 32)")
     p.add_argument("--limit", type=int, default=50, help="show at most N models (default 50; 0: no limit)")
     p.add_argument("--verbose", action="store_true", help="also list the models not usable at this size, and why")

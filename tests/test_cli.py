@@ -94,3 +94,61 @@ def test_dry_run_refuses_a_taken_name_as_the_run_would(tmp_path, capsys):
     blocked.write_text("")
     assert main(["run", str(spec), "--dry-run", "--storage", str(blocked / "results")]) == 2
     assert f"error: storage: cannot create {blocked / 'results'}" in capsys.readouterr().err
+
+
+def test_version_names_ofasearch_and_its_stack(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"ofasearch {metadata.version('ofasearch')} (python ")
+    for name in ("torch", "timm", "ray", "optuna"):
+        assert f"{name} {metadata.version(name)}" in line
+
+
+def test_every_command_and_argument_has_help():
+    import argparse
+
+    from ofasearch.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [a.dest for a in parser._actions if not a.help]
+    for name, command in sub.choices.items():
+        assert any(c.dest == name and c.help for c in sub._choices_actions), f"{name} has no help"
+        missing += [f"{name} {a.dest}" for a in command._actions if not a.help]
+    assert missing == []
+
+
+def test_set_overrides_values_of_the_file_and_names_a_bad_key(tmp_path, capsys):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "storage": str(tmp_path / "results")}))
+    assert main(["validate", str(path), "--set", "distill.eps={low: 1.0, high: 1.5}", "--set", "optim.lr=0.004"]) == 0
+    assert "1 searched value(s)" in capsys.readouterr().out, "--set gave eps a range; the file has none"
+    from ofasearch.config import load_spec
+
+    spec = load_spec(path, overrides=["optim.lr=0.004", "pairs[0].student.kwargs.num_blocks=3", "data.augment=off"])
+    assert spec.optim.lr == 0.004 and spec.pairs[0].student.kwargs["num_blocks"] == 3 and spec.data.augment is False
+    assert main(["run", str(path), "--dry-run", "--set", "optim.lrr=0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: --set optim.lrr: unknown key 'lrr' in optim; did you mean 'lr'? (allowed: amp, batch_size, "
+        "clip_grad, epochs, lr, momentum, name, warmup_epochs, weight_decay)"
+    )
+    out = tmp_path / "out"
+    assert main(["train", str(path), "-o", str(out), "--set", "search.num_samples=3"]) == 2, "train has no search"
+    assert capsys.readouterr().err.startswith("error: --set search.num_samples: unknown key 'search'")
+    assert main(["train", str(path), "-o", str(out), "--set", "optim.lr"]) == 2
+    assert "error: --set optim.lr: expected key=value" in capsys.readouterr().err
+    assert main(["validate", str(path), "--set", "optim.lr=-1"]) == 2, "the value is checked as in the file"
+    assert "error: optim.lr: -1.0 is not allowed; must be > 0" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "results").exists()
+
+
+def test_models_with_a_class_name_says_how_to_use_the_class(capsys):
+    assert main(["models", "MlpMixer"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no registered timm model name matches 'MlpMixer': MlpMixer is a timm model class: ")
+    assert "`model: MlpMixer`" in err and "mixer_s16_224" in err and "mixnet" not in err

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ofasearch.config.schema import DATASETS, MODEL_CHECK, Spec, TrainConfig
+from ofasearch.config.schema import DATASETS, MODEL_CHECK, ModelSpec, Spec, TrainConfig
 from ofasearch.errors import SpecError
 from ofasearch.utils.storage import ObjectPath, as_location
 
-__all__ = ["format_errors", "load_config", "load_spec", "parse_config", "parse_spec", "read_yaml"]
+__all__ = [
+    "apply_overrides",
+    "format_errors",
+    "load_config",
+    "load_spec",
+    "parse_config",
+    "parse_spec",
+    "read_yaml",
+]
 
 
 def read_yaml(path: str | os.PathLike | ObjectPath) -> Any:
@@ -62,14 +72,111 @@ def parse_config(data: Any, source: str = "config", *, check_models: bool = True
     return _parse(TrainConfig, data, source, check_models)
 
 
-def load_spec(path: str | os.PathLike, *, check_models: bool = True) -> Spec:
-    """Load and validate a search spec; paths in it are resolved against the current directory."""
-    return parse_spec(read_yaml(path), str(path), check_models=check_models).resolve_paths(Path.cwd())
+def load_spec(path: str | os.PathLike, *, check_models: bool = True, overrides: Sequence[str] = ()) -> Spec:
+    """Load and validate a search spec; paths in it are resolved against the current directory.
+    ``overrides`` (``key=value``, see :func:`apply_overrides`) are applied before validation."""
+    data = apply_overrides(read_yaml(path), overrides, Spec)
+    return parse_spec(data, str(path), check_models=check_models).resolve_paths(Path.cwd())
 
 
-def load_config(path: str | os.PathLike, *, check_models: bool = True) -> TrainConfig:
-    """Load and validate a train config (one pair, constants only), as ``ofasearch train`` does."""
-    return parse_config(read_yaml(path), str(path), check_models=check_models).resolve_paths(Path.cwd())
+def load_config(path: str | os.PathLike, *, check_models: bool = True, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Load and validate a train config (one pair, constants only), as ``ofasearch train`` does.
+    ``overrides`` (``key=value``, see :func:`apply_overrides`) are applied before validation."""
+    data = apply_overrides(read_yaml(path), overrides, TrainConfig)
+    return parse_config(data, str(path), check_models=check_models).resolve_paths(Path.cwd())
+
+
+def apply_overrides(data: Any, overrides: Sequence[str], root: type[BaseModel]) -> Any:
+    """``data`` with each ``key=value`` of ``overrides`` set (the command line's ``--set``): the
+    key is a dotted path into the document (``optim.lr``, ``pairs[0].student.kwargs.depth`` or
+    ``pairs.0...``), the value is read as YAML (``0.01``, ``true``, ``[3, 4]``, ``{low: 1, high: 2}``).
+    A key the schema does not have is a SpecError naming it (the value is then checked with the
+    rest of the document)."""
+    if not overrides:
+        return data
+    data = copy.deepcopy(data) if isinstance(data, dict) else {}
+    problems = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"--set {item}: expected key=value, e.g. --set optim.lr=0.002")
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            problems.append(f"--set {key}: value {text!r} is not valid YAML ({getattr(exc, 'problem', exc)})")
+            continue
+        try:
+            _set_path(data, _key_path(key), value, root)
+        except ValueError as exc:
+            problems.append(f"--set {key}: {exc}")
+    if problems:
+        raise SpecError(problems)
+    return data
+
+
+def _key_path(key: str) -> list[str | int]:
+    """``pairs[0].student.model`` / ``pairs.0.student.model`` -> ["pairs", 0, "student", "model"]."""
+    parts: list[str | int] = []
+    for piece in key.replace("[", ".").replace("]", "").split("."):
+        if piece == "":
+            raise ValueError("empty part in the key")
+        parts.append(int(piece) if piece.isdigit() else piece)
+    return parts
+
+
+def _set_path(data: dict[str, Any], path: list[str | int], value: Any, root: type[BaseModel]) -> None:
+    """Set ``value`` at ``path`` in ``data``, checking every key against the schema on the way
+    (below a free-form mapping such as ``kwargs`` any key goes)."""
+    node: Any = data
+    checked = True  # still inside schema sections
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        where = _dotted(tuple(path[:depth])) or "the document"
+        if isinstance(part, int):
+            if not isinstance(node, list):
+                raise ValueError(f"{where} is not a list")
+            if part >= len(node):
+                raise ValueError(f"{where} has {len(node)} entries; no index {part}")
+        else:
+            if checked:
+                section, loc = _schema_of(root, path, depth)
+                allowed = _fields_at(section, loc)
+                if depth == 0 and isinstance(data.get(part), list) and part in SHORTHAND:
+                    allowed = {part}
+                if allowed and part not in allowed:
+                    close = difflib.get_close_matches(part, sorted(allowed), n=1)
+                    hint = f"; did you mean '{close[0]}'?" if close else ""
+                    raise ValueError(f"unknown key '{part}' in {where}{hint} (allowed: {', '.join(sorted(allowed))})")
+                if depth == 0 and part == "pairs" and "pairs" not in data and SHORTHAND[0] in data:
+                    raise ValueError(
+                        "the file gives teachers + students, not pairs: set teachers[i]... or students[j]..."
+                    )
+                section, loc = _schema_of(root, path, depth + 1)
+                checked = bool(allowed) and bool(_fields_at(section, loc))
+            if not isinstance(node, dict):
+                raise ValueError(f"{where} is not a mapping")
+        if last:
+            node[part] = value
+        elif isinstance(part, int):
+            node = node[part]
+        else:
+            child = node.get(part)
+            if not isinstance(child, (dict, list)):
+                child = node[part] = {}
+            node = child
+
+
+SHORTHAND = ("teachers", "students")  # lists of models, expanded into pairs before validation
+
+
+def _schema_of(root: type[BaseModel], path: list[str | int], depth: int) -> tuple[type[BaseModel], tuple[Any, ...]]:
+    """The schema section and location below it that ``path[:depth]`` points into
+    (``teachers[0].kwargs`` lies in a :class:`ModelSpec`, not in the document's fields)."""
+    if path and path[0] in SHORTHAND and depth >= 1:
+        return ModelSpec, tuple(path[2:depth]) if depth >= 2 else ()
+    return root, tuple(path[:depth])
 
 
 def format_errors(exc: ValidationError, root: type[BaseModel], data: Any = None) -> list[str]:

@@ -62,7 +62,41 @@ def matching_names(pattern: str = "*") -> list[str]:
     return [n for n in timm.list_models() if fnmatch.fnmatchcase(n, pat)]
 
 
+def _model_classes() -> dict[str, type]:
+    """timm's model classes that ofasearch can build by class name (``model: MlpMixer``), by
+    lower-case name: the ones with stage features (``forward_intermediates``)."""
+    import torch.nn as nn
+
+    found = {}
+    for name in dir(timm.models):
+        cls = getattr(timm.models, name, None)
+        if isinstance(cls, type) and issubclass(cls, nn.Module) and hasattr(cls, "forward_intermediates"):
+            found[name.lower()] = cls
+    return found
+
+
+def _class_hint(pattern: str) -> str | None:
+    """For a filter that names (or nearly names) a timm model class, how to use the class form
+    the README recommends, and the registered names built from it."""
+    stem = "".join(ch for ch in pattern if ch not in "*?[]")
+    classes = _model_classes()
+    close = difflib.get_close_matches(stem.lower(), list(classes), n=1, cutoff=0.9)
+    if not close:
+        return None
+    cls = classes[close[0]]
+    module = cls.__module__.rsplit(".", 1)[-1]
+    names = difflib.get_close_matches(cls.__name__.lower(), timm.list_models(module=module), n=3, cutoff=0.0)
+    examples = f"; registered names of its module: {', '.join(names)}" if names else ""
+    return (
+        f"{cls.__name__} is a timm model class: use it in a spec as `model: {cls.__name__}` with its "
+        f"constructor kwargs (the way to choose e.g. a small patch_size){examples}"
+    )
+
+
 def _no_match_error(pattern: str) -> SpecError:
+    hint = _class_hint(pattern)
+    if hint is not None:
+        return SpecError([f"no registered timm model name matches {pattern!r}: {hint}"])
     stem = "".join(ch for ch in pattern.lower() if ch not in "*?[]") or pattern
     names = timm.list_models()
     close = difflib.get_close_matches(stem, names, n=3, cutoff=0.5)

@@ -146,17 +146,20 @@ def claim_folder(storage: Location, name: str, spec_text: Callable[[str], str], 
         n += 1
 
 
-def _taken(folder: Path) -> SpecError:
+def _taken(folder: Location) -> SpecError:
     return SpecError(
         [f"name: {folder} already holds a search; `ofasearch resume {folder}` continues it, or choose another --name"]
     )
 
 
-def check_claimable(folder: Path) -> None:
+def check_claimable(folder: Location) -> None:
     """What :func:`claim_folder` would refuse, checked without creating anything (``--dry-run``):
-    a folder that already holds a search, or storage that cannot be created or written."""
+    a folder that already holds a search, or (on a file system) storage that cannot be created
+    or written."""
     if (folder / SPEC_FILE).exists():
         raise _taken(folder)
+    if not isinstance(folder, Path):
+        return
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -424,9 +427,10 @@ def resume_search(folder: str | Path | ObjectPath, *, verbose: int = 0, force_ne
 
 
 def load_and_run(path: str, **kwargs: Any) -> Location:
-    """CLI helper: load, apply ``--name/--storage``, run. Without ``--name`` an earlier search of
+    """CLI helper: load (with ``overrides``: ``--set key=value``), apply ``--name/--storage``, run.
+    Without ``--name`` an earlier search of
     the same name is never touched: this one goes to ``name-2`` (``-3``...)."""
-    spec = load_spec(path)
+    spec = load_spec(path, overrides=kwargs.pop("overrides", ()))
     overrides = {k: v for k in ("name", "storage") if (v := kwargs.pop(k, None))}
     if overrides:
         data = spec.model_dump(mode="json")

@@ -48,3 +48,51 @@ def test_status_loads_neither_torch_nor_timm_nor_ray(digits_search):
 def test_status_of_a_folder_without_a_spec_exits_2(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path}: not an ofasearch results folder (no spec.yaml)"
+
+
+def _folder(root, name, rows):
+    from ofasearch.config import parse_spec
+    from ofasearch.results.tables import TRIAL_COLUMNS, TRIALS_FILE, write_table
+    from tests.specs import SPEC
+
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "spec.yaml").write_text(parse_spec({**SPEC, "name": name}, check_models=False).to_yaml())
+    (folder / "state.json").write_text(json.dumps({"phase": "done", "val_images": 300}))
+    write_table(rows, TRIAL_COLUMNS, folder / TRIALS_FILE)
+    return folder
+
+
+def test_status_as_json_and_csv_gives_one_record_per_trial(tmp_path, trial_rows, capsys):
+    import csv
+    import io
+
+    folder = _folder(tmp_path, "one", trial_rows)
+    assert main(["status", str(folder), "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["trial_id"] for r in records] == [r["trial_id"] for r in trial_rows]
+    stop = next(r for r in records if r["trial_id"] == "vit_stop")
+    assert (stop["status"], stop["epochs"], stop["val_acc"]) == ("stopped", 1, 0.70)
+    assert main(["status", str(folder), "--format", "csv"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["trial_id"] for r in table] == [r["trial_id"] for r in trial_rows]
+    assert {"trial_id", "role", "status", "val_acc", "epochs", "distill.eps"} <= set(table[0])
+
+
+def test_status_of_a_storage_root_lists_its_searches(tmp_path, trial_rows, capsys):
+    _folder(tmp_path, "first", trial_rows)
+    _folder(tmp_path, "second", [r for r in trial_rows if r["role"] == "baseline"])
+    (tmp_path / "not-a-search").mkdir()
+    assert main(["status", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{tmp_path.resolve()}: 2 search(es)"
+    first = next(line for line in lines if line.startswith("first "))
+    assert first.split()[1:7] == ["done", "6", "of", "6", "mix_tie", "0.6300"]
+    second = next(line for line in lines if line.startswith("second "))
+    assert second.split()[1:7] == ["done", "0", "of", "6", "-", "-"], "no full-budget search trial: no best"
+    assert main(["status", str(tmp_path), "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [(r["name"], r["best_trial"], r["best_val_acc"]) for r in records] == [
+        ("first", "mix_tie", 0.63),
+        ("second", None, None),
+    ]
