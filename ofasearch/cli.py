@@ -72,12 +72,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from ofasearch.config import load_spec
+    from ofasearch.data import load_splits
     from ofasearch.search.plan import plan
 
     spec = load_spec(args.spec, overrides=args.set)
-    space = plan(spec)
+    splits = load_splits(spec.data)
+    space = plan(spec, splits=splits)
     searched = spec.searched_values()
     print(f"{args.spec}: valid; {len(space.pairs)} pair(s), {len(searched)} searched value(s)")
+    print(splits.describe(spec.data.dataset))
     for path, dist in searched.items():
         print(f"  {path}: {dist.model_dump()}")
     return 0

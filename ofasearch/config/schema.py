@@ -27,9 +27,11 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     create_model,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic.fields import FieldInfo
@@ -69,6 +71,8 @@ MODEL_CHECK = "model_check"
 # Keys that train configs written before TrainConfig lost them still carry (best.yaml, exports,
 # the trials table's ``config`` column); they meant nothing to ``ofasearch train``.
 LEGACY_TRAIN_KEYS = ("search", "storage")
+RESIZE_POLICIES = ("squash", "center-crop", "pad")  # data.resize (ofasearch.data.imagefolder.decode)
+LATER_DATA_KEYS = ("resize",)  # data keys dumped only when set (see DataSpec)
 
 
 class Strict(BaseModel):
@@ -303,6 +307,20 @@ class DataSpec(Strict):
     # search's accuracies resolve does not then depend on how much it trains on
     val_size: int | None = Field(default=None, ge=10)
     augment: bool = True
+    # how images that are not square reach image_size x image_size (imagefolder; the built-in
+    # datasets are square): squash (stretch, the default), center-crop (shorter side to size, cut
+    # the middle) or pad (longer side to size, black borders). None: squash.
+    resize: Literal[RESIZE_POLICIES] | None = None
+
+    @model_serializer(mode="wrap")
+    def _later_keys_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Keys added after content hashes of data specs were first kept (teacher store, logit
+        cache) are dumped only when set: an older spec keeps its hash, its teacher and cache."""
+        data = handler(self)
+        for key in LATER_DATA_KEYS:
+            if isinstance(data, dict) and data.get(key) is None:
+                data.pop(key, None)
+        return data
 
     @model_validator(mode="after")
     def _one_val_rule(self) -> Self:

@@ -1,8 +1,10 @@
-"""Datasets held in memory as uint8 tensors, a fixed train/val/test split, seeded augmentation.
+"""Datasets as uint8 images, a fixed train/val/test split, seeded augmentation.
 
-The supported datasets are small enough to live in RAM, which keeps the training loop free of
-data-loader processes (2-core machines, Ray workers) and makes every augmentation replayable:
-the crop/flip of sample i in view v is a pure function of (seed, v, i).
+The built-in datasets are small enough to live in RAM as one tensor; ``imagefolder`` is read
+lazily (see :mod:`ofasearch.data.imagefolder`: files listed up front, decoded per batch). Both
+index the same way, which keeps the training loop free of data-loader processes (2-core
+machines, Ray workers) and makes every augmentation replayable: the crop/flip of sample i in
+view v is a pure function of (seed, v, i).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import torch.nn.functional as F
 
 from ofasearch.config import DataSpec
 from ofasearch.config.registry import get_dataset
+from ofasearch.data.imagefolder import ImageFiles, read_imagefolder
 from ofasearch.errors import SpecError
 
-__all__ = ["LOADERS", "ImageSet", "Loader", "Splits", "find_fashion_mnist", "load_splits"]
+__all__ = ["LOADERS", "ImageSet", "Loader", "Source", "Splits", "find_fashion_mnist", "load_splits"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_VAL_FRACTION = 0.1  # of train (after train_subset), when neither val_size nor val_fraction is given
@@ -35,16 +38,19 @@ FASHION_FILES = {
 
 @dataclass
 class ImageSet:
-    """Images as uint8 (N, C, H, W) and int64 labels (N,)."""
+    """Images as uint8 (N, C, H, W) and int64 labels (N,). ``images`` is a tensor in memory or
+    :class:`ImageFiles` (decoded when indexed); ``images[idx]`` is a uint8 tensor either way."""
 
-    images: torch.Tensor
+    images: torch.Tensor | ImageFiles
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def take(self, index: torch.Tensor) -> ImageSet:
-        return ImageSet(self.images[index], self.labels[index])
+        """The subset ``index`` (lazy images stay lazy)."""
+        images = self.images.take(index) if isinstance(self.images, ImageFiles) else self.images[index]
+        return ImageSet(images, self.labels[index])
 
 
 @dataclass
@@ -59,6 +65,21 @@ class Splits:
     image_size: int
     flip: bool
     augment: bool = True
+    origin: dict[str, str] | None = None  # where each split comes from (validate prints it)
+    resize: str = "squash"
+
+    def describe(self, dataset: str) -> str:
+        """One line for ``validate``: classes, size, and each split's count and source."""
+        origin = self.origin or {}
+        parts = [
+            f"{name} {len(part)}" + (f" ({origin[name]})" if name in origin else "")
+            for name, part in (("train", self.train), ("val", self.val), ("test", self.test))
+        ]
+        lazy = "; decoded per batch" if isinstance(self.train.images, ImageFiles) else ""
+        size = f"{self.image_size}x{self.image_size} px (resize: {self.resize})"
+        return (
+            f"data: {dataset}, {self.num_classes} classes, {size}, {self.in_chans} channel(s); {', '.join(parts)}{lazy}"
+        )
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -177,37 +198,43 @@ def _from_hwc(images: np.ndarray, labels: list[int]) -> ImageSet:
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64))
 
 
-def _imagefolder(root: str, size: int) -> tuple[ImageSet, ImageSet, int]:
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms.functional import pil_to_tensor, resize
+@dataclass
+class Source:
+    """What a loader found: train and test, the validation split when the data names one
+    (None: held out of train), the number of classes and where each split came from."""
 
-    base = Path(root)
-    if root == "auto" or not (base / "train").is_dir():
-        raise SpecError([f"data.root: imagefolder needs a folder with train/ and val/ (or test/), got {root!r}"])
-    test_dir = base / "val" if (base / "val").is_dir() else base / "test"
-    if not test_dir.is_dir():
-        raise SpecError([f"data.root: {root!r} has train/ but neither val/ nor test/"])
-
-    def load(folder: Path) -> tuple[ImageSet, int]:
-        ds = ImageFolder(str(folder))
-        images = [
-            resize(pil_to_tensor(ds.loader(p).convert("RGB")), [size, size], antialias=True) for p, _ in ds.samples
-        ]
-        return ImageSet(torch.stack(images), torch.tensor(ds.targets, dtype=torch.int64)), len(ds.classes)
-
-    (train, classes), (test, _) = load(base / "train"), load(test_dir)
-    return train, test, classes
+    train: ImageSet
+    test: ImageSet
+    classes: int
+    val: ImageSet | None = None
+    origin: dict[str, str] | None = None
 
 
-Loader = Callable[[str, int], tuple[ImageSet, ImageSet, int]]
-"""(data.root, image size) -> (train, test, number of classes); sizes other than the dataset's
-own are resized later by :func:`load_splits` (only imagefolder uses the size while reading)."""
+def _in_memory(load: Callable[[str, int], tuple[ImageSet, ImageSet, int]]) -> Callable[[DataSpec, int], Source]:
+    """A loader of a built-in dataset (train and test splits in RAM) as a :data:`Loader`."""
+
+    def loader(spec: DataSpec, size: int) -> Source:
+        train, test, classes = load(spec.root, size)
+        return Source(train, test, classes, origin={"train": "train", "val": f"held out of train, seed {SPLIT_SEED}"})
+
+    return loader
+
+
+def _imagefolder(spec: DataSpec, size: int) -> Source:
+    found = read_imagefolder(spec.root, size, spec.resize, SPLIT_SEED)
+    val = ImageSet(*found.val) if found.val is not None else None
+    return Source(ImageSet(*found.train), ImageSet(*found.test), len(found.classes), val, found.origin)
+
+
+Loader = Callable[[DataSpec, int], Source]
+"""(data spec, image size) -> :class:`Source`; sizes other than the dataset's own are resized
+later by :func:`load_splits` (imagefolder decodes at that size, per batch)."""
 
 LOADERS: dict[str, Loader] = {
-    "fashion-mnist": _fashion_mnist,
-    "digits": _digits,
-    "cifar10": functools.partial(_cifar, "cifar10"),
-    "cifar100": functools.partial(_cifar, "cifar100"),
+    "fashion-mnist": _in_memory(_fashion_mnist),
+    "digits": _in_memory(_digits),
+    "cifar10": _in_memory(functools.partial(_cifar, "cifar10")),
+    "cifar100": _in_memory(functools.partial(_cifar, "cifar100")),
     "imagefolder": _imagefolder,
 }
 """One loader per name of ``ofasearch.config.registry.DATASETS`` (which holds each dataset's
@@ -217,9 +244,9 @@ default image size and whether flips keep its labels)."""
 # ------------------------------------------------------------------------------ splits
 
 
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+def _resize(images: torch.Tensor | ImageFiles, size: int) -> torch.Tensor | ImageFiles:
     if images.shape[-1] == size and images.shape[-2] == size:
-        return images
+        return images  # lazy images are decoded at their size already
     out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return out.round().clamp(0, 255).to(torch.uint8)
 
@@ -228,9 +255,17 @@ def load_splits(spec: DataSpec) -> Splits:
     """Load the dataset, resize once to ``image_size`` and split a fixed validation set off train."""
     info = get_dataset(spec.dataset)
     size = spec.image_size or info.default_image_size
-    train, test, classes = LOADERS[spec.dataset](spec.root, size)
+    source = LOADERS[spec.dataset](spec, size)
+    train, test, classes = source.train, source.test, source.classes
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    if spec.val_size is not None:  # validation first, then the training subset from the rest
+    if source.val is not None:  # the data names its validation split: use it as named
+        given = [f"data.{k}" for k in ("val_size", "val_fraction") if getattr(spec, k) is not None]
+        if given:
+            raise SpecError(
+                [f"{given[0]}: the data has its own validation split ({(source.origin or {}).get('val')}); remove it"]
+            )
+        val_index, train_index = None, order[: spec.train_subset]
+    elif spec.val_size is not None:  # validation first, then the training subset from the rest
         if spec.val_size >= len(order):
             raise SpecError([f"data.val_size: {spec.val_size} leaves no training images ({len(order)} in train)"])
         val_index, train_index = order[: spec.val_size], order[spec.val_size :][: spec.train_subset]
@@ -242,7 +277,8 @@ def load_splits(spec: DataSpec) -> Splits:
         if len(order) - n_val < 1:
             raise SpecError([f"data.val_fraction: {fraction} leaves no training images"])
         val_index, train_index = order[:n_val], order[n_val:]
-    train_set, val_set = train.take(train_index), train.take(val_index)
+    train_set = train.take(train_index)
+    val_set = source.val if val_index is None else train.take(val_index)
     resized = [ImageSet(_resize(s.images, size), s.labels) for s in (train_set, val_set, test)]
     return Splits(
         *resized,
@@ -251,4 +287,6 @@ def load_splits(spec: DataSpec) -> Splits:
         image_size=size,
         flip=info.flip,
         augment=spec.augment,
+        origin=source.origin,
+        resize=spec.resize or "squash",
     )
