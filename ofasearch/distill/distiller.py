@@ -173,6 +173,7 @@ class OFADistiller(nn.Module):
         self.branches = nn.ModuleDict()
         self._indices: list[int] = []
         self._prefix_kw: dict[str, bool] = {}
+        self._head_map_stage: int | None = None
         if info is not None:
             self._build_branches(info)
 
@@ -263,11 +264,14 @@ class OFADistiller(nn.Module):
         for stage in self.stages:
             shape = info.stage_shapes[stage]
             if info.tokens:
-                branch: nn.Module = TokenBranch(shape, last, stage, self.num_classes, info.prefix_tokens)
+                branch: nn.Module = TokenBranch(
+                    shape, last, stage, info.num_features, self.num_classes, info.prefix_tokens, info.class_token
+                )
             else:
                 branch = ConvBranch(shape, last, stage, width, self.num_classes)
             self.branches[str(stage)] = branch
         self._indices = [info.stage_index[s] for s in self.stages]
+        self._head_map_stage = info.head_map_stage
         params = inspect.signature(self.student.forward_intermediates).parameters
         if info.prefix_tokens and "return_prefix_tokens" in params:
             self._prefix_kw = {"return_prefix_tokens": True}
@@ -303,6 +307,8 @@ class OFADistiller(nn.Module):
         exits = {}
         for stage, feat in zip(self.stages, feats, strict=True):
             spatial, prefix = feat if isinstance(feat, tuple) else (feat, None)
+            if stage == self._head_map_stage:  # after the conv head, what the classifier pools
+                spatial = final
             exits[stage] = self.branches[str(stage)](spatial, prefix)
         return logits, exits
 

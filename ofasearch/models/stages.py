@@ -65,10 +65,12 @@ class ModelInfo:
 
     tokens: bool  # True: ViT/Swin/Mixer-like (token branches); False: CNN-map branches
     prefix_tokens: int
-    num_features: int
+    num_features: int  # the final width: what the classifier sees
     stage_index: dict[int, int]  # paper stage -> forward_intermediates index
     stage_shapes: dict[int, StageShape]
     attention: bool
+    class_token: bool = False  # token 0 is a class token (read out by token branches)
+    head_map_stage: int | None = None  # this stage reads the final map (after a conv head), not its intermediate
 
     @property
     def family(self) -> str:
@@ -85,7 +87,12 @@ def is_token_model(features: torch.Tensor, num_features: int) -> bool:
 
 
 def describe_model(model: nn.Module, input_size: tuple[int, int, int]) -> ModelInfo:
-    """Measure stage shapes and the model family with one forward pass on a zero batch."""
+    """Measure stage shapes and the model family with one forward pass on a zero batch.
+
+    A CNN's last stage is the map its classifier pools, as in the reference implementation: for
+    EfficientNet/MobileNetV2 that is after ``conv_head``+``bn2`` (1280 channels for
+    mobilenetv2_100), not the last block's output (320), so ``head_map_stage`` names it.
+    """
     index = stage_indices(model)
     was_training = model.training
     model.eval()
@@ -93,7 +100,7 @@ def describe_model(model: nn.Module, input_size: tuple[int, int, int]) -> ModelI
         with torch.no_grad():
             x = torch.zeros(1, *input_size)
             features = model.forward_features(x)
-            inter = model.forward_intermediates(x, indices=sorted(index.values()), intermediates_only=True)
+            final, inter = model.forward_intermediates(x, indices=sorted(index.values()), intermediates_only=False)
     finally:
         model.train(was_training)
     by_index = dict(zip(sorted(index.values()), inter, strict=True))
@@ -107,11 +114,20 @@ def describe_model(model: nn.Module, input_size: tuple[int, int, int]) -> ModelI
         shapes[stage] = StageShape(int(t.shape[1]), int(t.shape[2]), int(t.shape[3]))
     num_features = int(getattr(model, "num_features", shapes[max(shapes)].channels))
     attention = any("attention" in type(m).__name__.lower() for m in model.modules())
+    tokens = is_token_model(features, num_features)
+    head_map_stage = None
+    last = max(shapes)
+    if not tokens and last == 4 and final.ndim == 4 and final.shape[1] == num_features:
+        head_map = StageShape(int(final.shape[1]), int(final.shape[2]), int(final.shape[3]))
+        if head_map != shapes[last]:  # a conv head between the last block and the pooling
+            shapes[last], head_map_stage = head_map, last
     return ModelInfo(
-        tokens=is_token_model(features, num_features),
+        tokens=tokens,
         prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0),
         num_features=num_features,
         stage_index=index,
         stage_shapes=shapes,
         attention=attention,
+        class_token=getattr(model, "cls_token", None) is not None,
+        head_map_stage=head_map_stage,
     )
