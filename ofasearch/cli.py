@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ofasearch.errors import SpecError
+from ofasearch.errors import FileFault, SpecError
 from ofasearch.utils import faults
 from ofasearch.utils.logs import console_logging
 from ofasearch.utils.storage import as_location, uri_problem
@@ -145,6 +145,27 @@ def _cmd_status(args: argparse.Namespace) -> int:
         show_status(args.results_dir)
     else:
         sys.stdout.write(status_table(args.results_dir, args.format))
+    return 0
+
+
+def _cmd_rebuild(args: argparse.Namespace) -> int:
+    from ofasearch.search.rebuild import rebuild_tables
+    from ofasearch.utils.storage import is_uri
+
+    if is_uri(args.results_dir):
+        raise SpecError(
+            [f"{args.results_dir}: rebuild reads Ray Tune's folders on a local file system; copy the results "
+             "folder to a local disk and rebuild it there"]
+        )
+    folder = Path(args.results_dir).resolve()
+    done = rebuild_tables(folder, force=args.force)
+    if not done.written:
+        print(f"{folder}: trials.parquet and epochs.parquet are readable; nothing to rebuild (--force rebuilds them)")
+        return 0
+    print(
+        f"rebuilt {' and '.join(done.written)} of {folder} from Ray Tune's folders {', '.join(done.experiments)}: "
+        f"{done.trials} trial(s), {done.epochs} trial-epoch(s)"
+    )
     return 0
 
 
@@ -293,6 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     _verbose_flag(p, "--verbose", "-v")
     p.set_defaults(func=_cmd_status)
 
+    p = sub.add_parser(
+        "rebuild",
+        help="rebuild trials.parquet and epochs.parquet from Ray Tune's experiment folders (after they were "
+        "deleted or damaged)",
+    )
+    p.add_argument("results_dir")
+    p.add_argument(
+        "--force", action="store_true", help="also rebuild tables that are readable (default: only missing or damaged)"
+    )
+    _verbose_flag(p, "--verbose", "-v")
+    p.set_defaults(func=_cmd_rebuild)
+
     p = sub.add_parser("report", help="write report.html (plots, top configs, gains) for a search")
     p.add_argument("results_dir", help="the search's folder (<storage>/<name>)")
     p.add_argument("--top-k", type=int, default=10, help="rows of the top-configs table (default 10)")
@@ -356,6 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for line in exc.problems:
                 print(f"error: {line}", file=sys.stderr)
             return 2
+        except FileFault as exc:  # a missing or damaged file whose remedy the line says: no traceback
+            for line in exc.problems:
+                print(f"error: {line}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt as exc:
             print(str(exc) or "interrupted", file=sys.stderr)
             return 130

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 # Tests that start Ray or train for more than a few seconds: `pytest -m "not slow"` is the fast tier.
-SLOW_FIXTURES = {"digits_search", "ray_local", "second_run"}
+SLOW_FIXTURES = {"digits_search", "ray_local", "second_run", "undisturbed"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -26,8 +26,9 @@ from ofasearch.config import (
     parse_spec,
     read_yaml,
 )
-from ofasearch.errors import SpecError
-from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE, read_rows
+from ofasearch.errors import FileFault, SpecError
+from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE, read_rows, rebuild_hint
+from ofasearch.results.tune_folders import started_trials
 from ofasearch.utils.storage import Location, ObjectPath, as_location
 
 __all__ = [
@@ -39,7 +40,10 @@ __all__ = [
     "load_folder_spec",
     "read_folder",
     "read_folder_spec",
+    "read_epochs",
     "read_state",
+    "read_tables",
+    "read_trials",
 ]
 
 logger = logging.getLogger(__name__)
@@ -82,7 +86,7 @@ class ResultsFolder:
 
     @cached_property
     def epochs(self) -> list[dict[str, Any]]:
-        return read_rows(self.path / EPOCHS_FILE)
+        return read_epochs(self.path, self.trials)
 
 
 def _require_folder(folder: Location) -> Location:
@@ -213,9 +217,42 @@ def read_state(folder: Location) -> dict[str, Any]:
         raise SpecError([f"{path}: invalid JSON ({exc})"]) from None
 
 
+def read_trials(folder: Location) -> list[dict[str, Any]]:
+    """``trials.parquet``'s rows; [] before the search started a trial. Missing while Ray Tune's
+    folders show started trials (it was deleted), or damaged: a FileFault naming the file and
+    the command that rebuilds it."""
+    path = folder / TRIALS_FILE
+    if path.is_file():
+        return read_rows(path)
+    started = started_trials(folder)
+    if started:
+        raise FileFault(
+            [
+                f"{path}: missing, though Ray Tune's folders hold {started} started trial(s) of this search; "
+                f"{rebuild_hint(folder)}"
+            ]
+        )
+    return []
+
+
+def read_epochs(folder: Location, trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``epochs.parquet``'s rows; missing while ``trials`` have run epochs, or damaged: a FileFault."""
+    path = folder / EPOCHS_FILE
+    if not path.is_file() and any((r.get("epochs") or 0) > 0 for r in trials):
+        raise FileFault([f"{path}: missing, though {TRIALS_FILE} records trained epochs; {rebuild_hint(folder)}"])
+    return read_rows(path)
+
+
+def read_tables(folder: Location) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Both tables, checked as :func:`read_trials` and :func:`read_epochs` do (what a resume
+    needs before it continues a search)."""
+    trials = read_trials(folder)
+    return trials, read_epochs(folder, trials)
+
+
 def read_folder(folder: str | Path | ObjectPath) -> ResultsFolder:
     """Read a results folder for status, report or export (never Ray's state: works on a copy),
     on a file system or an object store."""
     folder = as_location(folder)
     spec = read_folder_spec(folder)
-    return ResultsFolder(folder, spec, read_state(folder), read_rows(folder / TRIALS_FILE))
+    return ResultsFolder(folder, spec, read_state(folder), read_trials(folder))

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ofasearch.errors import SpecError
+from ofasearch.errors import FileFault, SpecError
 from ofasearch.results.folder import SPEC_FILE, read_folder
 from ofasearch.results.ranking import best_trial, status_counts
 from ofasearch.results.summary import summary_lines
@@ -52,7 +52,7 @@ def search_records(root: Path) -> list[dict[str, Any]]:
         record: dict[str, Any] = {"name": folder.name, "folder": str(folder.resolve())}
         try:
             results = read_folder(folder)
-        except SpecError as exc:
+        except (SpecError, FileFault) as exc:  # e.g. a deleted table: the line says how to rebuild it
             records.append({**record, "error": exc.problems[0]})
             continue
         rows = list({r["trial_id"]: r for r in results.trials}.values())

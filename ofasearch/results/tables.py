@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ofasearch.errors import SpecError
+from ofasearch.errors import FileFault
 from ofasearch.utils.files import atomic_write
 from ofasearch.utils.storage import Location
 
@@ -23,6 +23,7 @@ __all__ = [
     "TRIAL_COLUMNS",
     "TRIALS_FILE",
     "read_rows",
+    "rebuild_hint",
     "write_table",
 ]
 
@@ -66,7 +67,8 @@ def write_table(rows: list[dict[str, Any]], columns: list[str], path: Location) 
 
 
 def read_rows(path: Location) -> list[dict[str, Any]]:
-    """A table's rows ([] when it does not exist yet); a damaged file is a one-line SpecError.
+    """A table's rows ([] when it does not exist yet); a damaged file is a one-line FileFault
+    that says how to rebuild it from Ray Tune's folders.
 
     The file is read whole through one open, then parsed: reading by path lets pyarrow open it
     again for the footer and the pages, and a search replacing it in between (it rewrites the
@@ -74,4 +76,10 @@ def read_rows(path: Location) -> list[dict[str, Any]]:
     try:
         return pq.read_table(pa.BufferReader(path.read_bytes())).to_pylist() if path.is_file() else []
     except (OSError, pa.ArrowException) as exc:
-        raise SpecError([f"{path}: unreadable Parquet table ({str(exc).splitlines()[0]})"]) from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise FileFault([f"{path}: unreadable Parquet table ({reason}); {rebuild_hint(path.parent)}"]) from None
+
+
+def rebuild_hint(folder: Location) -> str:
+    """The remedy for a missing or damaged table of a results folder."""
+    return f"rebuild it from Ray Tune's own folders with: ofasearch rebuild {folder}"

@@ -16,6 +16,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from ofasearch.results.outcome import trial_status
+from ofasearch.results.tune_folders import last_error_line
 from ofasearch.search.searcher import PROPOSED_BY
 from ofasearch.search.trial import CONFIG_KEY
 from ofasearch.utils.formatting import format_duration, short
@@ -118,9 +119,7 @@ def error_text(trial: Any) -> str:
     """The last line of a failed trial's error (the exception message), for tables and the view."""
     path = getattr(trial, "error_file", None)
     try:
-        text = Path(path).read_text().strip().splitlines() if path else []
+        text = Path(path).read_text() if path else None
     except OSError:
-        text = []
-    lines = [line for line in text if line and not line.startswith(" ")]
-    return (lines[-1] if lines else "trial failed")[:500]
-
+        text = None
+    return last_error_line(text)

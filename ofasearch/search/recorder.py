@@ -36,14 +36,18 @@ __all__ = ["Recorder", "ResultTables", "trial_params"]
 class ResultTables:
     """The two tables in memory, loaded from disk on resume and saved after every change."""
 
-    def __init__(self, folder: Location, space: SearchSpace):
+    def __init__(self, folder: Location, space: SearchSpace, *, load: bool = True, autosave: bool = True):
+        """``load``: start from the tables on disk (a resume); ``autosave``: write both after every
+        change (a rebuild from Tune's folders writes once, at the end, with :meth:`write`)."""
         self.folder = folder
         self.space = space
         self.max_epochs = space.spec.optim.epochs
-        self.trials: dict[str, dict[str, Any]] = {r["trial_id"]: r for r in read_rows(folder / TRIALS_FILE)}
-        self.epochs: dict[tuple[str, int], dict[str, Any]] = {
-            (r["trial_id"], int(r["epoch"])): r for r in read_rows(folder / EPOCHS_FILE)
-        }
+        self.autosave = autosave
+        self.trials: dict[str, dict[str, Any]] = {}
+        self.epochs: dict[tuple[str, int], dict[str, Any]] = {}
+        if load:
+            self.trials = {r["trial_id"]: r for r in read_rows(folder / TRIALS_FILE)}
+            self.epochs = {(r["trial_id"], int(r["epoch"])): r for r in read_rows(folder / EPOCHS_FILE)}
 
     def _row(self, trial_id: str, params: dict[str, Any]) -> dict[str, Any]:
         row = self.trials.get(trial_id)
@@ -133,10 +137,17 @@ class ResultTables:
         self.save()
 
     def save(self) -> None:
+        if self.autosave:
+            self.write()
+
+    def write(self, names: tuple[str, ...] = (TRIALS_FILE, EPOCHS_FILE)) -> None:
+        """Write the tables named (both by default), each atomically."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_table(list(self.trials.values()), TRIAL_COLUMNS, self.folder / TRIALS_FILE)
-        rows = sorted(self.epochs.values(), key=lambda r: (r["trial_id"], r["epoch"]))
-        write_table(rows, EPOCH_COLUMNS, self.folder / EPOCHS_FILE)
+        if TRIALS_FILE in names:
+            write_table(list(self.trials.values()), TRIAL_COLUMNS, self.folder / TRIALS_FILE)
+        if EPOCHS_FILE in names:
+            rows = sorted(self.epochs.values(), key=lambda r: (r["trial_id"], r["epoch"]))
+            write_table(rows, EPOCH_COLUMNS, self.folder / EPOCHS_FILE)
 
 
 def _finite(value: Any) -> float | None:

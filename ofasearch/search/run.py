@@ -25,13 +25,14 @@ from ofasearch.cluster.ray_session import check_fits, ensure_ray
 from ofasearch.config import Spec, load_spec, parse_spec
 from ofasearch.errors import SpecError
 from ofasearch.results.export import write_best
-from ofasearch.results.folder import SPEC_FILE, load_folder_spec
+from ofasearch.results.folder import SPEC_FILE, load_folder_spec, read_tables
 from ofasearch.results.summary import summary_lines
 from ofasearch.results.tables import TRIALS_FILE, read_rows
 from ofasearch.search.grids import baseline_points, confirm_points, confirm_seeds, not_finished
 from ofasearch.search.plan import plan
 from ofasearch.search.progress import ProgressView
 from ofasearch.search.recorder import Recorder, trial_params
+from ofasearch.search.saved_state import StateKeeper, repair_saved_state
 from ofasearch.search.searcher import METRIC, OptunaSearcher, build_scheduler, build_searcher
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import Phase, read_state, update_state
@@ -245,6 +246,7 @@ def _tuner(
         expected = spec.search.num_samples
         path, fs = ray_storage(folder / phase.value)
         if restore and tune.Tuner.can_restore(path, storage_filesystem=fs):
+            repair_saved_state(folder / phase.value)  # a full disk may have cut Tune's last save short
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, storage_filesystem=fs)
             return tuner, expected
     else:
@@ -262,9 +264,12 @@ def _tuner(
     callbacks: list[tune.Callback] = [recorder]
     if not verbose:
         callbacks.append(ProgressView(role, expected, max_epochs))
+    name = _fresh_name(folder, phase.value)
+    if searching and isinstance(folder, Path):  # restored from Tune's saved state: keep a complete copy
+        callbacks.append(StateKeeper(str(folder / name), period_s=TUNE_STATE_PERIOD_S))
     storage_path, storage_filesystem = ray_storage(folder)
     run_config = tune.RunConfig(
-        name=_fresh_name(folder, phase.value),
+        name=name,
         storage_path=storage_path,
         storage_filesystem=storage_filesystem,
         callbacks=callbacks,
@@ -408,6 +413,7 @@ def resume_search(folder: str | Path | ObjectPath, *, verbose: int = 0, force_ne
     note_results_folder(folder)
     new_hash = _spec_hash_to_record(folder, force_new_spec=force_new_spec)
     spec = load_folder_spec(folder, check_models=True)  # about to build models
+    read_tables(folder)  # a deleted or damaged table: say how to rebuild it, before anything runs
     if new_hash is not None:
         update_state(folder, **{SPEC_HASH_KEY: new_hash})
     state = read_state(folder)

@@ -8,6 +8,7 @@ module imports none of the libraries (Ray, safetensors, pyarrow) whose errors it
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -189,6 +190,8 @@ def write_fault_log(exc: BaseException, argv: Sequence[str], folder: Location | 
         try:
             path.write_text(text)
         except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)  # e.g. the disk is full: no empty log left behind
             continue
         return path
     return None

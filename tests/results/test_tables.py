@@ -2,7 +2,7 @@
 
 import pytest
 
-from ofasearch.errors import SpecError
+from ofasearch.errors import FileFault
 from ofasearch.results.tables import EPOCH_COLUMNS, TRIAL_COLUMNS, read_rows, write_table
 
 
@@ -26,10 +26,12 @@ def test_an_empty_table_still_has_its_columns_and_a_missing_one_has_no_rows(tmp_
     assert read_rows(tmp_path / "missing.parquet") == []
 
 
-def test_a_damaged_table_is_one_line(tmp_path, trial_rows):
+def test_a_damaged_table_is_one_line_that_says_how_to_rebuild_it(tmp_path, trial_rows):
     path = tmp_path / "trials.parquet"
     write_table(trial_rows, TRIAL_COLUMNS, path)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(SpecError) as exc:
+    with pytest.raises(FileFault) as exc:  # a fault of a file (exit 1), not bad input
         read_rows(path)
-    assert len(exc.value.problems) == 1 and exc.value.problems[0].startswith(f"{path}: unreadable Parquet table (")
+    (line,) = exc.value.problems
+    assert line.startswith(f"{path}: unreadable Parquet table (")
+    assert line.endswith(f"rebuild it from Ray Tune's own folders with: ofasearch rebuild {tmp_path}")

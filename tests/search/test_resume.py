@@ -17,6 +17,7 @@ from ofasearch.cluster.ray_session import local_ray_processes
 from ofasearch.search.run import resume_search
 from tests.background import start_search, table_rows, wait_for
 from tests.logcapture import log_lines
+from tests.rebuilt import assert_rebuild_matches
 from tests.specs import MIXER, SPEC, TEACHER
 
 pytestmark = pytest.mark.slow  # starts Ray or trains a model: not in the fast tier
@@ -78,6 +79,7 @@ def test_sigkill_then_resume_finishes_the_search(tmp_path):
     assert sorted(r["method"] for r in rows if r["role"] == "baseline") == ["kd", "none"]
     assert (folder / "best.yaml").is_file()
     assert os.path.getsize(folder / "trials.parquet") > 0
+    assert_rebuild_matches(folder, tmp_path)  # Tune's folders after a kill and a resume hold the same rows
 
 
 def test_a_kill_between_or_inside_grid_phases_resumes_every_point_once(digits_search, tmp_path):

@@ -1,0 +1,123 @@
+"""``ofasearch rebuild DIR``: recreate ``trials.parquet`` and ``epochs.parquet`` from Ray Tune's
+own experiment folders, after they were deleted or damaged.
+
+Tune's folders hold everything the recorder saw (see :mod:`ofasearch.results.tune_folders`), so
+the rows are made by replaying it through the recorder's own :class:`ResultTables`: each trial
+started, each line of its ``result.json`` reported (a re-run after a resume shows as its epochs
+starting again), and its end as Tune saved it (``TERMINATED`` or ``ERROR`` with ``error.txt``).
+Phases are replayed in the order they ran, and a resumed grid phase drops the unfinished rows of
+the one before it, as the recorder does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ofasearch.errors import FileFault
+from ofasearch.results.folder import load_folder_spec
+from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE, read_rows
+from ofasearch.results.tune_folders import NOT_SAVED, TuneExperiment, TuneTrial, last_error_line, read_experiments
+from ofasearch.search.recorder import ResultTables, trial_params
+from ofasearch.search.space import SearchSpace
+from ofasearch.search.state import read_state
+
+__all__ = ["Rebuilt", "rebuild_tables", "tables_to_rebuild"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """What a rebuild wrote: the tables (file names), and their row counts."""
+
+    written: tuple[str, ...]
+    trials: int
+    epochs: int
+    experiments: tuple[str, ...]  # Tune experiment folders read
+
+
+def tables_to_rebuild(folder: Path) -> tuple[str, ...]:
+    """The tables of ``folder`` that are missing or cannot be read."""
+    needed = []
+    for name in (TRIALS_FILE, EPOCHS_FILE):
+        try:
+            if not (folder / name).is_file():
+                needed.append(name)
+            else:
+                read_rows(folder / name)
+        except FileFault:
+            needed.append(name)
+    return tuple(needed)
+
+
+def _replay(tables: ResultTables, trial: TuneTrial) -> None:
+    """Feed one trial to the tables as the recorder's Tune callback would have."""
+    if trial.status == "PENDING" and not trial.results:
+        return  # never started: the recorder has no row for it
+    params = trial_params(trial.config)
+    tables.on_start(trial.trial_id, params)
+    last_epoch = None
+    for result in trial.results:
+        epoch = int(result.get("epoch", 0))
+        if last_epoch is not None and epoch <= last_epoch:
+            tables.on_start(trial.trial_id, params)  # a resume re-ran it from epoch 0
+        tables.on_result(trial.trial_id, params, result)
+        last_epoch = epoch
+    status = trial.status if trial.status != NOT_SAVED else _unsaved_status(trial, tables.max_epochs)
+    if status == "TERMINATED":
+        tables.on_end(trial.trial_id, params)
+    elif status == "ERROR":
+        tables.on_end(trial.trial_id, params, error=last_error_line(trial.error))
+
+
+def _unsaved_status(trial: TuneTrial, max_epochs: int) -> str:
+    """Tune's status of a trial it saved no state for (a kill before its first save), from its
+    folder: an error file means it failed; the full budget or a divergence, that it ended; else
+    it was cut short (running)."""
+    if trial.error is not None:
+        return "ERROR"
+    last = trial.results[-1] if trial.results else {}
+    return "TERMINATED" if int(last.get("epoch", 0)) >= max_epochs or last.get("diverged") else "RUNNING"
+
+
+def _read_experiments(folder: Path) -> list[TuneExperiment]:
+    try:
+        experiments = read_experiments(folder)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FileFault(
+            [
+                f"{folder}: a Ray Tune experiment state file cannot be read ({type(exc).__name__}: {exc}); "
+                "restore the folder from a copy"
+            ]
+        ) from None
+    if not experiments:
+        raise FileFault(
+            [f"{folder}: no Ray Tune experiment folders (search/, baselines/, confirm/) to rebuild the tables from"]
+        )
+    return experiments
+
+
+def rebuild_tables(folder: Path, *, force: bool = False) -> Rebuilt:
+    """Rebuild the tables of ``folder`` that are missing or damaged (``force``: both) from Tune's
+    experiment folders; readable tables are left as they are unless ``force``."""
+    folder = Path(folder).resolve()
+    spec = load_folder_spec(folder)  # a SpecError when it is not a results folder
+    names = (TRIALS_FILE, EPOCHS_FILE) if force else tables_to_rebuild(folder)
+    if not names:
+        return Rebuilt((), 0, 0, ())
+    stages = read_state(folder).get("stages")
+    if stages is None:
+        raise FileFault([f"{folder / 'state.json'}: missing or without the students' stages; restore it from a copy"])
+    experiments = _read_experiments(folder)
+    tables = ResultTables(folder, SearchSpace(spec, stages), load=False, autosave=False)
+    for experiment in experiments:
+        # as the recorder's first step in each Tuner: a fresh grid Tuner (baselines-2) drops the
+        # unfinished rows of the one before, a fresh search Tuner (search-2) every earlier row
+        ids = {t.trial_id for t in experiment.trials}
+        tables.keep_only(experiment.role, ids, keep_finished=experiment.role != "search")
+        for trial in experiment.trials:
+            _replay(tables, trial)
+    tables.write(names)
+    return Rebuilt(names, len(tables.trials), len(tables.epochs), tuple(e.path.name for e in experiments))

@@ -1,0 +1,53 @@
+"""``ofasearch rebuild``: the tables of a finished search recreated from Ray Tune's folders equal
+what the recorder wrote (the kill/resume tests check the same after a resume: see tests/rebuilt.py)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from ofasearch.cli import main
+from ofasearch.errors import FileFault
+from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE, read_rows
+from ofasearch.search.rebuild import rebuild_tables, tables_to_rebuild
+from tests.rebuilt import assert_rebuild_matches
+
+
+def test_rebuilt_tables_equal_the_recorded_ones(digits_search, tmp_path):
+    assert_rebuild_matches(digits_search, tmp_path)
+
+
+def test_only_missing_or_damaged_tables_are_rebuilt_unless_forced(digits_search, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(digits_search, copy)
+    assert tables_to_rebuild(copy) == ()
+    assert main(["rebuild", str(copy)]) == 0
+    assert "nothing to rebuild (--force rebuilds them)" in capsys.readouterr().out
+
+    trials_before = (copy / TRIALS_FILE).read_bytes()
+    (copy / EPOCHS_FILE).write_bytes((copy / EPOCHS_FILE).read_bytes()[:64])  # damaged
+    assert tables_to_rebuild(copy) == (EPOCHS_FILE,)
+    assert main(["rebuild", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"rebuilt {EPOCHS_FILE} of {copy} from Ray Tune's folders search, baselines: ")
+    assert (copy / TRIALS_FILE).read_bytes() == trials_before, "a readable table is left alone"
+    assert read_rows(copy / EPOCHS_FILE) == read_rows(digits_search / EPOCHS_FILE)
+
+    assert main(["rebuild", str(copy), "--force"]) == 0
+    assert "rebuilt trials.parquet and epochs.parquet" in capsys.readouterr().out
+
+
+def test_without_tunes_folders_nothing_can_be_rebuilt(digits_search, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(digits_search, copy)
+    for name in ("search", "baselines", TRIALS_FILE):
+        path = copy / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    with pytest.raises(FileFault) as caught:
+        rebuild_tables(copy)
+    assert caught.value.problems == [
+        f"{copy}: no Ray Tune experiment folders (search/, baselines/, confirm/) to rebuild the tables from"
+    ]
+    assert main(["rebuild", str(copy)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {copy}: no Ray Tune experiment folders")
