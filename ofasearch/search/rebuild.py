@@ -18,7 +18,7 @@ from pathlib import Path
 from ofasearch.errors import FileFault
 from ofasearch.results.folder import load_folder_spec
 from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE, read_rows
-from ofasearch.results.tune_folders import NOT_SAVED, TuneExperiment, TuneTrial, last_error_line, read_experiments
+from ofasearch.results.tune_folders import TuneExperiment, TuneTrial, last_error_line, read_experiments
 from ofasearch.search.recorder import ResultTables, trial_params
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import read_state
@@ -65,21 +65,23 @@ def _replay(tables: ResultTables, trial: TuneTrial) -> None:
             tables.on_start(trial.trial_id, params)  # a resume re-ran it from epoch 0
         tables.on_result(trial.trial_id, params, result)
         last_epoch = epoch
-    status = trial.status if trial.status != NOT_SAVED else _unsaved_status(trial, tables.max_epochs)
+    status = trial.status if trial.status in ("TERMINATED", "ERROR") else _status_from_folder(trial, tables.max_epochs)
     if status == "TERMINATED":
         tables.on_end(trial.trial_id, params)
     elif status == "ERROR":
         tables.on_end(trial.trial_id, params, error=last_error_line(trial.error))
 
 
-def _unsaved_status(trial: TuneTrial, max_epochs: int) -> str:
-    """Tune's status of a trial it saved no state for (a kill before its first save), from its
-    folder: an error file means it failed; the full budget or a divergence, that it ended; else
-    it was cut short (running)."""
+def _status_from_folder(trial: TuneTrial, max_epochs: int) -> str:
+    """How a trial Tune last saved as running (or never saved: a kill before its first save)
+    ended, from its folder, as the recorder saw it end after that save: an error file means it
+    failed; the full budget, a divergence or a result the scheduler marked ``done`` (ASHA's stop),
+    that it ended; else it was cut short (running)."""
     if trial.error is not None:
         return "ERROR"
     last = trial.results[-1] if trial.results else {}
-    return "TERMINATED" if int(last.get("epoch", 0)) >= max_epochs or last.get("diverged") else "RUNNING"
+    ended = int(last.get("epoch", 0)) >= max_epochs or last.get("diverged") or last.get("done")
+    return "TERMINATED" if ended else "RUNNING"
 
 
 def _read_experiments(folder: Path) -> list[TuneExperiment]:
