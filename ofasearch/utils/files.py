@@ -3,6 +3,7 @@ checks that let a cache entry be trusted (size + SHA-256 recorded at build time)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -63,8 +64,11 @@ def atomic_write(path: Location, data: str | bytes) -> Location:
         else:
             tmp.write_text(data)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # e.g. no space left: no half-written temporary file stays behind
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # e.g. no space left: no half-written temporary file stays behind
+        if isinstance(exc, OSError) and exc.errno is not None:  # name the file being written, not the temporary
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
         raise
     return path
 
