@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild trials.parquet and epochs.parquet from Ray Tune's experiment folders (after they were "
         "deleted or damaged)",
     )
-    p.add_argument("results_dir")
+    p.add_argument("results_dir", help="the search's folder (<storage>/<name>) whose tables to rebuild")
     p.add_argument(
         "--force", action="store_true", help="also rebuild tables that are readable (default: only missing or damaged)"
     )
