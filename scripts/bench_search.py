@@ -36,6 +36,7 @@ from typing import Any
 import optuna
 import pyarrow as pa
 import pyarrow.parquet as pq
+from optuna.trial import TrialState
 
 from ofasearch.config import Choices, Spec, TrainConfig
 from ofasearch.search.searcher import METRIC, PROPOSED_BY, build_scheduler, build_searcher
@@ -247,6 +248,7 @@ class Run:
     curve: list[tuple[int, float]]
     trials: list[ReplayTrial]
     epochs: int
+    finished: list[Any] = field(default_factory=list)  # the study's COMPLETE/PRUNED trials (a warm start's input)
 
     def best_by(self, epochs: int) -> float:
         """The best full-budget val_acc found within ``epochs`` epochs of training."""
@@ -266,7 +268,9 @@ def replay_spec(table: Table, method: Method, seed: int, settings: dict[str, Any
     return Spec.model_validate(data)
 
 
-def replay(table: Table, method: Method, seed: int, budget: int, settings: dict[str, Any]) -> Run:
+def replay(
+    table: Table, method: Method, seed: int, budget: int, settings: dict[str, Any], warm: list[Any] | None = None
+) -> Run:
     """Drive the product's searcher (and ASHA) as Ray Tune does, training replaced by the table.
 
     Up to ``max_concurrent`` trials run at once, one epoch each in turn (launch order), so the
@@ -287,6 +291,8 @@ def replay(table: Table, method: Method, seed: int, budget: int, settings: dict[
     trials: list[ReplayTrial] = []
     curve: list[tuple[int, float]] = []
     spent, best = 0, NOTHING_FOUND
+    for finished in warm or []:  # a warm start from the same space: what warm_start() adds from a folder
+        searcher.study.add_trial(finished)
     while spent < budget:
         while len(running) < spec.search.max_concurrent and len(trials) < max_trials:
             trial_id = f"{len(trials):05d}"
@@ -318,7 +324,8 @@ def replay(table: Table, method: Method, seed: int, budget: int, settings: dict[
                     curve.append((spent, best))
             if spent >= budget:
                 break
-    return Run(curve, trials, spent)
+    done = searcher.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return Run(curve, trials, spent, [t for t in done if "warm" not in t.user_attrs])
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -363,6 +370,33 @@ class Summary:
     def epochs_to_median(self, regret: float) -> float:
         """Fewest epochs after which the median regret is at most ``regret`` (inf: not within the budget)."""
         return next((e for e, r in enumerate(self.median_regret_curve()) if r <= regret + 1e-9), math.inf)
+
+
+def warm_start_check(table: Table, seeds: int, budget: int, settings: dict[str, Any]) -> None:
+    """Regret of TPE+ASHA at 1/4, 1/2 and 1 budget with and without a warm start: seed s starts
+    from the finished trials of an earlier full-budget search of the same space (seed s + 10000),
+    as ``search.warm_start`` adds them; only trials the new search trains count for its regret."""
+    method = METHODS[0]
+    cold = [replay(table, method, seed, budget, settings) for seed in range(seeds)]
+    earlier = [replay(table, method, seed + 10000, budget, settings) for seed in range(seeds)]
+    warm = [
+        replay(table, method, seed, budget, settings, warm=[_marked(t) for t in before.finished])
+        for seed, before in zip(range(seeds), earlier, strict=True)
+    ]
+    print("warm start (same space; TPE+ASHA; median [IQR] regret in points over the new search's own trials):")
+    for name, runs in (("cold start", cold), ("warm start", warm)):
+        s = Summary(method, runs, table.best(), budget)
+        cells = ", ".join(f"{f:g}xB {_iqr(s.regret[f])}" for f in s.fractions)
+        print(f"  {name:11}: {cells}")
+
+
+def _marked(trial: Any) -> Any:
+    """A copy of an earlier search's finished trial, marked so the new run does not pass it on."""
+    import copy
+
+    marked = copy.deepcopy(trial)
+    marked.user_attrs = {**marked.user_attrs, "warm": True}
+    return marked
 
 
 def run_method(table: Table, method: Method, seeds: int, budget: int, settings: dict[str, Any]) -> Summary:
@@ -461,6 +495,7 @@ def main() -> None:
         help="with --tune: a JSON dict of search settings to try, e.g. '{\"grace_epochs\": 2}'",
     )
     parser.add_argument("--smoke-test", action="store_true", help="3 seeds, for CI")
+    parser.add_argument("--warm-start", action="store_true", help="only compare TPE+ASHA with and without a warm start")
     args = parser.parse_args()
     if args.action == "record":
         record(args.table, args.cache, args.limit)
@@ -483,6 +518,10 @@ def main() -> None:
         "median [IQR]"
     )
     start = time.perf_counter()
+    if args.warm_start:
+        warm_start_check(table, seeds, budget, settings)
+        print(f"replay took {time.perf_counter() - start:.1f}s")
+        return
     summaries = [run_method(table, m, seeds, budget, settings) for m in METHODS]
     print_summaries(summaries, budget)
     for s in summaries:

@@ -45,18 +45,19 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def digits_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One finished digits search (6 trials, ASHA stops, 4 baselines) shared by the tests that read
-    results; Ray is shut down before the tests use it."""
+    """One finished digits search (6 trials, ASHA stops, 8 baselines: student alone, KD, DKD and
+    DIST per pair) shared by the tests that read results; Ray is shut down before the tests use it."""
     import ray
     import yaml
 
     from ofasearch.config import load_spec
     from ofasearch.search.run import run_search
-    from tests.specs import SPEC
+    from tests.specs import ALL_BASELINES, SPEC
 
     tmp = tmp_path_factory.mktemp("search")
     path = tmp / "spec.yaml"
-    path.write_text(yaml.safe_dump({**SPEC, "storage": str(tmp / "results")}))
+    spec = {**SPEC, "search": {**SPEC["search"], "baselines": ALL_BASELINES}, "storage": str(tmp / "results")}
+    path.write_text(yaml.safe_dump(spec))
     folder = run_search(load_spec(path), num_cpus=2)
     ray.shutdown()
     return folder

@@ -15,8 +15,10 @@ SPEC = {
     },
     "optim": {"lr": {"low": 1e-3, "high": 5e-3, "log": True}, "epochs": 3, "batch_size": 64},
     # one trial at a time: ASHA sees results in a fixed order, so its decisions are reproducible
-    "search": {"num_samples": 6, "reduction_factor": 2, "max_concurrent": 1},  # grace: after the warm-up
+    # grace: after the warm-up; the two cheapest baselines (the shared finished search runs all four)
+    "search": {"num_samples": 6, "reduction_factor": 2, "max_concurrent": 1, "baselines": ["none", "kd"]},
 }
+ALL_BASELINES = ["none", "kd", "dkd", "dist"]
 
 # One train config: a ViT student distilled from a ResNet-10t teacher on digits.
 CONFIG = {

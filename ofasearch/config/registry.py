@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "BASELINE_METHODS",
     "DATASETS",
     "METHODS",
     "OPTIMIZERS",
@@ -56,6 +57,11 @@ METHODS: dict[str, MethodInfo] = {
     "dist": MethodInfo(teacher=True, branches=False, label="DIST"),
     "none": MethodInfo(teacher=False, branches=False, label="student alone"),
 }
+
+# the methods a search can run as per-pair baselines: every one without exit branches
+BASELINE_METHODS: tuple[str, ...] = tuple(
+    sorted((name for name, info in METHODS.items() if not info.branches), key=lambda name: name != "none")
+)
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")  # names timm.optim.create_optimizer_v2 knows
 

@@ -37,8 +37,8 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import core_schema
 
+from ofasearch.config.registry import BASELINE_METHODS, METHODS, OPTIMIZERS
 from ofasearch.config.registry import DATASETS as DATASET_REGISTRY
-from ofasearch.config.registry import METHODS, OPTIMIZERS
 from ofasearch.utils.storage import is_uri, uri_problem
 
 __all__ = [
@@ -466,6 +466,20 @@ class ConfirmSettings(Strict):
     seeds: int = Field(default=3, ge=2)
 
 
+def _baseline_list(value: Any) -> Any:
+    """``true`` (the spelling before methods could be chosen) is every baseline, ``false`` none;
+    a method named twice is an error."""
+    if value is True or value is False:
+        return list(BASELINE_METHODS) if value else []
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        twice = sorted({m for m in value if isinstance(m, str) and value.count(m) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} given twice")
+    return value
+
+
 class SearchSettings(Strict):
     """Ray Tune settings of a search."""
 
@@ -474,12 +488,17 @@ class SearchSettings(Strict):
     grace_epochs: int | None = Field(default=None, ge=1)
     reduction_factor: int = Field(default=3, ge=2)
     max_concurrent: int = Field(default=2, ge=1)
-    baselines: bool = True
+    # per pair, at full budget with the pair's defaults; true: all of them, false or []: none
+    baselines: Annotated[list[Literal[BASELINE_METHODS]], BeforeValidator(_baseline_list)] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(BASELINE_METHODS)
+    )
     searcher: Literal["tpe", "random"] = "tpe"
     # trials TPE draws at random before it models the results (not counting the paper defaults);
     # None: the rule in ofasearch.search.searcher.default_startup_trials
     startup_trials: int | None = Field(default=None, ge=0)
     confirm: ConfirmSettings | None = None
+    # a finished search's folder whose trials the new study starts from (ofasearch.search.warm_start)
+    warm_start: str | None = None
 
 
 class ResourcesSpec(Strict):
@@ -629,6 +648,8 @@ class Spec(_Document):
         """Make ``storage``, ``data.root`` and checkpoint paths absolute (Ray trials chdir)."""
         spec = super().resolve_paths(base)
         spec.storage = spec.storage if is_uri(spec.storage) else _absolute(spec.storage, base)
+        if spec.search.warm_start is not None and not is_uri(spec.search.warm_start):
+            spec.search.warm_start = _absolute(spec.search.warm_start, base)
         return spec
 
 

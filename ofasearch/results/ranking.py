@@ -9,7 +9,14 @@ from typing import Any
 from ofasearch.results.outcome import COMPLETED, is_full_budget
 from ofasearch.results.seeds import seed_runs
 
-__all__ = ["best_trial", "pair_baseline", "ranked_trials", "status_counts", "student_latency"]
+__all__ = [
+    "best_trial",
+    "pair_baseline",
+    "ranked_trials",
+    "status_counts",
+    "strongest_baseline",
+    "student_latency",
+]
 
 
 def student_latency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -51,13 +58,23 @@ def best_trial(rows: list[dict[str, Any]], max_epochs: int) -> dict[str, Any] | 
 
 
 def pair_baseline(rows: list[dict[str, Any]], row: dict[str, Any], method: str) -> dict[str, Any] | None:
-    """``row``'s pair's completed baseline of ``method`` ("none": student alone, "kd"), or None."""
+    """``row``'s pair's completed baseline of ``method`` ("none": student alone, "kd", ...), or None."""
     pair = (row["teacher"], row["student"])
     for r in rows:
         if r["role"] == "baseline" and r["method"] == method and r["status"] == COMPLETED:
             if (r["teacher"], r["student"]) == pair:
                 return r
     return None
+
+
+def strongest_baseline(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
+    """``row``'s pair's completed baseline with the highest mean accuracy over its seeds (the one
+    a gain must beat to mean anything: a gain over vanilla KD alone is the weakest claim), or None."""
+    pair = (row["teacher"], row["student"])
+    found = [
+        r for r in rows if r["role"] == "baseline" and r["status"] == COMPLETED and (r["teacher"], r["student"]) == pair
+    ]
+    return max(found, key=lambda r: seed_runs(rows, r).mean_or(r["val_acc"]), default=None)
 
 
 def status_counts(rows: list[dict[str, Any]]) -> str:

@@ -1,7 +1,8 @@
 """The fixed grids of a search, and what a resume still has to run of them.
 
 After the search come two grids of full-budget runs, never shown to Optuna: the baselines (each
-pair's student alone and vanilla KD at the paper defaults) and, with ``search.confirm``, the best
+pair's ``search.baselines`` methods, by default student alone, vanilla KD, DKD and DIST, at the
+pair's defaults) and, with ``search.confirm``, the best
 configs and the baselines again on further seeds. A grid is resumed by running the points that
 have no finished row in ``trials.parquet``, so a kill at any moment runs each point exactly once.
 """
@@ -18,14 +19,14 @@ from ofasearch.search.space import SearchSpace
 from ofasearch.search.trial import BASELINE_KEY, CONFIG_KEY, CONFIRMS_KEY, SEED_KEY, trial_config
 from ofasearch.utils.storage import Location
 
-__all__ = ["BASELINE_METHODS", "baseline_points", "confirm_points", "confirm_seeds", "not_finished"]
-
-BASELINE_METHODS = ("none", "kd")  # student alone, vanilla KD: per pair, at full budget
+__all__ = ["baseline_points", "confirm_points", "confirm_seeds", "not_finished"]
 
 
 def baseline_points(space: SearchSpace) -> list[dict[str, Any]]:
-    """Each pair's paper defaults, trained with each baseline method."""
-    return [{**space.defaults(i), BASELINE_KEY: m} for i in range(len(space.pairs)) for m in BASELINE_METHODS]
+    """Each pair's paper defaults, trained with each method of ``search.baselines``."""
+    assert isinstance(space.spec, Spec)
+    methods = space.spec.search.baselines
+    return [{**space.defaults(i), BASELINE_KEY: m} for i in range(len(space.pairs)) for m in methods]
 
 
 def confirm_seeds(spec: Spec) -> list[int]:

@@ -18,11 +18,23 @@ from ofasearch.config import Spec, TrainConfig
 from ofasearch.data import Splits, load_splits
 from ofasearch.errors import SpecError
 from ofasearch.models import build_model, describe_model
+from ofasearch.results.folder import SPEC_FILE
+from ofasearch.results.tables import TRIALS_FILE
 from ofasearch.search.space import SearchSpace
 
 __all__ = ["check_grace", "forward_problem", "plan"]
 
 logger = logging.getLogger(__name__)
+
+
+def check_warm_start(spec: Spec | TrainConfig) -> None:
+    """A SpecError unless ``search.warm_start`` names a search's results folder with trials."""
+    folder = spec.search.warm_start if isinstance(spec, Spec) else None  # train configs have no search
+    if folder is None:
+        return
+    missing = [name for name in (SPEC_FILE, TRIALS_FILE) if not (Path(folder) / name).is_file()]
+    if missing:
+        raise SpecError([f"search.warm_start: {folder!r} is not an ofasearch search folder (no {', '.join(missing)})"])
 
 
 def plan(spec: Spec, splits: Splits | None = None) -> SearchSpace:
@@ -58,6 +70,7 @@ def plan(spec: Spec, splits: Splits | None = None) -> SearchSpace:
             problems.append(f"pairs[{i}].teacher.checkpoint: {checkpoint!r}: no such file")
     if problems:
         raise SpecError(problems)
+    check_warm_start(spec)
     return SearchSpace(spec, stages)
 
 

@@ -33,7 +33,7 @@ from ofasearch.search.plan import plan
 from ofasearch.search.progress import ProgressView
 from ofasearch.search.recorder import Recorder, trial_params
 from ofasearch.search.saved_state import StateKeeper, repair_saved_state
-from ofasearch.search.searcher import METRIC, OptunaSearcher, build_scheduler, build_searcher
+from ofasearch.search.searcher import METRIC, STUDY_FILE, OptunaSearcher, build_scheduler, build_searcher
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import Phase, read_state, update_state
 from ofasearch.search.teachers import confirm_caches, prepare_teachers
@@ -42,6 +42,7 @@ from ofasearch.search.trial import (
     run_trial,
     trial_resources,
 )
+from ofasearch.search.warm_start import warm_start
 from ofasearch.utils.claims import create_exclusive
 from ofasearch.utils.faults import note_results_folder
 from ofasearch.utils.storage import Location, ObjectPath, as_location, location_digest, ray_storage
@@ -282,7 +283,15 @@ def _tuner(
     reuse = backend_for(spec.resources) == "local"
     concurrency = {"max_concurrent_trials": spec.search.max_concurrent, "reuse_actors": reuse}
     if searching:
-        scheduler, searcher = build_scheduler(spec), build_searcher(spec, space)
+        # Optuna's journal needs a file system (appends under a file lock): with object-store
+        # storage the study stays in memory, inside Tune's saved searcher state as before
+        journal = folder / STUDY_FILE if isinstance(folder, Path) else None
+        if journal is not None and journal.exists():  # a start Tune never saved: search and study start over
+            logger.info(f"{journal}: the search starts over; so does its Optuna study")
+            journal.unlink()
+        scheduler, searcher = build_scheduler(spec), build_searcher(spec, space, journal=journal)
+        if spec.search.warm_start is not None:
+            warm_start(searcher, space, Path(spec.search.warm_start))
         _say_who_proposes(searcher, expected)
         tune_config = tune.TuneConfig(
             metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler, num_samples=expected, **concurrency

@@ -117,6 +117,10 @@ class SearchSpace:
         have = set(self.available_stages[pair])
         return [list(o) for o in options if set(o) <= have]
 
+    def stage_choices(self, pair: int) -> list[list[int]]:
+        """The stage lists ``pair``'s student can take in this space."""
+        return self._stage_choices(pair)
+
     def param_name(self, path: str, pair: int) -> str:
         if path == "distill.stages" and len(self.pairs) > 1:
             return f"{path}__{_slug(self.pairs[pair].student.label)}"

@@ -228,3 +228,17 @@ def test_global_batch_must_split_over_the_workers():
     assert "a range cannot be split over 4 workers" in line
     (line,) = problems({**ddp, "optim": {"batch_size": 30}}, parse_config)
     assert "30 is not divisible by the 4 workers" in line
+
+
+def test_search_baselines_are_a_list_of_methods_default_all_four():
+    def baselines(value):
+        data = {**BASE, "search": {"baselines": value}} if value is not None else BASE
+        return parse_spec(data).search.baselines
+
+    assert baselines(None) == ["none", "kd", "dkd", "dist"]
+    assert baselines(True) == ["none", "kd", "dkd", "dist"], "the boolean of earlier specs still works"
+    assert baselines(False) == [] and baselines([]) == []
+    assert baselines(["dist", "kd"]) == ["dist", "kd"]
+    assert problems({**BASE, "search": {"baselines": ["kd", "kd"]}}) == ["search.baselines: kd given twice"]
+    (line,) = problems({**BASE, "search": {"baselines": ["ofa"]}})
+    assert line.startswith("search.baselines[0]: 'ofa' is not allowed") and "'dkd'" in line

@@ -97,7 +97,7 @@ def test_header_names_the_search_and_counts_trials(report):
         counts[t["status"]] = counts.get(t["status"], 0) + 1
     line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     assert f"{len(search)} of {SPEC['search']['num_samples']}: {line}" in page
-    assert "4: 4 completed" in page  # the baselines: student alone and KD for each of the two pairs
+    assert "8: 8 completed" in page  # the baselines: student alone, KD, DKD, DIST for each of the two pairs
     assert "of trial training in total" in page
     for pair in SPEC["pairs"]:
         assert html.escape(pair["student"]["model"]) in page
@@ -125,7 +125,7 @@ def test_top_k_lists_best_first_with_gains_recomputed_from_the_table(report):
             if t["status"] == "stopped":
                 assert f"stopped after {t['epochs']} of {max_epochs} epochs: not compared" in row
             continue
-        for method, name in (("none", "alone"), ("kd", "KD")):
+        for method, name in (("none", "alone"), ("kd", "KD"), ("dkd", "DKD"), ("dist", "DIST")):
             pair = (t["teacher"], t["student"])
             base = [
                 b
@@ -138,6 +138,13 @@ def test_top_k_lists_best_first_with_gains_recomputed_from_the_table(report):
             shown = float(re.search(rf'data-vs-{method}="([-0-9.]+)"', row).group(1))
             assert shown == pytest.approx(gain, abs=1e-6)
             assert f"{gain * 100:+.1f} {'pts ' if method == 'none' else ''}vs {name}" in row
+        pair_baselines = [
+            b
+            for b in trials
+            if (b["role"], b["status"]) == ("baseline", "completed") and (b["teacher"], b["student"]) == pair
+        ]
+        strongest = max(pair_baselines, key=lambda b: b["val_acc"])["method"]  # one seed: no confirmation here
+        assert f'data-strongest="{strongest}"' in row
         for path in ("distill.eps", "distill.temperature", "optim.lr"):
             assert f"{t[path]:.4g}" in row
         assert html.escape(str(t["distill.stages"])) in row

@@ -38,7 +38,7 @@ def test_outputs_and_tables(digits_search):
     baselines = [t for t in trials if t["role"] == "baseline"]
     assert len(search) == 6
     assert sorted((b["student"][:8], b["method"]) for b in baselines) == sorted(
-        (s, m) for s in ("MlpMixer", "vit_tiny") for m in ("kd", "none")
+        (s, m) for s in ("MlpMixer", "vit_tiny") for m in ("none", "kd", "dkd", "dist")
     )
     assert all(b["status"] == "completed" and b["epochs"] == 3 for b in baselines)
     epochs = pq.read_table(digits_search / "epochs.parquet").to_pylist()

@@ -89,3 +89,17 @@ def test_stage_choices_that_fit_no_student_are_rejected():
 def test_epochs_cannot_be_searched():
     with pytest.raises(SpecError, match="optim.epochs: cannot be searched"):
         parse_spec({**SPEC, "optim": {"epochs": {"choices": [3, 6]}}})
+
+
+def test_baseline_points_run_each_chosen_method_per_pair_at_its_defaults():
+    from ofasearch.search.grids import baseline_points
+
+    chosen = SearchSpace(parse_spec({**SPEC, "search": {"baselines": ["dist", "none"]}}), STAGES)
+    points = baseline_points(chosen)
+    assert [(p.get("pair"), p[BASELINE_KEY]) for p in points] == [
+        (pair, m) for pair in [p.label for p in chosen.pairs] for m in ("dist", "none")
+    ]
+    configs = [trial_config(chosen, p) for p in points]
+    assert [c.distill.method for c in configs] == ["dist", "none", "dist", "none"]
+    assert all(c.distill.dist_temperature == 1.0 and c.distill.temperature == 1.0 for c in configs)
+    assert len(baseline_points(space())) == 2 * 4, "default: none, kd, dkd, dist for each pair"

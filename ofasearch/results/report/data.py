@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ofasearch.config import Choices, Range
+from ofasearch.config.registry import BASELINE_METHODS
 from ofasearch.errors import SpecError
 from ofasearch.results.folder import SPEC_FILE, STATE_FILE, FolderSpec, PairNames, ResultsFolder, read_folder
 from ofasearch.results.outcome import is_full_budget
-from ofasearch.results.ranking import pair_baseline, ranked_trials, student_latency
+from ofasearch.results.ranking import pair_baseline, ranked_trials, strongest_baseline, student_latency
 from ofasearch.results.seeds import Gain, paired_gain
 from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE
 from ofasearch.utils.formatting import encode_list
@@ -138,7 +139,7 @@ def gains(data: ReportData, row: dict[str, Any]) -> dict[str, Gain | None]:
     run the full budget (an early-stopped score is not compared with a full-budget baseline)."""
     val_images = data.state.get("val_images")
     out: dict[str, Gain | None] = {}
-    for method in ("none", "kd"):
+    for method in BASELINE_METHODS:
         base = pair_baseline(data.trials, row, method)
         out[method] = (
             None if base is None else paired_gain(data.trials, row, base, val_images, max_epochs=data.max_epochs)
@@ -188,6 +189,9 @@ class PairSummary:
     teacher_source: str  # "trained for this search", "from the cache" or "" (not prepared yet)
     alone_val_acc: float | None  # the student trained without a teacher
     kd_val_acc: float | None  # vanilla KD
+    dkd_val_acc: float | None
+    dist_val_acc: float | None
+    strongest: str | None  # the method of the baseline with the highest mean accuracy over seeds
     best_ofa_val_acc: float | None  # best full-budget OFA search trial
 
 
@@ -198,7 +202,8 @@ def pair_summaries(data: ReportData) -> list[PairSummary]:
     for i, (t, s) in enumerate(data.pairs):
         info = (teachers[i].get("info") or {}) if i < len(teachers) and teachers[i] else {}
         row = {"teacher": t, "student": s}
-        base = {m: pair_baseline(data.trials, row, m) for m in ("none", "kd")}
+        base = {m: pair_baseline(data.trials, row, m) for m in BASELINE_METHODS}
+        strongest = strongest_baseline(data.trials, row)
         ofa = [r for r in data.search if (r["teacher"], r["student"]) == (t, s) and data.full_budget(r)]
         out.append(
             PairSummary(
@@ -212,6 +217,9 @@ def pair_summaries(data: ReportData) -> list[PairSummary]:
                 else "",
                 alone_val_acc=base["none"]["val_acc"] if base["none"] else None,
                 kd_val_acc=base["kd"]["val_acc"] if base["kd"] else None,
+                dkd_val_acc=base["dkd"]["val_acc"] if base["dkd"] else None,
+                dist_val_acc=base["dist"]["val_acc"] if base["dist"] else None,
+                strongest=strongest["method"] if strongest else None,
                 best_ofa_val_acc=max((r["val_acc"] or 0.0 for r in ofa), default=None),
             )
         )

@@ -10,8 +10,9 @@ from importlib import resources
 from string import Template
 from typing import Any
 
+from ofasearch.config.registry import BASELINE_METHODS
 from ofasearch.results.outcome import STOPPED
-from ofasearch.results.ranking import best_trial, status_counts
+from ofasearch.results.ranking import best_trial, status_counts, strongest_baseline
 from ofasearch.results.report.data import ReportData, elapsed, gains, pair_color, pair_summaries, ranked
 from ofasearch.results.seeds import Gain
 from ofasearch.utils.formatting import format_duration
@@ -65,13 +66,18 @@ def _mean_text(row: dict[str, Any]) -> str:
     return f"{mean:.4f} ± {row['val_acc_std']:.4f} ({seeds} seeds)" if seeds > 1 else f"{mean:.4f}"
 
 
-def _gain_text(gain: dict[str, Gain | None]) -> str:
-    """``+4.4 pts vs alone [+2.1, +6.7] / +1.4 vs KD [-1.0, +3.8] (within noise)`` (95 % intervals)."""
+SHORT_NAMES = {"none": "alone", "kd": "KD", "dkd": "DKD", "dist": "DIST"}
+
+
+def _gain_text(gain: dict[str, Gain | None], strongest: str | None = None) -> str:
+    """``+4.4 pts vs alone [+2.1, +6.7] / +1.4 vs KD (strongest) [-1.0, +3.8] (within noise)``
+    (95 % intervals); ``strongest`` marks the pair's strongest baseline."""
     parts = []
-    for method, name in (("none", "alone"), ("kd", "KD")):
-        g = gain[method]
+    for method in BASELINE_METHODS:
+        g = gain.get(method)
         if g is None:
             continue
+        name = SHORT_NAMES.get(method, method) + (" (strongest)" if method == strongest else "")
         text = f"{g.mean * 100:+.1f} pts vs {name}" if not parts else f"{g.mean * 100:+.1f} vs {name}"
         if g.kind != "none":
             text += f" [{g.low * 100:+.1f}, {g.high * 100:+.1f}]" + (" (within noise)" if g.within_noise else "")
@@ -166,8 +172,11 @@ def _top_table(data: ReportData, top_k: int) -> str:
     body = []
     for rank, r in enumerate(ranked(data)[:top_k], 1):
         gain = gains(data, r)
+        strongest = strongest_baseline(data.trials, r)
         attrs = "".join(f' data-vs-{m}="{g.mean:.6f}"' for m, g in gain.items() if g is not None)
-        gain_text = _gain_text(gain) if data.full_budget(r) else _not_compared(data, r)
+        attrs += f' data-strongest="{_esc(strongest["method"])}"' if strongest else ""
+        strongest_method = strongest["method"] if strongest else None
+        gain_text = _gain_text(gain, strongest_method) if data.full_budget(r) else _not_compared(data, r)
         cells = [
             f'<td class="num">{rank}</td>',
             f"<td><code>{_esc(r['trial_id'])}</code></td>",
@@ -195,10 +204,14 @@ def _pairs_table(data: ReportData) -> str:
             f"<td>{_esc(p.teacher_source or 'not prepared yet')}</td>",
             f'<td class="num">{_fmt_acc(p.alone_val_acc)}</td>',
             f'<td class="num">{_fmt_acc(p.kd_val_acc)}</td>',
+            f'<td class="num">{_fmt_acc(p.dkd_val_acc)}</td>',
+            f'<td class="num">{_fmt_acc(p.dist_val_acc)}</td>',
+            f"<td>{_esc(SHORT_NAMES.get(p.strongest or '', DASH))}</td>",
             f'<td class="num">{_fmt_acc(p.best_ofa_val_acc)}</td>',
         ]
         body.append(f'<tr data-pair="{i + 1}">' + "".join(cells) + "</tr>")
-    head = ["pair", "teacher val acc", "teacher test acc", "teacher", "student alone", "vanilla KD", "best OFA"]
+    head = ["pair", "teacher val acc", "teacher test acc", "teacher", "student alone", "vanilla KD", "DKD", "DIST"]
+    head += ["strongest baseline", "best OFA"]
     return _table(head, body)
 
 

@@ -11,9 +11,14 @@ import math
 from typing import TYPE_CHECKING
 
 from ofasearch.config import Choices, Range
+from ofasearch.config.registry import METHODS
 from ofasearch.results.outcome import BROKEN, COMPLETED, DIVERGED, ERROR, RUNNING, STOPPED
 from ofasearch.results.ranking import best_trial
 from ofasearch.results.report.data import ReportData, category, pair_color, pareto_front
+
+# how each baseline method is drawn: its learning curve's line style, its accuracy-latency marker
+BASELINE_LINES: dict[str, str | tuple] = {"none": "--", "kd": "-.", "dkd": (0, (5, 1, 1, 1, 1, 1)), "dist": (0, (8, 2))}
+BASELINE_MARKERS = {"none": "s", "kd": "^", "dkd": "v", "dist": "D"}
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -49,7 +54,7 @@ def learning_curves(data: ReportData) -> bytes:
             curves.setdefault(e["trial_id"], []).append((int(e["epoch"]), float(e["val_acc"])))
     fig = _figure(9, 6)
     ax = fig.add_subplot()
-    styles = {"none": "--", "kd": "-."}
+    styles = BASELINE_LINES
     for row in data.trials:
         points = sorted(curves.get(row["trial_id"], []))
         if not points or row["role"] == "confirm":  # reruns on other seeds: their means are in the tables
@@ -77,8 +82,10 @@ def learning_curves(data: ReportData) -> bytes:
     handles = [Line2D([], [], color=pair_color(i), linewidth=3, label=data.tags[i]) for i in range(len(data.pairs))]
     handles += [
         Line2D([], [], color="grey", linestyle="-", label="OFA search trial"),
-        Line2D([], [], color="grey", linestyle="--", linewidth=1.8, label="baseline: student alone"),
-        Line2D([], [], color="grey", linestyle="-.", linewidth=1.8, label="baseline: vanilla KD"),
+        *(
+            Line2D([], [], color="grey", linestyle=style, linewidth=1.8, label=f"baseline: {METHODS[m].label}")
+            for m, style in BASELINE_LINES.items()
+        ),
         Line2D([], [], color="grey", marker="x", markeredgewidth=2, linestyle="none", label="stopped by ASHA"),
         Line2D([], [], color="red", marker="v", linestyle=":", label="diverged (NaN loss), dotted"),
         Line2D([], [], color="black", marker="X", linestyle=":", label="error, dotted"),
@@ -204,7 +211,7 @@ def pareto(data: ReportData) -> bytes:
         ax.plot(
             r["latency_ms_b1"],
             r["val_acc"],
-            "s" if r["method"] == "none" else "^",
+            BASELINE_MARKERS.get(r["method"], "^"),
             markerfacecolor="none",
             markeredgecolor=data.color(r),
             markersize=8,
@@ -236,11 +243,17 @@ def pareto(data: ReportData) -> bytes:
     handles += [
         Line2D([], [], color="grey", marker="o", linestyle="none", label="OFA trial (full budget)"),
         Line2D([], [], color="black", marker="o", markerfacecolor="none", markersize=11, label="Pareto front"),
-        Line2D(
-            [], [], markeredgecolor="grey", markerfacecolor="none", marker="s", linestyle="none", label="student alone"
-        ),
-        Line2D(
-            [], [], markeredgecolor="grey", markerfacecolor="none", marker="^", linestyle="none", label="vanilla KD"
+        *(
+            Line2D(
+                [],
+                [],
+                markeredgecolor="grey",
+                markerfacecolor="none",
+                marker=mk,
+                linestyle="none",
+                label=METHODS[m].label,
+            )
+            for m, mk in BASELINE_MARKERS.items()
         ),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)

@@ -1,0 +1,176 @@
+"""Warm start: a new search's Optuna study learns from a finished search (``search.warm_start``).
+
+Same space (the same pairs, searched values with the same distributions, and budget): every
+finished search trial of the old folder is added to the new study as the trial it was for Optuna
+(COMPLETE with its last value for a full-budget run or a divergence, PRUNED with its per-epoch
+values for an ASHA stop), so TPE models them from the first proposal, as if the search went on.
+A different space: the old search's best full-budget configs (up to :data:`TOP_CONFIGS`) are
+enqueued where every value fits the new space (their pair exists, each value lies in the new range
+or choices), to run right after the paper defaults; one line names what was skipped and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.distributions import BaseDistribution
+from optuna.trial import TrialState, create_trial
+
+from ofasearch.config import Choices, Range, Spec
+from ofasearch.results.folder import load_folder_spec
+from ofasearch.results.outcome import COMPLETED, DIVERGED, STOPPED
+from ofasearch.results.ranking import ranked_trials
+from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE, read_rows
+from ofasearch.search.searcher import OptunaSearcher
+from ofasearch.search.space import SearchSpace, encode
+
+__all__ = ["TOP_CONFIGS", "WarmStart", "same_space", "warm_start"]
+
+logger = logging.getLogger(__name__)
+
+TOP_CONFIGS = 3  # a different space: at most this many of the old search's best configs are enqueued
+
+
+@dataclass
+class WarmStart:
+    """What a warm start did: trials added (by Optuna state), configs enqueued, what was skipped."""
+
+    same_space: bool
+    added: dict[str, int] = field(default_factory=dict)
+    enqueued: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def line(self, folder: Path) -> str:
+        """The one line the run prints."""
+        if self.same_space:
+            counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(self.added.items())) or "none"
+            text = f"warm start from {folder} (same space): added its finished trials to the study: {counts}"
+        else:
+            text = f"warm start from {folder} (different space): enqueued {self.enqueued} of its best configs"
+        return text + (f"; skipped {'; '.join(self.skipped)}" if self.skipped else "")
+
+
+def same_space(old: Spec, new: Spec) -> bool:
+    """Whether Optuna would see the old trials as points of the new space: same pairs, the same
+    searched values with the same distributions, the same budget (ASHA's rungs)."""
+    pairs = [(p.teacher.label, p.student.label) for p in old.pairs] == [
+        (p.teacher.label, p.student.label) for p in new.pairs
+    ]
+    searched = {k: v.model_dump() for k, v in old.searched_values().items()} == {
+        k: v.model_dump() for k, v in new.searched_values().items()
+    }
+    return pairs and searched and old.optim.epochs == new.optim.epochs
+
+
+def warm_start(searcher: OptunaSearcher, space: SearchSpace, folder: Path) -> WarmStart:
+    """Add ``folder``'s search to ``searcher``'s study (see the module docstring)."""
+    assert isinstance(space.spec, Spec)
+    old = load_folder_spec(folder)
+    rows = [r for r in read_rows(folder / TRIALS_FILE) if r["role"] == "search"]
+    if same_space(old, space.spec):
+        result = WarmStart(same_space=True)
+        epochs = read_rows(folder / EPOCHS_FILE) if (folder / EPOCHS_FILE).is_file() else []
+        for row in rows:
+            _add_finished(searcher, space, row, epochs, result)
+    else:
+        result = WarmStart(same_space=False)
+        all_rows = read_rows(folder / TRIALS_FILE)
+        for row in ranked_trials(all_rows, old.optim.epochs)[:TOP_CONFIGS]:
+            params, why = _fitting_params(space, row)
+            if params is None:
+                result.skipped.append(f"{row['trial_id']} ({why})")
+                continue
+            searcher.enqueue_warm(params)
+            result.enqueued += 1
+    logger.info(result.line(folder))
+    return result
+
+
+def _pair_index(space: SearchSpace, row: dict[str, Any]) -> int | None:
+    labels = [(p.teacher.label, p.student.label) for p in space.pairs]
+    key = (row["teacher"], row["student"])
+    return labels.index(key) if key in labels else None
+
+
+def _add_finished(
+    searcher: OptunaSearcher,
+    space: SearchSpace,
+    row: dict[str, Any],
+    epochs: list[dict[str, Any]],
+    result: WarmStart,
+) -> None:
+    """One old trial as the Optuna trial it was (errors and unfinished ones are left out)."""
+    pair = _pair_index(space, row)
+    if pair is None or row["status"] not in (COMPLETED, STOPPED, DIVERGED):
+        return
+    params = _row_params(space, row, pair)
+    distributions = _distributions(space, params)
+    curve = {int(e["epoch"]): float(e["val_acc"]) for e in epochs if e["trial_id"] == row["trial_id"]}
+    curve = {k: v for k, v in curve.items() if v == v}  # NaN: a diverged epoch is not a value
+    last = row.get("val_acc_last")
+    value = float(last if last is not None else row["val_acc"] or 0.0)
+    full = row["status"] == DIVERGED or int(row["epochs"] or 0) >= searcher.max_epochs
+    state = TrialState.COMPLETE if full else TrialState.PRUNED
+    trial = create_trial(
+        params=params,
+        distributions=distributions,
+        value=value if state is TrialState.COMPLETE else None,
+        state=state,
+        intermediate_values=curve,
+        user_attrs={"warm_start": str(row["trial_id"])},
+    )
+    searcher.study.add_trial(trial)
+    result.added[state.name] = result.added.get(state.name, 0) + 1
+
+
+def _row_params(space: SearchSpace, row: dict[str, Any], pair: int) -> dict[str, Any]:
+    """A trials-table row as Optuna params of ``space`` (lists are stored encoded: ``"1,2,3,4"``)."""
+    params: dict[str, Any] = {}
+    if len(space.pairs) > 1:
+        params["pair"] = space.pairs[pair].label
+    for path in space.spec.searched_values():
+        params[space.param_name(path, pair)] = encode(row[path])
+    return params
+
+
+def _distributions(space: SearchSpace, params: dict[str, Any]) -> dict[str, BaseDistribution]:
+    """The distributions the define-by-run space gives these params (asked once in a scratch study)."""
+    scratch = optuna.create_study(direction="maximize")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # enqueue_trial is experimental in some Optuna versions
+        scratch.enqueue_trial(params)
+        trial = scratch.ask()
+        space.define(trial)
+    return trial.distributions
+
+
+def _fitting_params(space: SearchSpace, row: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The old config as params of the new space, or None and why it does not fit."""
+    pair = _pair_index(space, row)
+    if pair is None:
+        return None, f"pair {row['teacher']} -> {row['student']} is not in this spec"
+    config = yaml.safe_load(row["config"]) if row.get("config") else {}
+    params: dict[str, Any] = {"pair": space.pairs[pair].label} if len(space.pairs) > 1 else {}
+    for path, dist in space.spec.searched_values().items():
+        section, key = path.split(".", 1)
+        value = (config.get(section) or {}).get(key, row.get(path))
+        if value is None:
+            return None, f"it has no {path}"
+        if path == "distill.stages":
+            allowed = [encode(c) for c in space.stage_choices(pair)]
+            fits = encode(value) in allowed
+        elif isinstance(dist, Choices):
+            fits = encode(value) in [encode(c) for c in dist.choices]
+        else:
+            assert isinstance(dist, Range)
+            fits = isinstance(value, (int, float)) and dist.low <= value <= dist.high
+        if not fits:
+            return None, f"{path} {encode(value)} outside this space"
+        params[space.param_name(path, pair)] = encode(value)
+    return params, ""
