@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_model
 from torch.utils.data import DataLoader, TensorDataset
 
 from ofasearch import OFADistiller, SpecError, load_config
-from ofasearch.data import load_splits
+from ofasearch.data import load_splits, resize_images
 from ofasearch.training.teacher import build_teacher, prepare_teacher
 
 
@@ -59,9 +59,13 @@ def main() -> int:
     torch.manual_seed(config.seed)
 
     # 1. Data: yours. Here the config's dataset, as tensors.
+    #    (datasets are stored at most at their native size: resize to the models' input size)
     splits = load_splits(config.data)
-    train = your_loader(splits.train.images, splits.train.labels, int(config.optim.batch_size), shuffle=True)
-    test = your_loader(splits.test.images, splits.test.labels, 256, shuffle=False)
+    size = splits.image_size
+    train = your_loader(
+        resize_images(splits.train.images, size), splits.train.labels, int(config.optim.batch_size), shuffle=True
+    )
+    test = your_loader(resize_images(splits.test.images, size), splits.test.labels, 256, shuffle=False)
 
     # 2. Models: the teacher from its checkpoint (an `auto` teacher is trained once and cached),
     #    then the distiller: the student exactly as searched (seeded with config.seed), the frozen

@@ -5,6 +5,8 @@ same settings where each tunable one may also be a :class:`Range` or :class:`Cho
 
 from ofasearch.config.loading import format_errors, load_config, load_spec, parse_config, parse_spec, read_yaml
 from ofasearch.config.schema import (
+    AugmentSearchSpec,
+    AugmentSpec,
     Choices,
     ConfirmSettings,
     DataSpec,
@@ -24,6 +26,8 @@ from ofasearch.config.schema import (
 )
 
 __all__ = [
+    "AugmentSearchSpec",
+    "AugmentSpec",
     "Choices",
     "DataSpec",
     "DistillSearchSpec",

@@ -37,11 +37,13 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import core_schema
 
-from ofasearch.config.registry import BASELINE_METHODS, METHODS, OPTIMIZERS
+from ofasearch.config.registry import BASELINE_METHODS, METHODS, OPTIMIZERS, RECIPES
 from ofasearch.config.registry import DATASETS as DATASET_REGISTRY
 from ofasearch.utils.storage import is_uri, uri_problem
 
 __all__ = [
+    "AugmentSearchSpec",
+    "AugmentSpec",
     "Choices",
     "DataSpec",
     "DistillSearchSpec",
@@ -65,6 +67,8 @@ __all__ = [
 
 DATASETS: tuple[str, ...] = tuple(DATASET_REGISTRY)
 STAGES = (1, 2, 3, 4)
+PAPER_PROTOCOL = "paper: val_acc is the TEST accuracy (best over epochs), trained on all of train"
+HELD_OUT_PROTOCOL = "held-out validation split of train (test never scored during training)"
 # Validation-context key of the function that checks a model name against the installed timm
 # (``loading`` passes it; results folders are read without it, see ``check_models``).
 MODEL_CHECK = "model_check"
@@ -264,6 +268,12 @@ def _eps_value(v: Any) -> bool:
     return _positive(v)
 
 
+def _checked(value: Any, names: typing.Iterable[str], what: str) -> Any:
+    if value not in tuple(names):
+        raise ValueError(f"{what} {value!r} is not allowed (allowed: {', '.join(names)})")
+    return value
+
+
 def _one_of(names: typing.Iterable[str]) -> Callable[[Any], bool]:
     allowed = tuple(names)
     return lambda v: v in allowed
@@ -271,6 +281,24 @@ def _one_of(names: typing.Iterable[str]) -> Callable[[Any], bool]:
 
 PositiveFloat = Annotated[float, Tunable(float, _positive, "must be > 0")]
 NonNegativeFloat = Annotated[float, Tunable(float, _non_negative, "must be >= 0")]
+UnitFloat = Annotated[float, Tunable(float, lambda v: _non_negative(v) and v < 1, "must be >= 0 and < 1")]
+CropName = Annotated[str, Tunable(str, _one_of(("pad", "rrc")), "allowed: pad, rrc")]
+NormalizeName = Annotated[str, Tunable(str, _one_of(("model", "dataset")), "allowed: model, dataset")]
+AutoAugment = Annotated[
+    str,
+    Tunable(
+        str,
+        lambda v: (
+            isinstance(v, str) and v.split("-")[0] in ("rand", "augmix", "original", "originalr", "v0", "v0r", "3a")
+        ),
+        "a timm auto_augment string such as rand-m9-mstd0.5-inc1, augmix-m5-w4-d2, original, v0 or 3a",
+    ),
+]
+RecipeName = Annotated[
+    str, BeforeValidator(lambda v: _checked(v, RECIPES, "recipe")), Field(description="a name in RECIPES")
+]
+# section -> its field names, for PairSpec.settings (filled once the sections are defined below)
+SECTION_FIELDS: dict[str, tuple[str, ...]] = {}
 PositiveInt = Annotated[int, Tunable(int, lambda v: v >= 1, "must be an integer >= 1")]
 NonNegativeInt = Annotated[int, Tunable(int, lambda v: v >= 0, "must be an integer >= 0")]
 MethodName = Annotated[str, Tunable(str, _one_of(METHODS), f"allowed: {', '.join(METHODS)}")]
@@ -302,7 +330,10 @@ class DataSpec(Strict):
     root: str = "auto"
     image_size: int | None = Field(default=None, ge=4, le=1024)
     train_subset: int | None = Field(default=None, ge=10)
-    val_fraction: float | None = Field(default=None, gt=0, lt=1)  # None: 0.1, unless val_size is given
+    # None: 0.1, unless val_size is given. 0: the paper's protocol (train on all of train, score
+    # every epoch on the test split and report the best): comparable with the paper's tables,
+    # but not a held-out estimate, and labelled as such in every output
+    val_fraction: float | None = Field(default=None, ge=0, lt=1)
     # a fixed number of validation images, held out before train_subset applies: how finely the
     # search's accuracies resolve does not then depend on how much it trains on
     val_size: int | None = Field(default=None, ge=10)
@@ -321,6 +352,16 @@ class DataSpec(Strict):
             if isinstance(data, dict) and data.get(key) is None:
                 data.pop(key, None)
         return data
+
+    @property
+    def paper_protocol(self) -> bool:
+        """Whether scores are taken on the test split (``val_fraction: 0``, as the paper reports)."""
+        return self.val_fraction == 0
+
+    @property
+    def protocol(self) -> str:
+        """How outputs label the scores."""
+        return PAPER_PROTOCOL if self.paper_protocol else HELD_OUT_PROTOCOL
 
     @model_validator(mode="after")
     def _one_val_rule(self) -> Self:
@@ -368,10 +409,30 @@ class ModelSpec(Strict):
 
 
 class PairSpec(Strict):
-    """A teacher and the student it distills into."""
+    """A teacher and the student it distills into.
+
+    ``recipe`` (a name in ``RECIPES``) overrides the document's for this pair; ``settings`` are
+    this pair's own values (dotted paths, e.g. ``distill.ofa_weight: 0.1``): over the spec's
+    constants, and for a value the spec searches, where this pair's first (enqueued) trial and
+    its baselines start. Values common to every pair are moved to the spec's sections when it
+    is read; what differs stays here."""
 
     teacher: ModelSpec
     student: ModelSpec
+    recipe: RecipeName | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("settings")
+    @classmethod
+    def _known_paths(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        for path in settings:
+            section, _, key = path.partition(".")
+            fields = SECTION_FIELDS.get(section)
+            if fields is None or key not in fields:
+                raise ValueError(
+                    f"{path!r} is not a setting; give section.key with section one of {', '.join(SECTION_FIELDS)}"
+                )
+        return settings
 
     @model_validator(mode="before")
     @classmethod
@@ -429,7 +490,39 @@ class OptimSpec(Strict):
     epochs: Budget = 5
     warmup_epochs: NonNegativeInt = 1
     clip_grad: NonNegativeFloat = 5.0
+    min_lr: NonNegativeFloat = 0.0  # where the cosine schedule ends
+    ema_decay: UnitFloat = 0.0  # > 0: timm's ModelEmaV3 of the student, which is then scored and shipped
     amp: bool = True
+
+
+class AugmentSpec(Strict):
+    """Training augmentation and label regularisation (timm's parts), replayable per (sample,
+    view) so the teacher-logit cache stays exact. The defaults are ofasearch's own pipeline:
+    a random crop of the stored images with zero padding + flip, no mixing, plain labels."""
+
+    # pad: crop of the image padded by 1/8 (+ flip); rrc: timm's RandomResizedCrop (+ flip) from
+    # the stored images to data.image_size, then the other timm transforms (create_transform)
+    crop: CropName = "pad"
+    auto_augment: AutoAugment | None = None  # a timm policy string, e.g. rand-m9-mstd0.5-inc1
+    color_jitter: NonNegativeFloat = 0.0
+    re_prob: UnitFloat = 0.0  # timm RandomErasing (pixel mode), after normalisation
+    mixup: NonNegativeFloat = 0.0  # Beta(alpha, alpha) of timm's Mixup; 0: off
+    cutmix: NonNegativeFloat = 0.0  # Beta(alpha, alpha) of timm's CutMix; 0: off
+    label_smoothing: UnitFloat = 0.0
+    # model: each model's own timm mean/std; dataset: the dataset's (data registry), for both models
+    normalize: NormalizeName = "model"
+
+    @model_validator(mode="after")
+    def _timm_transforms_need_rrc(self) -> Self:
+        uses = [k for k in ("auto_augment", "color_jitter", "re_prob") if getattr(self, k) not in (None, 0.0)]
+        if uses and self.crop == "pad":
+            raise ValueError(f"{', '.join(uses)} need crop: rrc (timm's create_transform pipeline)")
+        return self
+
+    @property
+    def mixes(self) -> bool:
+        """Whether images and labels are mixed (mixup or cutmix): labels become soft."""
+        return float(self.mixup) > 0 or float(self.cutmix) > 0
 
 
 def batch_split_problem(batch_size: Any, workers: int, where: str = "optim.batch_size") -> str | None:
@@ -455,6 +548,15 @@ def batch_split_problem(batch_size: Any, workers: int, where: str = "optim.batch
 
 DistillSearchSpec = searchable(DistillSpec, "DistillSearchSpec")
 OptimSearchSpec = searchable(OptimSpec, "OptimSearchSpec")
+AugmentSearchSpec = searchable(AugmentSpec, "AugmentSearchSpec")
+SEARCHABLE_SECTIONS = ("distill", "optim", "augment")
+SECTION_FIELDS.update(
+    {
+        "distill": tuple(DistillSpec.model_fields),
+        "optim": tuple(OptimSpec.model_fields),
+        "augment": tuple(AugmentSpec.model_fields),
+    }
+)
 
 
 class ConfirmSettings(Strict):
@@ -528,6 +630,8 @@ class _Document(Strict):
 
     name: str = Field(default="ofasearch", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
+    # a training recipe (ofasearch.config.registry.RECIPES) for every pair without its own
+    recipe: RecipeName = "default"
     data: DataSpec
     pairs: list[PairSpec]
 
@@ -546,7 +650,7 @@ class _Document(Strict):
             data["pairs"] = [{"teacher": _auto_teacher(t), "student": s} for t in teachers for s in students]
         if data.get("pairs") is None:
             data["pairs"] = []  # reported by the field check below, beside any other problem
-        return data
+        return _apply_recipes(data)
 
     @field_validator("pairs")
     @classmethod
@@ -558,7 +662,7 @@ class _Document(Strict):
     def searched_values(self) -> dict[str, Distribution]:
         """Every value given as a distribution, keyed by its dotted path (``distill.eps``)."""
         found: dict[str, Distribution] = {}
-        for section in ("distill", "optim"):
+        for section in SEARCHABLE_SECTIONS:
             for key, value in getattr(self, section):
                 if isinstance(value, (Range, Choices)):
                     found[f"{section}.{key}"] = value
@@ -595,6 +699,48 @@ def first_rung_after_warmup(epochs: int, warmup: Any) -> int:
     return min(int(epochs), longest + 1)
 
 
+def _apply_recipes(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill the values a document does not give from each pair's recipe (its own, else the
+    document's) and settings. A value every pair agrees on goes into the document's section; one
+    that differs between pairs (or that the document itself searches) stays in the pair's
+    ``settings``. The document's own values win over recipes; pair settings over both. Reading
+    the result again changes nothing (every value is then given)."""
+    pairs = data.get("pairs")
+    if not isinstance(pairs, list) or not pairs or not all(isinstance(p, dict) for p in pairs):
+        return data  # reported by the field checks
+    given = {
+        f"{section}.{key}"
+        for section in SEARCHABLE_SECTIONS
+        if isinstance(data.get(section), dict)
+        for key in data[section]
+    }
+    default = data.get("recipe", "default")
+    wanted: list[dict[str, Any]] = []
+    for pair in pairs:
+        name = pair.get("recipe") or default
+        recipe = RECIPES.get(name, {}) if isinstance(name, str) else {}  # a bad name is reported by its field
+        values = {path: value for path, value in recipe.items() if path not in given}
+        settings = pair.get("settings")
+        wanted.append({**values, **(settings if isinstance(settings, dict) else {})})
+    shared = {
+        path: value
+        for path, value in wanted[0].items()
+        if path not in given and all(path in w and w[path] == value for w in wanted[1:])
+    }
+    data = {**data, "pairs": []}
+    for section in {path.split(".", 1)[0] for path in shared}:
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            return {**data, "pairs": pairs}  # reported by the section's check
+        data[section] = dict(data.get(section) or {})
+    for path, value in shared.items():
+        section, key = path.split(".", 1)
+        data[section][key] = value
+    for pair, values in zip(pairs, wanted, strict=True):
+        own = {path: value for path, value in values.items() if path not in shared}
+        data["pairs"].append({**pair, "settings": own} if own or "settings" in pair else pair)
+    return data
+
+
 def _auto_teacher(model: Any) -> Any:
     """A teacher of ``teachers:`` without weights is trained once (``checkpoint: auto``)."""
     if isinstance(model, dict) and model.get("checkpoint") is None and not model.get("pretrained"):
@@ -612,6 +758,7 @@ class Spec(_Document):
 
     distill: DistillSearchSpec = Field(default_factory=DistillSearchSpec)
     optim: OptimSearchSpec = Field(default_factory=OptimSearchSpec)
+    augment: AugmentSearchSpec = Field(default_factory=AugmentSearchSpec)
     search: SearchSettings = Field(default_factory=SearchSettings)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     storage: str = "./ofasearch_results"
@@ -626,9 +773,24 @@ class Spec(_Document):
 
     @model_validator(mode="after")
     def _batch_splits_over_workers(self) -> Spec:
-        problem = batch_split_problem(self.optim.batch_size, self.resources.workers_per_trial)
+        workers = self.resources.workers_per_trial
+        problem = batch_split_problem(self.optim.batch_size, workers)
+        for i, pair in enumerate(self.pairs):
+            if problem is None and "optim.batch_size" in pair.settings:
+                where = f"pairs[{i}].settings.optim.batch_size"
+                problem = batch_split_problem(pair.settings["optim.batch_size"], workers, where)
         if problem:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> Spec:
+        budgets = {pair.settings["optim.epochs"] for pair in self.pairs if "optim.epochs" in pair.settings}
+        if budgets:
+            raise ValueError(
+                f"optim.epochs: the pairs' recipes or settings give different budgets {sorted(budgets)}; "
+                "a search has one (ASHA's max_t): set optim.epochs"
+            )
         return self
 
     @model_validator(mode="after")
@@ -641,8 +803,13 @@ class Spec(_Document):
         return self
 
     def first_rung_after_warmup(self) -> int:
-        """See :func:`first_rung_after_warmup`."""
-        return first_rung_after_warmup(self.optim.epochs, self.optim.warmup_epochs)
+        """See :func:`first_rung_after_warmup`; the longest warm-up of any pair (a pair's recipe
+        or settings may give its own)."""
+        rungs = [first_rung_after_warmup(self.optim.epochs, self.optim.warmup_epochs)]
+        for pair in self.pairs:
+            if "optim.warmup_epochs" in pair.settings:
+                rungs.append(first_rung_after_warmup(self.optim.epochs, pair.settings["optim.warmup_epochs"]))
+        return max(rungs)
 
     def resolve_paths(self, base: Path) -> Self:
         """Make ``storage``, ``data.root`` and checkpoint paths absolute (Ray trials chdir)."""
@@ -659,6 +826,7 @@ class TrainConfig(_Document):
 
     distill: DistillSpec = Field(default_factory=DistillSpec)
     optim: OptimSpec = Field(default_factory=OptimSpec)
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     @model_validator(mode="before")

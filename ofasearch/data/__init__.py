@@ -1,6 +1,16 @@
 """Datasets in memory with fixed splits, and replayable augmentation."""
 
 from ofasearch.data.augment import augment
-from ofasearch.data.datasets import ImageSet, Splits, find_fashion_mnist, load_splits
+from ofasearch.data.datasets import ImageSet, Splits, find_fashion_mnist, load_splits, resize_images
+from ofasearch.data.pipeline import Pipeline, TrainBatch
 
-__all__ = ["ImageSet", "Splits", "augment", "find_fashion_mnist", "load_splits"]
+__all__ = [
+    "ImageSet",
+    "Pipeline",
+    "Splits",
+    "TrainBatch",
+    "augment",
+    "find_fashion_mnist",
+    "load_splits",
+    "resize_images",
+]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["augment"]
+__all__ = ["augment", "sample_keys"]
 
 
-def _sample_keys(index: torch.Tensor, seed: int, view: int) -> torch.Tensor:
+def sample_keys(index: torch.Tensor, seed: int, view: int) -> torch.Tensor:
     """A pseudo-random non-negative int per sample, a pure function of (seed, view, index): O(batch)
     work, independent of batch order and of the dataset size (integer hash, wrapping int64)."""
     k = index.to(torch.int64) * 1_103_515_245 + (seed * 1_000_003 + view) * 2_654_435_761
@@ -33,7 +33,7 @@ def augment(
     """
     n, _, h, w = images.shape
     pad = max(1, h // 8) if pad is None else pad
-    keys = _sample_keys(index.cpu(), seed, view)
+    keys = sample_keys(index.cpu(), seed, view)
     dy = (keys % (2 * pad + 1)).to(images.device)
     dx = ((keys // (2 * pad + 1)) % (2 * pad + 1)).to(images.device)
     mirror = ((keys // (2 * pad + 1) ** 2) % 2 == 1).to(images.device) & flip

@@ -25,7 +25,7 @@ from ofasearch.config.registry import get_dataset
 from ofasearch.data.imagefolder import ImageFiles, read_imagefolder
 from ofasearch.errors import SpecError
 
-__all__ = ["LOADERS", "ImageSet", "Loader", "Source", "Splits", "find_fashion_mnist", "load_splits"]
+__all__ = ["LOADERS", "ImageSet", "Loader", "Source", "Splits", "find_fashion_mnist", "load_splits", "resize_images"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_VAL_FRACTION = 0.1  # of train (after train_subset), when neither val_size nor val_fraction is given
@@ -65,6 +65,9 @@ class Splits:
     image_size: int
     flip: bool
     augment: bool = True
+    # the dataset's per-channel mean/std in [0, 1] (data registry): augment.normalize: dataset
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
     origin: dict[str, str] | None = None  # where each split comes from (validate prints it)
     resize: str = "squash"
 
@@ -244,7 +247,11 @@ default image size and whether flips keep its labels)."""
 # ------------------------------------------------------------------------------ splits
 
 
-def _resize(images: torch.Tensor | ImageFiles, size: int) -> torch.Tensor | ImageFiles:
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images resized to ``size`` x ``size`` (bilinear, antialiased, rounded back to uint8);
+    unchanged when they already have that size. Datasets are stored at most at their native size
+    and upsampled per batch with this (``ofasearch.data.pipeline``), so a 224-px CIFAR run keeps
+    32-px images in memory."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images  # lazy images are decoded at their size already
     out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -273,13 +280,20 @@ def load_splits(spec: DataSpec) -> Splits:
         if spec.train_subset is not None:
             order = order[: spec.train_subset]
         fraction = spec.val_fraction if spec.val_fraction is not None else DEFAULT_VAL_FRACTION
-        n_val = max(1, int(round(len(order) * fraction)))
+        n_val = 0 if spec.paper_protocol else max(1, int(round(len(order) * fraction)))
         if len(order) - n_val < 1:
             raise SpecError([f"data.val_fraction: {fraction} leaves no training images"])
         val_index, train_index = order[:n_val], order[n_val:]
+    # the paper's protocol (val_fraction 0): every training image trains, the test split scores
     train_set = train.take(train_index)
-    val_set = source.val if val_index is None else train.take(val_index)
-    resized = [ImageSet(_resize(s.images, size), s.labels) for s in (train_set, val_set, test)]
+    if spec.paper_protocol:
+        val_set = test
+    else:
+        val_set = source.val if val_index is None else train.take(val_index)
+    # stored at most at the native size: a larger image_size is reached per batch by the
+    # pipeline (a 224-px CIFAR run keeps its 32-px images, 49x less memory)
+    stored = min(size, int(train.images.shape[-1]))
+    resized = [ImageSet(resize_images(s.images, stored), s.labels) for s in (train_set, val_set, test)]
     return Splits(
         *resized,
         num_classes=classes,
@@ -289,4 +303,6 @@ def load_splits(spec: DataSpec) -> Splits:
         augment=spec.augment,
         origin=source.origin,
         resize=spec.resize or "squash",
+        mean=info.mean,
+        std=info.std,
     )

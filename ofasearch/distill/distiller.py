@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import random_seed
 from torch import nn
 
@@ -23,7 +24,7 @@ from ofasearch.distill.loss import dist_loss, dkd_loss, kd_loss, ofa_loss
 from ofasearch.errors import SpecError
 from ofasearch.models import ModelInfo, build_model, describe_model, normalization
 
-__all__ = ["DKD_WARMUP_SHARE", "METHOD_LOSSES", "MethodLoss", "OFADistiller", "dkd_warmup_epochs"]
+__all__ = ["DKD_WARMUP_SHARE", "METHOD_LOSSES", "MethodLoss", "OFADistiller", "dkd_warmup_epochs", "gt_loss_for"]
 
 # DKD ramps its loss up linearly over its first 20 of 240 epochs (Zhao et al., CVPR 2022, CIFAR-100)
 DKD_WARMUP_SHARE = 20 / 240
@@ -97,6 +98,16 @@ def dkd_warmup_epochs(given: int | None, epochs: int) -> int:
     return given if given is not None else max(1, math.ceil(epochs * DKD_WARMUP_SHARE))
 
 
+def gt_loss_for(config: TrainConfig) -> nn.Module | None:
+    """timm's ground-truth criterion for the config's augmentation; None: plain cross-entropy."""
+    a = config.augment
+    if a.mixes and config.data.augment:
+        return SoftTargetCrossEntropy()
+    if float(a.label_smoothing) > 0:
+        return LabelSmoothingCrossEntropy(float(a.label_smoothing))
+    return None
+
+
 class OFADistiller(nn.Module):
     """Distil ``teacher`` into ``student`` (any timm models) with OFA-KD, or a baseline.
 
@@ -135,6 +146,8 @@ class OFADistiller(nn.Module):
         dist_beta: float = 1.0,
         dist_gamma: float = 1.0,
         dist_temperature: float = 1.0,
+        mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
+        gt_loss: nn.Module | None = None,
     ):
         super().__init__()
         if method not in METHODS or method not in METHOD_LOSSES:
@@ -168,8 +181,11 @@ class OFADistiller(nn.Module):
             teacher.eval()
             teacher.requires_grad_(False)
         in_chans = input_size[0]
-        self._register_norm("student", student, in_chans, normalize)
-        self._register_norm("teacher", teacher, in_chans, normalize)
+        self._register_norm("student", student, in_chans, normalize, mean_std)
+        self._register_norm("teacher", teacher, in_chans, normalize, mean_std)
+        # the ground-truth term: plain cross-entropy unless a recipe asks for timm's
+        # LabelSmoothingCrossEntropy / SoftTargetCrossEntropy (soft labels under mixup)
+        self.gt_loss = gt_loss
         self.branches = nn.ModuleDict()
         self._indices: list[int] = []
         self._prefix_kw: dict[str, bool] = {}
@@ -187,6 +203,7 @@ class OFADistiller(nn.Module):
         in_chans: int,
         image_size: int,
         teacher_features: int | None = None,
+        mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> OFADistiller:
         """The distiller a train config describes, for data of this shape (``Splits.model_args``).
 
@@ -194,6 +211,10 @@ class OFADistiller(nn.Module):
         ``config.seed``, so student and branches start the same whether or not a teacher was built
         (or trained) first. ``teacher`` is dropped when the method needs none; with cached teacher
         logits pass ``teacher=None`` and the teacher's ``teacher_features`` (branch width).
+        ``mean_std``: one normalisation for both models (``augment.normalize: dataset``). The
+        ground-truth loss follows ``config.augment``: timm's ``SoftTargetCrossEntropy`` when
+        images are mixed (mixup already smooths the soft labels), ``LabelSmoothingCrossEntropy``
+        with ``label_smoothing`` alone.
         """
         d = config.distill
         random_seed(config.seed)
@@ -224,6 +245,8 @@ class OFADistiller(nn.Module):
             dist_beta=d.dist_beta,
             dist_gamma=d.dist_gamma,
             dist_temperature=d.dist_temperature,
+            mean_std=mean_std,
+            gt_loss=gt_loss_for(config),
         )
 
     # ----------------------------------------------------------------------------- building
@@ -241,8 +264,17 @@ class OFADistiller(nn.Module):
             raise SpecError([f"distill.eps: {values} is not allowed; every eps must be > 0"])
         return tuple(values)
 
-    def _register_norm(self, name: str, model: nn.Module | None, in_chans: int, normalize: bool) -> None:
-        if model is None or not normalize:
+    def _register_norm(
+        self,
+        name: str,
+        model: nn.Module | None,
+        in_chans: int,
+        normalize: bool,
+        mean_std: tuple[Sequence[float], Sequence[float]] | None,
+    ) -> None:
+        if mean_std is not None and normalize:  # one normalisation for both models (e.g. the dataset's)
+            mean, std = tuple(mean_std[0]), tuple(mean_std[1])
+        elif model is None or not normalize:
             mean, std = (0.0,) * in_chans, (1.0,) * in_chans
         else:
             mean, std = normalization(model, in_chans)
@@ -321,7 +353,10 @@ class OFADistiller(nn.Module):
         """Total loss and its named parts (detached). ``teacher_logits`` skips the teacher
         (e.g. read from a logit cache)."""
         logits, exits = self.student_forward(images)
-        gt = F.cross_entropy(logits.float(), labels.float() if labels.ndim == 2 else labels)
+        if self.gt_loss is not None:
+            gt = self.gt_loss(logits.float(), labels)
+        else:
+            gt = F.cross_entropy(logits.float(), labels.float() if labels.ndim == 2 else labels)
         total = self.gt_weight * gt
         parts = {"gt": gt.detach()}
         if get_method(self.method).teacher:

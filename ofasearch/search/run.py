@@ -383,6 +383,7 @@ def _finish(spec: Spec, folder: Location) -> Location:
     rows = read_rows(folder / TRIALS_FILE)
     best = write_best(folder, rows, spec.optim.epochs)
     val_images = read_state(folder).get("val_images")
+    logger.info(f"scores: {spec.data.protocol}")
     for line in summary_lines(rows, spec.optim.epochs, list(spec.searched_values()), val_images):
         logger.info(line)
     logger.info(f"results: {folder} (trials.parquet, epochs.parquet, TensorBoard: tensorboard --logdir {folder})")

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ofasearch.config import Choices, DistillSpec, PairSpec, Range, Spec, TrainConfig, parse_config
-from ofasearch.config.registry import METHODS
+from ofasearch.config import AugmentSpec, Choices, DistillSpec, PairSpec, Range, Spec, TrainConfig, parse_config
+from ofasearch.config.registry import METHODS, RECIPES
 from ofasearch.errors import SpecError
 from ofasearch.utils.formatting import encode_list
 
@@ -156,11 +156,20 @@ class SearchSpace:
                 choices = self._stage_choices(pair)
                 point[name] = encode(max(choices, key=len))
             elif isinstance(dist, Choices):
-                wanted = PAPER_DEFAULTS.get(path)
+                wanted = self.paper_value(pair, path)
                 point[name] = encode(wanted if wanted in dist.choices else dist.choices[0])
             else:
-                point[name] = _default_in_range(path, dist)
+                point[name] = _default_in_range(path, dist, self.paper_value(pair, path))
         return point
+
+    def paper_value(self, pair: int, path: str) -> Any:
+        """Where ``pair`` starts for the searched value ``path``: the pair's own setting, else its
+        recipe's value, else the reference code's default (None when none of them says)."""
+        spec_pair = self.pairs[pair]
+        if path in spec_pair.settings:
+            return spec_pair.settings[path]
+        recipe = RECIPES[spec_pair.recipe or self.spec.recipe]
+        return recipe.get(path, PAPER_DEFAULTS.get(path))
 
     # ------------------------------------------------------------------ back to a train config
     def config_for(self, params: dict[str, Any], **overrides: Any) -> TrainConfig:
@@ -171,7 +180,9 @@ class SearchSpace:
             pair = [p.label for p in self.pairs].index(params["pair"])
         dump = self.spec.model_dump(mode="json")
         data = {key: value for key, value in dump.items() if key in TrainConfig.model_fields}
-        data["pairs"] = [data["pairs"][pair]]
+        data["pairs"] = [{**data["pairs"][pair], "settings": {}}]
+        for path, value in self.pairs[pair].settings.items():  # the pair's own values (recipe)
+            _set(data, path, value)
         for path in self.spec.searched_values():
             _set(data, path, decode(params[self.param_name(path, pair)]))
         for path, value in overrides.items():
@@ -184,15 +195,22 @@ class SearchSpace:
         method = "ofa" if any(self._method_can_be(m) for m, info in METHODS.items() if info.teacher) else "none"
         return DistillSpec(method=method, teacher_cache=d.teacher_cache, cache_views=d.cache_views)
 
+    def cache_augment(self, pair: int) -> AugmentSpec | None:
+        """The augmentation ``pair``'s cached teacher views are made with; None when the spec
+        searches an augmentation value (each trial would then see other views)."""
+        if any(path.startswith("augment.") for path in self.spec.searched_values()):
+            return None
+        return self.config_for(self.defaults(pair)).augment
+
     def pair_index_of(self, config: TrainConfig) -> int:
         """The index of ``config``'s pair among the spec's pairs."""
         labels = [(p.teacher.label, p.student.label) for p in self.pairs]
         return labels.index((config.pair.teacher.label, config.pair.student.label))
 
 
-def _default_in_range(path: str, dist: Range) -> float | int:
-    if path in PAPER_DEFAULTS:
-        value = min(max(float(PAPER_DEFAULTS[path]), dist.low), dist.high)
+def _default_in_range(path: str, dist: Range, wanted: Any) -> float | int:
+    if isinstance(wanted, (int, float)) and not isinstance(wanted, bool):
+        value = min(max(float(wanted), dist.low), dist.high)
     elif dist.log:
         value = math.sqrt(dist.low * dist.high)
     else:

@@ -7,10 +7,11 @@ verifies an intact entry (checksums) and rebuilds a damaged one.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from typing import Any
 
-from ofasearch.config import PairSpec, Spec
+from ofasearch.config import Spec
 from ofasearch.data import Splits, load_splits
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import update_state
@@ -19,6 +20,8 @@ from ofasearch.utils.storage import Location
 
 __all__ = ["confirm_caches", "prepare_teachers"]
 
+logger = logging.getLogger(__name__)
+
 
 def prepare_teachers(spec: Spec, space: SearchSpace, folder: Location) -> list[dict[str, Any]]:
     """Every pair's teacher (auto-trained once) and its logit cache, before any trial starts, so
@@ -26,23 +29,35 @@ def prepare_teachers(spec: Spec, space: SearchSpace, folder: Location) -> list[d
     splits = load_splits(spec.data)
     update_state(folder, val_images=len(splits.val))  # how finely val accuracy resolves, for the intervals
     teachers: list[dict[str, Any]] = []
-    for pair in space.pairs:
+    for i, pair in enumerate(space.pairs):
         info = prepare_teacher(pair.teacher, spec.data, splits, gpus=spec.resources.gpus_per_worker)
-        cache = _logit_cache(spec, space, pair, info, splits, spec.seed)
+        cache = _logit_cache(spec, space, i, info, splits, spec.seed)
         teachers.append({"info": asdict(info), "cache": cache, "cache_seed": spec.seed})
     return teachers
 
 
 def _logit_cache(
-    spec: Spec, space: SearchSpace, pair: PairSpec, info: TeacherInfo, splits: Splits, seed: int
+    spec: Spec, space: SearchSpace, pair: int, info: TeacherInfo, splits: Splits, seed: int
 ) -> dict[str, Any] | None:
-    """The teacher-logit cache of ``pair`` for runs of ``seed`` (its augmentation views), built once."""
+    """The teacher-logit cache of ``pair`` for runs of ``seed`` (its augmentation views), built
+    once; None (the teacher runs live) when the spec searches an augmentation value."""
+    augment = space.cache_augment(pair)
+    settings = space.cache_settings()
+    if augment is None:
+        if settings.method != "none" and settings.teacher_cache != "off":
+            searched = [p for p in spec.searched_values() if p.startswith("augment.")]
+            logger.info(
+                f"teacher-logit cache off for pair {pair}: the spec searches {', '.join(searched)}, so trials "
+                "see different views; the teacher runs live in every trial"
+            )
+        return None
     cache = prepare_logit_cache(
-        pair.teacher,
+        space.pairs[pair].teacher,
         info,
         spec.data,
         splits,
-        space.cache_settings(),
+        settings,
+        augment,
         seed=seed,
         epochs=spec.optim.epochs,
         gpus=spec.resources.gpus_per_worker,
@@ -55,6 +70,6 @@ def confirm_caches(spec: Spec, space: SearchSpace, teachers: list[dict[str, Any]
     """Logit caches for the confirmation seeds (each seed augments differently), into ``teachers``
     (built once, verified on every call)."""
     splits = load_splits(spec.data)
-    for pair, teacher in zip(space.pairs, teachers, strict=True):
+    for pair, teacher in enumerate(teachers):
         info = TeacherInfo(**teacher["info"])
         teacher["caches"] = {str(seed): _logit_cache(spec, space, pair, info, splits, seed) for seed in seeds}

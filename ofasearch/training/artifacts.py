@@ -51,6 +51,7 @@ def summarize(
     epoch's report."""
     last = result.history[-1] if result.history else None
     return {
+        "protocol": config.data.protocol,
         "val_acc": result.best_val_acc,
         "val_acc_last": last.val_acc if last else 0.0,
         "test_acc": result.test_acc,

@@ -28,7 +28,15 @@ from ofasearch.training.logit_cache import LogitCache
 from ofasearch.training.loop import EpochReport, FitResult, fit, pick_device
 from ofasearch.training.teacher import TeacherInfo, build_teacher, prepare_logit_cache, prepare_teacher
 
-__all__ = ["build_distiller", "fit_for_search", "log_summary", "prepare_teacher_and_cache", "train", "train_worker"]
+__all__ = [
+    "build_distiller",
+    "fit_for_search",
+    "input_normalization",
+    "log_summary",
+    "prepare_teacher_and_cache",
+    "train",
+    "train_worker",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +54,15 @@ def build_distiller(
         config,
         teacher_model,
         teacher_features=cache.teacher_features if cache is not None else None,
+        mean_std=input_normalization(config, splits),
         **splits.model_args,
     )
+
+
+def input_normalization(config: TrainConfig, splits: Splits) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """One mean/std for both models (``augment.normalize: dataset``, the paper's CIFAR setting);
+    None: each model its own timm normalisation."""
+    return (splits.mean, splits.std) if config.augment.normalize == "dataset" else None
 
 
 def prepare_teacher_and_cache(
@@ -57,7 +72,7 @@ def prepare_teacher_and_cache(
     made once in the driver before any worker starts; (None, None) for the student alone."""
     logger.info(
         f"data: {config.data.dataset} train {len(splits.train)} / val {len(splits.val)} / test "
-        f"{len(splits.test)} images of {splits.input_size}"
+        f"{len(splits.test)} images of {splits.input_size}; scores: {config.data.protocol}"
     )
     if not get_method(config.distill.method).teacher:
         return None, None
@@ -68,6 +83,7 @@ def prepare_teacher_and_cache(
         config.data,
         splits,
         config.distill,
+        config.augment,
         seed=config.seed,
         epochs=int(config.optim.epochs),
         gpus=gpus,
@@ -109,6 +125,8 @@ def log_summary(config: TrainConfig, summary: dict[str, Any], output: Path) -> N
         f"test_acc {test_acc if test_acc is None else round(test_acc, 4)} "
         f"in {summary['train_seconds']:.1f}s; written to {output}"
     )
+    if config.data.paper_protocol:
+        logger.info(f"scores: {config.data.protocol}")
 
 
 def train_worker(
@@ -190,6 +208,7 @@ def _fit_config(
         seed=config.seed,
         device=device,
         logit_cache=cache,
+        augment=config.augment,
         report=lambda entry, d: report(entry, d, cost),
         **fit_kwargs,
     )

@@ -1,10 +1,12 @@
 """The teacher-logit cache: the frozen teacher runs once per (sample, view), never in a trial.
 
-OFA-KD only needs the teacher's final logits. The training loop's augmentation is replayable
-(crop/flip of sample i in view v is a pure function of seed, v and i), so the logits of every
-(sample, view) can be computed once, stored as a float16 memory-mapped array of shape
-(N, V, classes) keyed by teacher weights + data + transform + V, and read by every trial and run
-(epoch e uses view e mod V). Building takes a file lock: concurrent builders wait, none repeat it.
+OFA-KD only needs the teacher's final logits. The training loop's views are replayable (the
+crop, timm transforms and mixup/cutmix partner and lambda of sample i in view v are a pure
+function of seed, v and i: ``ofasearch.data.pipeline``), so the logits of every (sample, view)
+can be computed once, stored as a float16 memory-mapped array of shape (N, V, classes) keyed by
+teacher weights + data + augmentation + V, and read by every trial and run (epoch e uses view
+e mod V). By default V = epochs: a cached run sees exactly the images and logits a live run
+would. Building takes a file lock: concurrent builders wait, none repeat it.
 
 Nothing is trusted because it exists: ``meta.json`` records the size and SHA-256 of ``logits.f16``
 and every process checks them before it maps the file (a truncated file would fail to map, random
@@ -27,7 +29,8 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from ofasearch.data import Splits, augment
+from ofasearch.config import AugmentSpec
+from ofasearch.data import Pipeline, Splits
 from ofasearch.models import normalization
 from ofasearch.utils.files import (
     CorruptFileError,
@@ -43,14 +46,21 @@ __all__ = ["LogitCache", "cache_key", "cache_views", "open_or_build"]
 
 logger = logging.getLogger(__name__)
 
-MAX_DEFAULT_VIEWS = 32
 LOGITS_FILE = "logits.f16"
 
 
 def cache_views(epochs: int, views: int | None) -> int:
-    """Views to cache: the configured number, else one per epoch (at most 32). With V >= epochs a
-    cached run sees exactly the images and logits a live run would."""
-    return int(views) if views else max(1, min(int(epochs), MAX_DEFAULT_VIEWS))
+    """Views to cache: the configured number, else one per epoch, so that a cached run sees
+    exactly the images and logits a live run would (fewer views than epochs: epoch e reuses view
+    e mod V, and the run says so)."""
+    chosen = int(views) if views else max(1, int(epochs))
+    if chosen < epochs:
+        logger.warning(
+            f"teacher-logit cache: distill.cache_views {chosen} < {epochs} epochs: epoch e reuses view e mod "
+            f"{chosen}, so the run sees {chosen} distinct augmentations of each image where a live teacher "
+            f"would see {epochs} (leave cache_views unset for exact replay)"
+        )
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -101,12 +111,22 @@ class LogitCache:
         return self.path.stat().st_size
 
 
-def cache_key(teacher_checkpoint: str | None, teacher_name: str, data: dict, seed: int, views: int) -> str:
+def cache_key(
+    teacher_checkpoint: str | None,
+    teacher_name: str,
+    data: dict,
+    seed: int,
+    views: int,
+    augment: dict | None = None,
+    mean_std: tuple | None = None,
+) -> str:
     """Hash of everything that decides the cached values: teacher weights (file content digest),
-    data spec, augmentation seed and the number of views."""
+    data spec, augmentation settings and seed, the teacher's input normalisation and the number
+    of views."""
     digest = cached_file_digest(teacher_checkpoint) if teacher_checkpoint else "pretrained"
-    # "v" versions the augmentation function: changing it changes every cached value
-    payload = {"teacher": teacher_name, "weights": digest, "data": data, "seed": seed, "views": views, "v": 2}
+    payload = {"teacher": teacher_name, "weights": digest, "data": data, "seed": seed, "views": views}
+    # "v" versions the augmentation functions: changing them changes every cached value
+    payload.update({"augment": augment or {}, "norm": [list(m) for m in mean_std or ()], "v": 3})
     return content_hash(payload)
 
 
@@ -114,6 +134,8 @@ def cache_key(teacher_checkpoint: str | None, teacher_name: str, data: dict, see
 def _build(
     teacher: nn.Module,
     splits: Splits,
+    pipeline: Pipeline,
+    mean_std: tuple[tuple[float, ...], tuple[float, ...]],
     seed: int,
     views: int,
     out: Path,
@@ -123,7 +145,7 @@ def _build(
     progress: bool,
 ) -> None:
     n, classes = len(splits.train), splits.num_classes
-    mean, std = normalization(teacher, splits.in_chans)
+    mean, std = mean_std
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
     teacher = teacher.to(device).eval()
@@ -136,11 +158,7 @@ def _build(
     for view in range(views):
         for start in range(0, n, batch_size):
             idx = torch.arange(start, min(start + batch_size, n))
-            images = splits.train.images[idx].to(device)
-            if splits.augment:
-                x = augment(images, idx, seed=seed, view=view, flip=splits.flip)
-            else:
-                x = images.float().div_(255.0)
+            x = pipeline.train_batch(splits.train, idx, seed=seed, view=view)[0].to(device)
             array[start : start + len(idx), view] = teacher((x - mean_t) / std_t).float().cpu().numpy()
             if bar is not None:
                 bar.update(len(idx))
@@ -156,12 +174,16 @@ def open_or_build(
     *,
     seed: int,
     views: int,
+    pipeline: Pipeline | None = None,
+    mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
     device: torch.device | None = None,
     batch_size: int = 256,
     progress: bool = False,
 ) -> LogitCache:
     """Return the verified cache in ``folder``, building it first (under a lock, taken only when
-    something must be built) when it is missing or damaged."""
+    something must be built) when it is missing or damaged. ``pipeline`` makes the views exactly
+    as the training loop does (default: ofasearch's pad-crop + flip); ``mean_std`` is the
+    teacher's input normalisation in the distiller (default: its own timm mean/std)."""
     shape = (len(splits.train), views, splits.num_classes)
     cache = _open_verified(folder, shape, warn=True)
     if cache is not None:
@@ -175,9 +197,14 @@ def open_or_build(
         tmp.mkdir(parents=True, exist_ok=True)
         logger.info(f"building the teacher-logit cache: {len(splits.train)} images x {views} views -> {folder}")
         start = time.perf_counter()
+        if mean_std is None:
+            mean, std = normalization(teacher, splits.in_chans)
+            mean_std = (tuple(mean), tuple(std))
         _build(
             teacher,
             splits,
+            pipeline or Pipeline(AugmentSpec(), splits),
+            mean_std,
             seed,
             views,
             tmp / LOGITS_FILE,

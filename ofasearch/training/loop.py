@@ -19,13 +19,13 @@ import torch
 import torch.distributed as dist
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-from timm.utils import NativeScaler, dispatch_clip_grad
+from timm.utils import ModelEmaV3, NativeScaler, dispatch_clip_grad
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from ofasearch.config import OptimSpec
+from ofasearch.config import AugmentSpec, OptimSpec
 from ofasearch.config.schema import batch_split_problem
-from ofasearch.data import ImageSet, Splits, augment
+from ofasearch.data import ImageSet, Pipeline, Splits
 from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
 from ofasearch.training.logit_cache import LogitCache
@@ -99,17 +99,26 @@ def _all_sum(values: list[float], device: torch.device) -> list[float]:
 
 
 @torch.no_grad()
-def evaluate(distiller: OFADistiller, data: ImageSet, device: torch.device, batch_size: int = 256) -> float:
-    """Top-1 accuracy of the student alone on ``data``; exact under DDP (rank-strided shards)."""
+def evaluate(
+    distiller: OFADistiller,
+    data: ImageSet,
+    device: torch.device,
+    batch_size: int = 256,
+    *,
+    pipeline: Pipeline,
+    student: nn.Module | None = None,
+) -> float:
+    """Top-1 accuracy of the student alone (or ``student``, e.g. its EMA) on ``data``, through
+    the pipeline's eval transform; exact under DDP (rank-strided shards)."""
     rank, world = _world()
-    student = distiller.student
+    student = student if student is not None else distiller.student
     was_training = student.training
     student.eval()
     correct = total = 0
     index = torch.arange(rank, len(data), world)
     for start in range(0, len(index), batch_size):
         idx = index[start : start + batch_size]
-        images = data.images[idx].to(device).float().div_(255.0)
+        images = pipeline.eval_images(data.images[idx]).to(device)
         logits = student((images - distiller.student_mean) / distiller.student_std)
         correct += int((logits.argmax(-1).cpu() == data.labels[idx]).sum())
         total += len(idx)
@@ -135,6 +144,8 @@ class _Training:
     device: torch.device
     seed: int
     logit_cache: LogitCache | None
+    pipeline: Pipeline
+    ema: ModelEmaV3 | None  # timm's EMA of the student's weights (optim.ema_decay > 0)
     updates: int = 0
 
 
@@ -146,6 +157,7 @@ def _start(
     seed: int,
     device: torch.device,
     logit_cache: LogitCache | None,
+    pipeline: Pipeline,
 ) -> _Training:
     """Move the distiller to ``device``, wrap it for DDP and build optimiser, schedule and scaler."""
     rank, world = _world()
@@ -175,7 +187,11 @@ def _start(
         data=data,
         optimizer=optimizer,
         scheduler=_schedule(
-            optimizer, float(optim.lr), int(optim.warmup_epochs) * steps_per_epoch, int(optim.epochs) * steps_per_epoch
+            optimizer,
+            float(optim.lr),
+            int(optim.warmup_epochs) * steps_per_epoch,
+            int(optim.epochs) * steps_per_epoch,
+            float(optim.min_lr),
         ),
         scaler=NativeScaler(device=device.type) if use_amp else None,
         clip_grad=clip if clip > 0 else None,
@@ -185,11 +201,15 @@ def _start(
         device=device,
         seed=seed,
         logit_cache=logit_cache,
+        pipeline=pipeline,
+        ema=ModelEmaV3(distiller.student, decay=float(optim.ema_decay)) if float(optim.ema_decay) > 0 else None,
     )
 
 
-def _schedule(optimizer: torch.optim.Optimizer, lr: float, warmup_steps: int, total_steps: int) -> CosineLRScheduler:
-    """Linear warm-up from ``lr / (warmup + 1)``, then cosine decay to zero, stepped per update.
+def _schedule(
+    optimizer: torch.optim.Optimizer, lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0
+) -> CosineLRScheduler:
+    """Linear warm-up from ``lr / (warmup + 1)``, then cosine decay to ``min_lr``, stepped per update.
     (That warm-up start makes update ``t`` use ``lr * (t + 1) / (warmup + 1)``: the first update
     already learns.)"""
     return CosineLRScheduler(
@@ -198,21 +218,20 @@ def _schedule(optimizer: torch.optim.Optimizer, lr: float, warmup_steps: int, to
         warmup_t=warmup_steps,
         warmup_lr_init=lr / (warmup_steps + 1),
         warmup_prefix=True,
+        lr_min=min_lr,
         t_in_epochs=False,
     )
 
 
 def _batch(run: _Training, idx: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Images (augmented with this epoch's view), labels and, with a logit cache, the teacher's
-    cached logits of exactly that view."""
+    """Images (this epoch's view, replayable: augmented and possibly mixed), targets (labels, or
+    soft labels when mixed) and, with a logit cache, the teacher's cached logits of exactly
+    those images."""
     cache = run.logit_cache
     view = epoch % cache.views if cache is not None else epoch
-    images = run.data.train.images[idx].to(run.device, non_blocking=True)
-    if run.data.augment:
-        images = augment(images, idx, seed=run.seed, view=view, flip=run.data.flip)
-    else:
-        images = images.float().div_(255.0)
-    labels = run.data.train.labels[idx].to(run.device, non_blocking=True)
+    images, labels = run.pipeline.train_batch(run.data.train, idx, seed=run.seed, view=view)
+    images = images.to(run.device, non_blocking=True)
+    labels = labels.to(run.device, non_blocking=True)
     cached = cache.lookup(idx, view).to(run.device) if cache is not None else None
     return images, labels, cached
 
@@ -235,6 +254,8 @@ def _train_step(run: _Training, idx: torch.Tensor, epoch: int) -> tuple[torch.Te
         run.optimizer.step()
     run.updates += 1
     run.scheduler.step_update(run.updates)
+    if run.ema is not None:
+        run.ema.update(run.distiller.student, step=run.updates)
     return loss.detach(), parts
 
 
@@ -285,6 +306,7 @@ def fit(
     progress: bool = False,
     evaluate_test: bool = True,
     logit_cache: LogitCache | None = None,
+    augment: AugmentSpec | None = None,
 ) -> FitResult:
     """Train ``distiller``'s student (and exit branches) for ``optim.epochs`` epochs.
 
@@ -292,8 +314,13 @@ def fit(
     :class:`EpochReport` through ``report`` (on every rank: Ray's report is a barrier) and stops at
     the first non-finite loss, marking the run diverged. With ``logit_cache`` the teacher never
     runs: epoch e reads the cached logits of view ``e mod V`` and augments with that same view.
+    ``augment`` (default: ofasearch's pad-crop + flip) builds the training views. With
+    ``optim.ema_decay`` the EMA weights are scored every epoch and become the student at the end
+    (as timm's train.py scores its EMA model).
     """
-    run = _start(distiller, data, optim, seed=seed, device=device, logit_cache=logit_cache)
+    pipeline = Pipeline(augment or AugmentSpec(), data)
+    run = _start(distiller, data, optim, seed=seed, device=device, logit_cache=logit_cache, pipeline=pipeline)
+    scored = run.ema.module if run.ema is not None else None
     epochs = int(optim.epochs)
     bar = _progress(epochs * run.steps_per_epoch) if progress and _world()[0] == 0 else None
     history: list[EpochReport] = []
@@ -303,7 +330,7 @@ def fit(
         sums, seen, diverged = _train_epoch(run, epoch, bar)
         train_seconds += time.perf_counter() - start
         means = _mean_over_ranks(sums, seen, device)
-        val_acc = 0.0 if diverged else evaluate(distiller, data.val, device)
+        val_acc = 0.0 if diverged else evaluate(distiller, data.val, device, pipeline=pipeline, student=scored)
         best = max(best, val_acc)
         entry = EpochReport(
             epoch=epoch + 1,
@@ -323,7 +350,9 @@ def fit(
             break
     if bar is not None:
         bar.close()
-    test_acc = evaluate(distiller, data.test, device) if evaluate_test and not diverged else None
+    if run.ema is not None and not diverged:  # the EMA weights are what was scored: ship them
+        distiller.student.load_state_dict(run.ema.module.state_dict())
+    test_acc = evaluate(distiller, data.test, device, pipeline=pipeline) if evaluate_test and not diverged else None
     return FitResult(distiller, history, best, test_acc, train_seconds, diverged)
 
 

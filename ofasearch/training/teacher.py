@@ -29,12 +29,12 @@ from safetensors.torch import load_file, save_model
 from timm.utils import random_seed
 from torch import nn
 
-from ofasearch.config import DataSpec, DistillSpec, ModelSpec, OptimSpec
+from ofasearch.config import AugmentSpec, DataSpec, DistillSpec, ModelSpec, OptimSpec
 from ofasearch.config.registry import get_method
-from ofasearch.data import Splits
+from ofasearch.data import Pipeline, Splits
 from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
-from ofasearch.models import build_model, load_weights
+from ofasearch.models import build_model, load_weights, normalization
 from ofasearch.training.logit_cache import LogitCache, cache_key, cache_views, open_or_build
 from ofasearch.training.loop import fit, pick_device
 from ofasearch.utils.files import (
@@ -258,6 +258,7 @@ def prepare_logit_cache(
     data: DataSpec,
     splits: Splits,
     distill: DistillSpec,
+    augment: AugmentSpec | None = None,
     *,
     seed: int,
     epochs: int,
@@ -268,15 +269,31 @@ def prepare_logit_cache(
     ``teacher_cache: off`` or there is no teacher to cache."""
     if distill.teacher_cache == "off" or not get_method(distill.method).teacher:
         return None
-    # Only replayable crop/flip exists in ofasearch's pipeline, so ``auto`` always caches; a
-    # non-replayable augmentation (mixup, RandAugment) would have to turn ``auto`` off here.
+    # Every view of ofasearch's pipeline (crop, timm transforms, mixup/cutmix) is replayable per
+    # (seed, view, sample), so ``auto`` always caches.
+    augment = augment or AugmentSpec()
     views = cache_views(epochs, distill.cache_views)
-    key = cache_key(info.checkpoint, teacher.label, data.model_dump(exclude={"root"}), seed, views)
     model = build_teacher(teacher, info, splits)
+    if augment.normalize == "dataset":
+        mean_std = (tuple(splits.mean), tuple(splits.std))
+    else:
+        mean, std = normalization(model, splits.in_chans)
+        mean_std = (tuple(mean), tuple(std))
+    key = cache_key(
+        info.checkpoint,
+        teacher.label,
+        data.model_dump(exclude={"root"}),
+        seed,
+        views,
+        augment.model_dump(mode="json"),
+        mean_std,
+    )
     return open_or_build(
         model,
         splits,
         cache_root() / "logits" / key,
+        pipeline=Pipeline(augment, splits),
+        mean_std=mean_std,
         seed=seed,
         views=views,
         device=pick_device(gpus),

@@ -5,6 +5,7 @@ import yaml
 
 from ofasearch import SpecError, load_config, load_spec
 from ofasearch.config import Choices, Range, parse_config, parse_spec
+from ofasearch.config.registry import RECIPES
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = {
@@ -212,7 +213,9 @@ def test_old_train_configs_with_search_and_storage_still_load(tmp_path):
     path.write_text(yaml.safe_dump(old))
     config = load_config(path)
     assert config == parse_config(BASE)
-    assert set(yaml.safe_load(config.to_yaml())) == {"name", "seed", "data", "pairs", "distill", "optim", "resources"}
+    assert set(yaml.safe_load(config.to_yaml())) == {
+        *("name", "seed", "recipe", "data", "pairs", "distill", "optim", "augment", "resources")
+    }
     assert not hasattr(config, "search") and not hasattr(config, "storage")
 
 
@@ -242,3 +245,77 @@ def test_search_baselines_are_a_list_of_methods_default_all_four():
     assert problems({**BASE, "search": {"baselines": ["kd", "kd"]}}) == ["search.baselines: kd given twice"]
     (line,) = problems({**BASE, "search": {"baselines": ["ofa"]}})
     assert line.startswith("search.baselines[0]: 'ofa' is not allowed") and "'dkd'" in line
+
+
+def test_recipes_fill_what_the_config_does_not_give():
+    """A recipe is data: every value it sets can be given, which wins, or searched."""
+    config = parse_config({**BASE, "recipe": "paper-vit", "optim": {"lr": 1e-3}})
+    assert config.optim.lr == 1e-3, "the config's own value wins over its recipe"
+    assert (config.optim.name, config.optim.warmup_epochs, config.optim.ema_decay) == ("adamw", 20, 0.9998)
+    a = config.augment
+    assert (a.crop, a.auto_augment, a.mixup, a.cutmix, a.re_prob, a.label_smoothing) == (
+        "rrc",
+        "rand-m9-mstd0.5-inc1",
+        0.8,
+        1.0,
+        0.25,
+        0.1,
+    )
+    assert (config.optim.epochs, config.optim.batch_size) == (300, 1024)
+    again = parse_config(yaml.safe_load(config.to_yaml()))
+    assert again == config, "a resolved config reads back the same"
+    cnn = parse_config({**BASE, "recipe": "paper-cnn"})
+    assert (cnn.optim.name, cnn.optim.lr, cnn.optim.weight_decay, cnn.optim.min_lr, cnn.optim.clip_grad) == (
+        "sgd",
+        0.05,
+        2e-3,
+        1e-3,
+        0.0,
+    )
+    assert not cnn.augment.mixes and cnn.augment.label_smoothing == 0.1
+    default = parse_config(BASE)
+    assert default.optim == parse_config({**BASE, "recipe": "default"}).optim
+    assert (default.augment.crop, default.augment.label_smoothing, default.optim.ema_decay) == ("pad", 0.0, 0.0)
+
+
+def test_pair_recipes_differ_and_shared_values_move_to_the_spec():
+    pairs = [
+        {"teacher": {"model": "resnet10t"}, "student": {"model": "resnet18"}, "recipe": "paper-cnn"},
+        {
+            "teacher": {"model": "resnet10t"},
+            "student": {"model": "deit_tiny_patch16_224"},
+            "recipe": "paper-vit",
+            "settings": {"distill.ofa_weight": 0.1},
+        },
+    ]
+    spec = parse_spec({**BASE, "pairs": pairs, "distill": {"ofa_weight": {"low": 0.05, "high": 1.0, "log": True}}})
+    assert (spec.optim.epochs, spec.optim.batch_size, spec.augment.crop) == (300, 1024, "rrc"), "shared: hoisted"
+    assert spec.pairs[0].settings["optim.name"] == "sgd" and spec.pairs[1].settings["optim.name"] == "adamw"
+    assert spec.pairs[1].settings["distill.ofa_weight"] == 0.1, "a searched value's pair setting stays on the pair"
+    assert parse_spec(yaml.safe_load(spec.to_yaml())) == spec
+    (line,) = problems({**BASE, "pairs": [{**pairs[0], "settings": {"optim.epochs": 10}}, pairs[1]]})
+    assert line.startswith("optim.epochs: the pairs' recipes or settings give different budgets [10, 300]")
+    assert parse_spec({**BASE, "pairs": pairs, "optim": {"epochs": 10}}).optim.epochs == 10
+
+
+def test_bad_recipes_and_settings_are_one_line_each():
+    assert problems({**BASE, "recipe": "paper"}) == [
+        "recipe: recipe 'paper' is not allowed (allowed: default, paper-cnn, paper-vit)"
+    ]
+    pair = {**BASE["pairs"][0], "settings": {"optim.lrate": 0.1}}
+    (line,) = problems({**BASE, "pairs": [pair]})
+    assert line.startswith("optim.lrate: unknown key (allowed: amp, batch_size")
+    (line,) = problems({**BASE, "augment": {"auto_augment": "rand-m9"}}, parse_config)
+    assert line == "augment: auto_augment need crop: rrc (timm's create_transform pipeline)"
+    (line,) = problems({**BASE, "augment": {"crop": "rrc", "auto_augment": "fancy"}}, parse_config)
+    assert line.startswith("augment.auto_augment: 'fancy' is not allowed; a timm auto_augment string")
+
+
+def test_every_recipe_value_is_a_valid_setting():
+    for name, recipe in RECIPES.items():
+        sections: dict = {}
+        for path, value in recipe.items():
+            section, key = path.split(".", 1)
+            sections.setdefault(section, {})[key] = value
+        config, named = parse_config({**BASE, **sections}), parse_config({**BASE, "recipe": name})
+        assert (config.optim, config.augment) == (named.optim, named.augment), name

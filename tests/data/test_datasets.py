@@ -10,7 +10,9 @@ def test_digits_split_is_fixed_and_disjoint():
     b = load_splits(DataSpec(dataset="digits", image_size=16))
     assert torch.equal(a.val.images, b.val.images) and torch.equal(a.train.labels, b.train.labels)
     assert (len(a.train), len(a.val), len(a.test)) == (1294, 144, 359)
-    assert a.train.images.shape[1:] == (1, 16, 16) and a.train.images.dtype == torch.uint8
+    # stored at the native 8 px, upsampled per batch to the 16-px input (ofasearch.data.pipeline)
+    assert a.train.images.shape[1:] == (1, 8, 8) and a.input_size == (1, 16, 16)
+    assert a.train.images.dtype == torch.uint8
     train_rows = {bytes(x.numpy()) for x in a.train.images}
     assert not any(bytes(x.numpy()) in train_rows for x in a.val.images[:50])
     assert a.num_classes == 10 and not a.flip
@@ -46,8 +48,11 @@ def test_fashion_mnist_from_the_debian_package():
     s = load_splits(DataSpec(dataset="fashion-mnist", val_fraction=0.1))
     assert (len(s.train), len(s.val), len(s.test)) == (54000, 6000, 10000)
     assert s.input_size == (1, 28, 28) and s.flip
-    resized = load_splits(DataSpec(dataset="fashion-mnist", image_size=32, train_subset=100))
-    assert resized.train.images.shape[1:] == (1, 32, 32)
+    larger = load_splits(DataSpec(dataset="fashion-mnist", image_size=32, train_subset=100))
+    assert larger.train.images.shape[1:] == (1, 28, 28), "never upsampled in memory"
+    assert larger.input_size == (1, 32, 32)
+    smaller = load_splits(DataSpec(dataset="fashion-mnist", image_size=16, train_subset=100))
+    assert smaller.train.images.shape[1:] == (1, 16, 16), "downsized once at load"
 
 
 def test_augmentation_replays_per_sample_and_view():
@@ -80,3 +85,13 @@ def test_a_loader_for_every_registered_dataset_and_no_other():
     from ofasearch.data.datasets import LOADERS
 
     assert set(LOADERS) == set(DATASETS)
+
+
+def test_paper_protocol_trains_on_all_and_scores_on_test():
+    spec = DataSpec(dataset="digits", val_fraction=0)
+    s = load_splits(spec)
+    assert (len(s.train), len(s.val), len(s.test)) == (1438, 359, 359), "all of train trains"
+    assert torch.equal(s.val.labels, s.test.labels) and torch.equal(s.val.images, s.test.images), "scored on test"
+    assert spec.paper_protocol and spec.protocol.startswith("paper: val_acc is the TEST accuracy")
+    held_out = DataSpec(dataset="digits")
+    assert not held_out.paper_protocol and "held-out" in held_out.protocol

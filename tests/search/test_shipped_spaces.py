@@ -29,13 +29,40 @@ def test_validate_and_dry_run_build_every_pair(capsys, tmp_path):
     assert "dry run" in capsys.readouterr().out and not any(tmp_path.iterdir())
 
 
-def test_paper_space_is_valid_without_its_data():
-    spec = load_spec(SPACES / "cifar100_paper.yaml")
+def _paper_space(name: str, classes: int) -> SearchSpace:
+    """The spec with every student built at 224 px (stages measured) and every teacher built."""
+    spec = load_spec(SPACES / name)
     stages = []
     for pair in spec.pairs:
-        model = build_model(pair.student.model, pair.student.kwargs, num_classes=100, in_chans=3, image_size=32)
-        stages.append(sorted(describe_model(model, (3, 32, 32)).stage_shapes))
-        build_model(pair.teacher.model, pair.teacher.kwargs, num_classes=100, in_chans=3, image_size=32)
-    space = SearchSpace(spec, stages)
-    assert space.spec.optim.epochs == 300 and space.spec.resources.gpus_per_worker == 1
+        model = build_model(pair.student.model, pair.student.kwargs, num_classes=classes, in_chans=3, image_size=224)
+        stages.append(sorted(describe_model(model, (3, 224, 224)).stage_shapes))
+        build_model(pair.teacher.model, pair.teacher.kwargs, num_classes=classes, in_chans=3, image_size=224)
+    return SearchSpace(spec, stages)
+
+
+def test_cifar100_paper_space_holds_the_papers_setting():
+    space = _paper_space("cifar100_paper.yaml", 100)
+    spec = space.spec
+    assert spec.data.image_size == 224 and spec.data.paper_protocol, "224 px, scored on test as the paper"
+    assert (spec.optim.epochs, spec.optim.batch_size, spec.augment.label_smoothing) == (300, 1024, 0.1)
+    assert spec.augment.crop == "rrc" and spec.augment.normalize == "dataset"
+    students = [p.student.label for p in spec.pairs]
+    assert students[:3] == ["resnet18", "resnet18", "mobilenetv2_100"] and "resmlp_12_224" in students
+    configs = [trial_config(space, space.defaults(i)) for i in range(len(spec.pairs))]
+    firsts = [(c.optim.name, c.optim.lr, c.distill.eps, c.distill.temperature, c.distill.ofa_weight) for c in configs]
+    assert firsts[0] == firsts[1] == ("sgd", 0.05, 1.0, 1.0, 1.0), "the paper's values come first"
+    assert firsts[2] == ("sgd", 0.05, 1.0, 1.0, 0.1), "ofa weight 0.1 for MobileNetV2"
+    assert all(f == ("adamw", 5e-4, 1.0, 1.0, 1.0) for f in firsts[3:])
+    vit = configs[3]
+    assert (vit.augment.mixup, vit.augment.cutmix, vit.augment.re_prob, vit.optim.ema_decay) == (0.8, 1.0, 0.25, 0.9998)
+    assert all(c.distill.stages == [1, 2, 3, 4] for c in configs)
+    assert spec.optim.batch_size % spec.resources.workers_per_trial == 0, "global 1024 = 8 workers x 128"
     assert trial_config(space, {**space.defaults(0), BASELINE_KEY: "kd"}).distill.method == "kd"
+
+
+def test_imagenet_paper_space_is_valid_without_its_data():
+    space = _paper_space("imagenet_paper.yaml", 1000)
+    assert space.spec.data.dataset == "imagefolder" and space.spec.data.paper_protocol
+    configs = [trial_config(space, space.defaults(i)) for i in range(len(space.pairs))]
+    assert all(c.distill.eps == 1.5 and c.optim.name == "sgd" for c in configs), "the paper's ImageNet eps first"
+    assert all(p.teacher.pretrained for p in space.pairs)

@@ -103,3 +103,34 @@ def test_baseline_points_run_each_chosen_method_per_pair_at_its_defaults():
     assert [c.distill.method for c in configs] == ["dist", "none", "dist", "none"]
     assert all(c.distill.dist_temperature == 1.0 and c.distill.temperature == 1.0 for c in configs)
     assert len(baseline_points(space())) == 2 * 4, "default: none, kd, dkd, dist for each pair"
+
+
+def test_each_pair_starts_at_its_recipe_and_settings():
+    """The paper's values are the enqueued first trial of each pair (and its baselines): a
+    searched lr starts at the pair's recipe value, ofa_weight at the pair's own setting."""
+    teacher = {"model": "resnet10t"}
+    spec = parse_spec(
+        {
+            "data": {"dataset": "digits"},
+            "pairs": [
+                {"teacher": teacher, "student": {"model": "resnet18"}, "recipe": "paper-cnn"},
+                {
+                    "teacher": teacher,
+                    "student": {"model": "mobilenetv2_100"},
+                    "recipe": "paper-cnn",
+                    "settings": {"distill.ofa_weight": 0.1},
+                },
+                {"teacher": teacher, "student": {"model": "deit_tiny_patch16_224"}, "recipe": "paper-vit"},
+            ],
+            "distill": {"ofa_weight": {"low": 0.05, "high": 1.0, "log": True}},
+            "optim": {"lr": {"low": 1e-4, "high": 0.1, "log": True}},
+        }
+    )
+    space = SearchSpace(spec, [[1, 2, 3, 4]] * 3)
+    starts = [space.defaults(i) for i in range(3)]
+    assert [p["optim.lr"] for p in starts] == [0.05, 0.05, 5e-4]
+    assert [p["distill.ofa_weight"] for p in starts] == [1.0, 0.1, 1.0]
+    vit = space.config_for(starts[2])
+    assert (vit.optim.name, vit.optim.lr, vit.augment.mixup, vit.pair.settings) == ("adamw", 5e-4, 0.8, {})
+    cnn = space.config_for({**starts[1], "optim.lr": 0.02})
+    assert (cnn.optim.name, cnn.optim.lr, cnn.distill.ofa_weight, cnn.augment.mixup) == ("sgd", 0.02, 0.1, 0.0)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from ofasearch import load_config
 from ofasearch.cli import main
 from ofasearch.config import parse_config
-from ofasearch.data import load_splits
+from ofasearch.data import load_splits, resize_images
 from ofasearch.training.teacher import prepare_teacher
 from tests.specs import CONFIG, VIT
 
@@ -51,7 +51,7 @@ def test_student_weights_load_into_timm_as_they_are(trained):
     model = timm.create_model(VIT["model"], num_classes=10, in_chans=1, img_size=16, **VIT["kwargs"])
     model.load_state_dict(state)  # strict: no branch or teacher weights in the file
     splits = load_splits(parse_config(CONFIG).data)
-    images = splits.test.images[:200].float() / 255.0
+    images = resize_images(splits.test.images[:200], splits.image_size).float() / 255.0  # stored at 8 px
     mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
     norm = (images - sum(mean) / 3) / (sum(std) / 3)
     acc = (model.eval()(norm).argmax(-1) == splits.test.labels[:200]).float().mean().item()

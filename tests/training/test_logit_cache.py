@@ -14,8 +14,9 @@ import torch
 import yaml
 
 from ofasearch.cli import main
-from ofasearch.config import DataSpec
-from ofasearch.data import augment, load_splits
+from ofasearch.config import AugmentSpec, DataSpec
+from ofasearch.config.registry import RECIPES
+from ofasearch.data import Pipeline, augment, load_splits, resize_images
 from ofasearch.models import build_model, normalization
 from ofasearch.training.logit_cache import LogitCache, cache_views, open_or_build
 from ofasearch.utils.files import CorruptFileError, file_digest
@@ -41,7 +42,8 @@ def test_cached_logits_equal_the_live_teacher_on_the_same_view(tmp_path, splits,
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization(teacher, 1))
     idx = torch.tensor([0, 7, 123, len(splits.train) - 1])
     for epoch in (0, 1, 2, 4):
-        images = augment(splits.train.images[idx], idx, seed=3, view=epoch % 3, flip=splits.flip)
+        stored = resize_images(splits.train.images[idx], splits.image_size)  # digits are stored at 8 px
+        images = augment(stored, idx, seed=3, view=epoch % 3, flip=splits.flip)
         with torch.no_grad():
             live = teacher((images - mean) / std)
         torch.testing.assert_close(cache.lookup(idx, epoch), live, atol=2e-2, rtol=1e-3)
@@ -57,7 +59,7 @@ def test_cache_is_reused_not_rebuilt(tmp_path, splits, teacher):
 
 
 def test_default_views_follow_the_epochs():
-    assert cache_views(6, None) == 6 and cache_views(300, None) == 32 and cache_views(6, 4) == 4
+    assert cache_views(6, None) == 6 and cache_views(300, None) == 300 and cache_views(6, 4) == 4
 
 
 def _train(tmp_path, name, cache, seed):
@@ -189,3 +191,32 @@ def test_a_complete_cache_is_opened_without_its_lock(tmp_path, splits, teacher, 
     folder = _copy(built, tmp_path)
     open_or_build(teacher, splits, folder, seed=0, views=2)
     assert not list(tmp_path.glob("*.lock")), "the lock is for building only"
+
+
+def test_cached_logits_equal_the_live_teacher_under_mixup(tmp_path):
+    """Under the paper's ViT recipe (RandomResizedCrop, RandAugment, colour jitter, random
+    erasing, mixup 0.8 / cutmix 1.0 with label smoothing) each view is replayable per (seed, view,
+    sample): the cached logits of every batch, in the loop's shuffled order, equal the live
+    teacher's logits on the images that batch trains on."""
+    splits = load_splits(DataSpec(dataset="digits", image_size=32, train_subset=120))
+    augment_spec = AugmentSpec(
+        **{k.split(".", 1)[1]: v for k, v in RECIPES["paper-vit"].items() if k.startswith("augment.")}
+    )
+    assert augment_spec.mixes and augment_spec.auto_augment and augment_spec.re_prob > 0
+    torch.manual_seed(0)
+    teacher = build_model("resnet10t", num_classes=10, in_chans=1, image_size=32).eval()
+    mean_std = (splits.mean, splits.std)
+    cache = open_or_build(
+        teacher, splits, tmp_path / "c", seed=5, views=2, pipeline=Pipeline(augment_spec, splits), mean_std=mean_std
+    )
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in mean_std)
+    live_pipeline = Pipeline(augment_spec, splits)  # a fresh one, as a training run has
+    for epoch in range(2):
+        order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(epoch))
+        for start in range(0, len(order), 32):
+            idx = order[start : start + 32]
+            images, targets = live_pipeline.train_batch(splits.train, idx, seed=5, view=epoch)
+            assert targets.shape == (len(idx), 10), "mixed: soft labels"
+            with torch.no_grad():
+                live = teacher((images - mean) / std)
+            torch.testing.assert_close(cache.lookup(idx, epoch), live, atol=2e-2, rtol=1e-3)

@@ -1,0 +1,214 @@
+"""From stored uint8 images to model inputs: replayable training views and the eval transform.
+
+A training view of sample i in view v is a pure function of (seed, v, i), whatever batch the
+sample lands in, so the frozen teacher's logits on it can be cached once (see
+``ofasearch.training.logit_cache``). Two crops:
+
+- ``pad`` (ofasearch's default): random crop of the image zero-padded by 1/8, plus flip.
+- ``rrc``: timm's ``create_transform`` training pipeline (RandomResizedCrop from the stored,
+  native-resolution image to ``image_size``, flip, RandAugment/AutoAugment, colour jitter,
+  normalisation, RandomErasing) applied per sample with Python's, NumPy's and torch's RNGs seeded
+  from (seed, v, i) and restored afterwards; eval is timm's Resize + CenterCrop (crop_pct 0.875).
+
+Mixup/CutMix use timm's ``Mixup`` in ``elem`` mode (its own lambda draw, CutMix box, lambda
+correction and label smoothing), applied per sample to the pair (i, partner) with NumPy seeded
+from (seed, v, i); the partner of i in view v comes from a fixed permutation of the training set
+per (seed, v) instead of from the sample's position in the batch. So a mixed image, its soft
+label and the teacher's logits on it are again functions of (seed, v, i). (timm's default mode
+draws one lambda per batch; per sample is its ``elem`` mode.)
+
+Images leave the pipeline as floats in [0, 1] space (the distiller normalises each model):
+the rrc pipeline normalises, erases and maps back, so RandomErasing's noise is N(0, 1) in the
+normalised space, as in timm.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data import Mixup, create_transform
+from timm.data.auto_augment import AugMixAugment, AutoAugment, RandAugment, posterize
+from torchvision.transforms.functional import to_pil_image
+
+from ofasearch.config import AugmentSpec
+from ofasearch.data.augment import augment, sample_keys
+from ofasearch.data.datasets import ImageSet, Splits, resize_images
+
+__all__ = ["Pipeline", "TrainBatch", "resize_images"]
+
+TrainBatch = tuple[torch.Tensor, torch.Tensor]
+"""Images (B, C, S, S) as floats in [0, 1] space and targets: class indices (B,), or soft labels
+(B, classes) when images are mixed."""
+
+_PARTNER_SALT = 0x5EED  # separates the partner permutation's stream from the per-sample keys
+_MIX_SALT = 0x3A7
+
+
+@contextmanager
+def _seeded_rngs() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's CPU RNG states afterwards: seeding per sample must not
+    change what the rest of training draws (dropout, the sampler)."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def _posterize(img: Image.Image, bits_to_keep: int, **kwargs: object) -> Image.Image:
+    """timm's posterize, also at 0 bits. timm 1.0.31's PosterizeIncreasing asks for 0 bits at
+    magnitude 10 (RandAugment m9 with mstd 0.5 draws that ~2 % of the time); Pillow 13 rejects
+    it where older Pillow kept no bits (a black image), which is what this returns."""
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return posterize(img, bits_to_keep, **kwargs)
+
+
+def _allow_zero_bit_posterize(transform: object) -> None:
+    """Give the posterize ops of ``transform``'s auto-augment policies :func:`_posterize` (only
+    this object's ops: timm itself is left as it is)."""
+    for t in getattr(transform, "transforms", ()):
+        ops = t.ops if isinstance(t, (RandAugment, AugMixAugment)) else ()
+        if isinstance(t, AutoAugment):
+            ops = [op for sub in t.policy for op in sub]
+        for op in ops:
+            if op.aug_fn is posterize:
+                op.aug_fn = _posterize
+
+
+def _seed_all(key: int) -> None:
+    random.seed(key)
+    np.random.seed(key)
+    torch.manual_seed(key)
+
+
+class Pipeline:
+    """The train and eval transforms of one run: ``settings`` (the config's ``augment``) for
+    ``splits``. The rrc pipeline normalises with the dataset's mean/std (RandomErasing's noise
+    lives in that space), whichever normalisation the models get afterwards, so the views depend
+    on the data and settings only, never on the student (a logit cache serves every student)."""
+
+    def __init__(self, settings: AugmentSpec, splits: Splits):
+        mean, std = splits.mean or (0.5,) * splits.in_chans, splits.std or (0.25,) * splits.in_chans
+        self.settings = settings
+        self.image_size = splits.image_size
+        self.flip = splits.flip
+        self.enabled = splits.augment  # data.augment: false turns every random transform off
+        self.num_classes = splits.num_classes
+        self.num_train = len(splits.train)
+        self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self._partners: tuple[int, torch.Tensor] | None = None
+        self._train_tf = None
+        self._eval_tf = None
+        if settings.crop == "rrc":
+            self._train_tf = create_transform(
+                self.image_size,
+                is_training=True,
+                hflip=0.5 if self.flip else 0.0,
+                color_jitter=float(settings.color_jitter) or None,
+                auto_augment=settings.auto_augment,
+                interpolation="random",  # timm train.py's default train interpolation
+                mean=tuple(mean),
+                std=tuple(std),
+                re_prob=float(settings.re_prob),
+                re_mode="pixel",  # timm train.py's default
+            )
+            _allow_zero_bit_posterize(self._train_tf)
+            self._eval_tf = create_transform(self.image_size, is_training=False, normalize=False)
+        self._mixup = None
+        if settings.mixes:
+            self._mixup = Mixup(
+                mixup_alpha=float(settings.mixup),
+                cutmix_alpha=float(settings.cutmix),
+                mode="elem",
+                label_smoothing=float(settings.label_smoothing),
+                num_classes=self.num_classes,
+            )
+
+    @property
+    def mixes(self) -> bool:
+        """Whether training targets are soft (mixed images)."""
+        return self._mixup is not None and self.enabled
+
+    def describe(self) -> str:
+        """One line for logs: what the training views are made of."""
+        s = self.settings
+        parts = [f"crop {s.crop}"]
+        parts += [f"{k} {getattr(s, k)}" for k in ("auto_augment", "color_jitter", "re_prob") if getattr(s, k)]
+        parts += [f"{k} {getattr(s, k)}" for k in ("mixup", "cutmix", "label_smoothing") if getattr(s, k)]
+        return ", ".join(parts) if self.enabled else "no augmentation"
+
+    # ------------------------------------------------------------------------------ eval
+    def eval_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Stored uint8 images as the model sees them at evaluation, floats in [0, 1]."""
+        if self._eval_tf is not None:
+            return self._eval_tf(images).float().div_(255.0)
+        return resize_images(images, self.image_size).float().div_(255.0)
+
+    # ------------------------------------------------------------------------------ train
+    def train_batch(self, data: ImageSet, index: torch.Tensor, *, seed: int, view: int) -> TrainBatch:
+        """The training view ``view`` of samples ``index`` of ``data`` (replayable) and targets."""
+        index = index.cpu()
+        labels = data.labels[index]
+        if not self.enabled:
+            return self.eval_images(data.images[index]), labels
+        images = self._augment(data.images[index], index, seed=seed, view=view)
+        if self._mixup is None:
+            return images, labels
+        partners = self.partners(index, seed=seed, view=view)
+        partner_images = self._augment(data.images[partners], partners, seed=seed, view=view)
+        return self._mix(images, labels, partner_images, data.labels[partners], index, seed=seed, view=view)
+
+    def _augment(self, images: torch.Tensor, index: torch.Tensor, *, seed: int, view: int) -> torch.Tensor:
+        if self._train_tf is None:
+            return augment(resize_images(images, self.image_size), index, seed=seed, view=view, flip=self.flip)
+        keys = sample_keys(index, seed, view).tolist()
+        out = []
+        with _seeded_rngs():
+            for image, key in zip(images, keys, strict=True):
+                _seed_all(int(key))
+                pil = to_pil_image(image[0] if image.shape[0] == 1 else image)
+                out.append(self._train_tf(pil))
+        return torch.stack(out) * self._std + self._mean  # back to [0, 1] space
+
+    def partners(self, index: torch.Tensor, *, seed: int, view: int) -> torch.Tensor:
+        """The sample each of ``index`` is mixed with in ``view``: its successor in a fixed
+        permutation of the training set per (seed, view), one cycle, so never itself."""
+        if self._partners is None or self._partners[0] != view:
+            generator = torch.Generator().manual_seed(int(sample_keys(torch.tensor([_PARTNER_SALT]), seed, view)[0]))
+            order = torch.randperm(self.num_train, generator=generator)
+            successor = torch.empty_like(order)
+            successor[order] = order.roll(-1)
+            self._partners = (view, successor)
+        return self._partners[1][index]
+
+    def _mix(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        partner_images: torch.Tensor,
+        partner_labels: torch.Tensor,
+        index: torch.Tensor,
+        *,
+        seed: int,
+        view: int,
+    ) -> TrainBatch:
+        assert self._mixup is not None
+        keys = sample_keys(index, seed, view * 2 + _MIX_SALT).tolist()
+        mixed = torch.empty_like(images)
+        targets = torch.empty(len(index), self.num_classes)
+        with _seeded_rngs():
+            for i, key in enumerate(keys):
+                np.random.seed(int(key))
+                pair = torch.stack([images[i], partner_images[i]])
+                out, target = self._mixup(pair, torch.stack([labels[i], partner_labels[i]]))
+                mixed[i], targets[i] = out[0], target[0]
+        return mixed, targets

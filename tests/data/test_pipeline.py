@@ -1,0 +1,87 @@
+"""Training views are replayable per (seed, view, sample) under every recipe, mixup included."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from ofasearch.config import AugmentSpec, DataSpec
+from ofasearch.config.registry import RECIPES
+from ofasearch.data import Pipeline, augment, load_splits, resize_images
+
+
+def recipe_augment(name: str) -> AugmentSpec:
+    values = {k.split(".", 1)[1]: v for k, v in RECIPES[name].items() if k.startswith("augment.")}
+    return AugmentSpec(**values)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """Digits are 8x8: stored at 8 px, upsampled per batch to the 16-px input."""
+    return load_splits(DataSpec(dataset="digits", image_size=16, train_subset=200))
+
+
+@pytest.fixture(scope="module")
+def cifar_like():
+    """RGB at 32 px from digits' labels (no CIFAR on this machine): 3 channels, 32-px input."""
+    splits = load_splits(DataSpec(dataset="digits", image_size=32, train_subset=120))
+    for part in (splits.train, splits.val, splits.test):
+        g = torch.Generator().manual_seed(len(part))
+        part.images = part.images.repeat(1, 3, 1, 1).int() + torch.randint(0, 60, (len(part), 3, 1, 1), generator=g)
+        part.images = part.images.clamp(0, 255).to(torch.uint8)
+    splits.in_chans, splits.mean, splits.std = 3, (0.5, 0.4, 0.3), (0.25, 0.25, 0.25)
+    return splits
+
+
+def test_stored_at_native_size_and_upsampled_per_batch(digits):
+    assert digits.train.images.shape[-1] == 8 and digits.image_size == 16
+    pipeline = Pipeline(AugmentSpec(), digits)
+    idx = torch.tensor([3, 1, 4, 1, 5])
+    # the default pipeline is today's: pad-crop + flip of the 16-px image
+    expected = augment(resize_images(digits.train.images[idx], 16), idx, seed=2, view=1, flip=digits.flip)
+    images, labels = pipeline.train_batch(digits.train, idx, seed=2, view=1)
+    torch.testing.assert_close(images, expected, rtol=0, atol=0)
+    assert torch.equal(labels, digits.train.labels[idx])
+    torch.testing.assert_close(
+        pipeline.eval_images(digits.val.images[:4]), resize_images(digits.val.images[:4], 16).float() / 255
+    )
+
+
+@pytest.mark.parametrize("recipe", ["paper-cnn", "paper-vit"])
+def test_paper_views_depend_only_on_seed_view_and_sample(cifar_like, recipe):
+    pipeline = Pipeline(recipe_augment(recipe), cifar_like)
+    idx = torch.tensor([5, 17, 42, 99, 0, 64])
+    states = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    x, y = pipeline.train_batch(cifar_like.train, idx, seed=1, view=2)
+    assert random.getstate() == states[0] and np.array_equal(np.random.get_state()[1], states[1])
+    assert torch.equal(torch.get_rng_state(), states[2]), "seeding per sample leaves the global RNGs alone"
+    assert x.shape == (6, 3, 32, 32) and x.dtype == torch.float32
+    # the same samples in another batch, order and company: the same images and targets
+    order = torch.tensor([3, 0, 5])
+    x2, y2 = pipeline.train_batch(cifar_like.train, idx[order], seed=1, view=2)
+    torch.testing.assert_close(x2, x[order], rtol=0, atol=0)
+    torch.testing.assert_close(y2, y[order], rtol=0, atol=0)
+    other, _ = pipeline.train_batch(cifar_like.train, idx, seed=1, view=3)
+    assert not torch.allclose(other, x), "another view is another augmentation"
+    if recipe == "paper-vit":
+        assert y.shape == (6, 10) and torch.allclose(y.sum(1), torch.ones(6)), "mixed: soft labels"
+        assert (y.max(1).values < 1).all(), "label smoothing 0.1 inside timm's Mixup"
+    else:
+        assert torch.equal(y, cifar_like.train.labels[idx]), "paper-cnn: no mixing, labels stay"
+
+
+def test_mixup_partners_are_one_cycle_per_view(cifar_like):
+    pipeline = Pipeline(recipe_augment("paper-vit"), cifar_like)
+    everyone = torch.arange(len(cifar_like.train))
+    partners = pipeline.partners(everyone, seed=0, view=0)
+    assert sorted(partners.tolist()) == everyone.tolist(), "each sample is the partner of exactly one"
+    assert not (partners == everyone).any(), "never mixed with itself"
+    assert not torch.equal(partners, pipeline.partners(everyone, seed=0, view=1)), "new partners each view"
+
+
+def test_eval_is_resize_and_center_crop(cifar_like):
+    pipeline = Pipeline(recipe_augment("paper-cnn"), cifar_like)
+    out = pipeline.eval_images(cifar_like.val.images[:3])
+    assert out.shape == (3, 3, 32, 32) and 0 <= float(out.min()) and float(out.max()) <= 1
+    torch.testing.assert_close(out, pipeline.eval_images(cifar_like.val.images[:3]), rtol=0, atol=0)
