@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="experiment name (default: the spec's name)")
     p.add_argument("--storage", help="results root (default: the spec's storage)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
-    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a new local Ray (default: all; ignored when joining one)")
     p.add_argument(
         "--dry-run",
         action="store_true",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -41,3 +42,17 @@ def wait_for(driver: subprocess.Popen, condition: Callable[[], bool], what: str,
         assert driver.poll() is None, f"the search ended before {what}"
         assert time.monotonic() < deadline, f"no {what} within {timeout_s:.0f} s"
         time.sleep(0.5)
+
+
+def run_driver(cwd: Path, args: list[str], env: dict[str, str] | None = None, timeout_s: float = 600) -> int:
+    """``ofasearch ARGS`` in a child process with ``env`` added, to its end; returns its exit
+    status (-9: it was killed by SIGKILL). Its output goes to ``cwd/driver.log``."""
+    with (cwd / "driver.log").open("a") as log:
+        return subprocess.run(
+            [sys.executable, "-m", "ofasearch.cli", *args],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=timeout_s,
+        ).returncode

@@ -33,14 +33,14 @@ def teacher_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def ray_local():
-    """A local Ray for one test, always shut down (two instances on one host break Ray Train)."""
+    """A local Ray for one test, always left (and stopped when this test started it: two
+    instances on one host break Ray Train)."""
     import ray
 
-    from ofasearch.cluster.ray_session import ensure_ray
+    from ofasearch.cluster.ray_session import ray_session
 
-    ensure_ray(num_cpus=2)
-    yield ray
-    ray.shutdown()
+    with ray_session(num_cpus=2):
+        yield ray
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from ofasearch.search.progress import error_text
 from ofasearch.search.searcher import PROPOSED_BY
 from ofasearch.search.space import SearchSpace, encode
 from ofasearch.search.trial import BASELINE_KEY, CONFIRMS_KEY, backend_for, trial_config
+from ofasearch.utils.killpoints import kill_point
 from ofasearch.utils.storage import Location, as_location
 
 __all__ = ["Recorder", "ResultTables", "trial_params"]
@@ -135,6 +136,8 @@ class ResultTables:
         if row["status"] == ERROR:
             row["error"] = error
         self.save()
+        ended = sum(r["role"] == row["role"] and r["status"] != RUNNING for r in self.trials.values())
+        kill_point(f"{row['role']}:{ended}")  # e.g. `search:2`: after the 2nd search trial's row is written
 
     def save(self) -> None:
         if self.autosave:

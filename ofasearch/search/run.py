@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from ray import tune
 
-from ofasearch.cluster.ray_session import check_fits, ensure_ray
+from ofasearch.cluster.ray_session import check_fits, ray_session
 from ofasearch.config import Spec, load_spec, parse_spec
 from ofasearch.errors import SpecError
 from ofasearch.results.export import write_best
@@ -45,6 +45,7 @@ from ofasearch.search.trial import (
 from ofasearch.search.warm_start import warm_start
 from ofasearch.utils.claims import create_exclusive
 from ofasearch.utils.faults import note_results_folder
+from ofasearch.utils.killpoints import kill_point
 from ofasearch.utils.storage import Location, ObjectPath, as_location, location_digest, ray_storage
 
 __all__ = [
@@ -191,15 +192,16 @@ def _execute(
     """Run the phases the folder has not finished yet (all of them for a new search). Ctrl-C at
     any moment (teachers, a Tuner, between phases) stops it as :class:`SearchInterrupted`: no
     later phase starts, and ``resume`` continues from the phase it was in."""
-    ensure_ray(address, num_cpus, worker_output=bool(verbose))
-    res = spec.resources  # checked before teachers are trained: a trial too big fails in seconds
-    check_fits({"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker}, res.workers_per_trial, "resources")
-    try:
-        _run_phases(spec, space, folder, verbose=verbose, restore=restore)
-    except SearchInterrupted:
-        raise
-    except KeyboardInterrupt:
-        raise SearchInterrupted(folder) from None
+    # leaves Ray at the end: stops a local instance ofasearch started unless another run uses it
+    with ray_session(address, num_cpus, worker_output=bool(verbose)):
+        res = spec.resources  # checked before teachers are trained: a trial too big fails in seconds
+        check_fits({"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker}, res.workers_per_trial, "resources")
+        try:
+            _run_phases(spec, space, folder, verbose=verbose, restore=restore)
+        except SearchInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise SearchInterrupted(folder) from None
     return _finish(spec, folder)
 
 
@@ -208,6 +210,7 @@ def _run_phases(spec: Spec, space: SearchSpace, folder: Location, *, verbose: in
     # Also on resume: a stored teacher or logit cache is verified (checksums) and rebuilt if it
     # was damaged since; an intact one costs a hash per file.
     teachers = prepare_teachers(spec, space, folder)
+    kill_point("teachers")  # the teachers are ready, state.json still says `teachers`
     phase = state["phase"] if restore else Phase.SEARCH
     update_state(folder, teachers=teachers, phase=Phase.SEARCH if phase is Phase.TEACHERS else phase)
     order = _phases(spec)
@@ -222,6 +225,7 @@ def _run_phases(spec: Spec, space: SearchSpace, folder: Location, *, verbose: in
             tuner, expected = _tuner(phase, spec, space, folder, trainable, verbose=verbose, restore=restore)
             if tuner is not None:
                 _fit_or_interrupt(tuner, expected, folder)
+            kill_point(f"{phase.value}-done")  # every trial of the phase ended, the next not begun
             update_state(folder, phase=following)
 
 
