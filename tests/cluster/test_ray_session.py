@@ -91,8 +91,8 @@ def test_a_crashed_instance_is_cleaned_up_and_a_live_one_never():
     record = _this_instance()
     ray.shutdown()  # the driver is gone, as after a SIGKILL: the instance runs on
     procs = session_processes(record)
-    names = {p.name() for p in procs}
-    assert {"gcs_server", "raylet"} <= names, names
+    names = {p.pid: p.name() for p in procs}  # read now: a stopped process has no name to ask for
+    assert {"gcs_server", "raylet"} <= set(names.values()), names
     bystander = subprocess.Popen(["sleep", "60"])  # same user, not Ray's
     try:
         assert reap_dead_sessions() == [], "a live instance is never treated as left over"
@@ -100,7 +100,7 @@ def test_a_crashed_instance_is_cleaned_up_and_a_live_one_never():
         os.kill(record["gcs_pid"], signal.SIGKILL)  # the head crashes: its GCS is gone
         with log_lines() as logs:
             stopped = reap_dead_sessions()
-        raylet = next(p.pid for p in procs if p.name() == "raylet")
+        raylet = next(pid for pid, name in names.items() if name == "raylet")
         assert raylet in stopped
         assert session_processes(record) == []
         assert any("left by a crashed Ray instance that ofasearch started" in line for line in logs), logs
@@ -186,8 +186,9 @@ WORKER_NODE_DRIVER = textwrap.dedent(
     import psutil, ray
     from ofasearch.cluster.ray_session import ensure_ray, leave_ray
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    seen = [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("raylet", "gcs_server")]
-    raylets = [p for p in seen if p.info["name"] == "raylet"]
+    # names kept now: psutil reuses these Process objects (and their .info) in later scans
+    seen = [(p, p.info["name"]) for p in psutil.process_iter(["name"]) if p.info["name"] in ("raylet", "gcs_server")]
+    raylets = [p for p, name in seen if name == "raylet"]
     ensure_ray(num_cpus=8)
 
     @ray.remote
@@ -197,7 +198,7 @@ WORKER_NODE_DRIVER = textwrap.dedent(
     joined = {"nodes": sum(n["Alive"] for n in ray.nodes()), "cpus": ray.cluster_resources().get("CPU"),
               "task": ray.get(answer.remote())}
     leave_ray()
-    print(json.dumps({**joined, "visible": sorted(p.info["name"] for p in seen),
+    print(json.dumps({**joined, "visible": sorted(name for _, name in seen),
                       "raylet_alive": bool(raylets) and all(p.is_running() for p in raylets)}))
     """
 )
