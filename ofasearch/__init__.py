@@ -20,13 +20,25 @@ _EXPORTS = {
     "TrainConfig": "ofasearch.config",
     "load_config": "ofasearch.config",
     "load_spec": "ofasearch.config",
+    "load_student": "ofasearch.models.artefact",
 }
-__all__ = ["OFADistiller", "Spec", "SpecError", "TrainConfig", "kd_loss", "load_config", "load_spec", "ofa_loss"]
+__all__ = [
+    "OFADistiller",
+    "Spec",
+    "SpecError",
+    "TrainConfig",
+    "kd_loss",
+    "load_config",
+    "load_spec",
+    "load_student",
+    "ofa_loss",
+]
 
 if TYPE_CHECKING:
     from ofasearch.config import Spec, TrainConfig, load_config, load_spec
     from ofasearch.distill import OFADistiller, kd_loss, ofa_loss
     from ofasearch.errors import SpecError
+    from ofasearch.models.artefact import load_student
 
 
 def __getattr__(name: str) -> Any:

@@ -5,6 +5,7 @@ interrupted."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,37 +22,42 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ofasearch.config import load_config
     from ofasearch.data import load_splits
     from ofasearch.search.plan import plan
-    from ofasearch.training.artifacts import prepare_output
-    from ofasearch.training.job import log_summary, prepare_teacher_and_cache, train
+    from ofasearch.training.artifacts import prepare_output, resume_state
+    from ofasearch.training.job import log_summary, prepare_teacher_and_cache, resolve_resources, train
 
     config = load_config(args.config, overrides=args.set)
-    if args.workers < 1:
-        raise SpecError([f"--workers: {args.workers} is not allowed; must be >= 1"])
+    res = resolve_resources(config, workers=args.workers, cpus=args.cpus_per_worker, gpus=args.gpus_per_worker)
     from ofasearch.config.schema import batch_split_problem
 
-    problem = batch_split_problem(config.optim.batch_size, args.workers)
-    if problem:  # before any data, teacher or Ray: the batch is global, split over --workers
-        raise SpecError([f"{problem} (--workers {args.workers})"])
+    problem = batch_split_problem(config.optim.batch_size, res.workers)
+    if problem:  # before any data, teacher or Ray: the batch is global, split over the workers
+        source = f"--workers {res.workers}" if args.workers is not None else "resources.workers_per_trial"
+        raise SpecError([f"{problem} ({source})"])
     if args.storage and uri_problem(args.storage):
         raise SpecError([f"--storage: {uri_problem(args.storage)}"])
     output = (Path(args.output) if args.output else Path("runs") / config.name).resolve()
+    if args.resume and args.overwrite:
+        raise SpecError(["--resume: continues the run in --output; --overwrite replaces it: give one of them"])
+    if args.resume and res.workers == 1:
+        resume_state(output, config)  # checked before any data is loaded
     splits = load_splits(config.data)
     plan(config, splits=splits)  # stages, models and checkpoint checked before any training
-    prepare_output(output, overwrite=args.overwrite)  # never overwrites a finished run by surprise
+    prepare_output(output, overwrite=args.overwrite, resume=args.resume)  # never overwrites a finished run
     faults.note_results_folder(output)
     progress = not args.no_progress
-    teacher, cache = prepare_teacher_and_cache(config, splits, gpus=args.gpus_per_worker, progress=progress)
-    cpus = config.resources.cpus_per_worker
-    if args.workers == 1:
+    logging.getLogger("ofasearch.cli").info(f"train: {res.describe()}")
+    teacher, cache = prepare_teacher_and_cache(config, splits, gpus=res.gpus_per_worker, progress=progress)
+    if res.workers == 1:
         summary = train(
             config,
             splits,
             output,
             teacher=teacher,
             cache=cache,
-            gpus=args.gpus_per_worker,
-            cpus=cpus,
+            gpus=res.gpus_per_worker,
+            cpus=res.cpus_per_worker,
             progress=progress,
+            resume=args.resume,
         )
     else:
         from ofasearch.cluster.trainer import train_on_ray
@@ -61,12 +67,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
             output,
             teacher,
             cache,
-            workers=args.workers,
-            cpus_per_worker=cpus,
-            gpus_per_worker=args.gpus_per_worker,
+            workers=res.workers,
+            cpus_per_worker=res.cpus_per_worker,
+            gpus_per_worker=res.gpus_per_worker,
             storage=args.storage,
+            resume=args.resume,
         )
     log_summary(config, summary, output)
+    if args.export:
+        from ofasearch.models.portable import export_student
+
+        for fmt, entry in export_student(output, list(dict.fromkeys(args.export))).items():
+            logging.getLogger("ofasearch.cli").info(
+                f"{fmt}: {output / entry['file']} (largest logit difference to PyTorch {entry['max_abs_diff']:.2g})"
+            )
     return 0
 
 
@@ -154,8 +168,10 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
 
     if is_uri(args.results_dir):
         raise SpecError(
-            [f"{args.results_dir}: rebuild reads Ray Tune's folders on a local file system; copy the results "
-             "folder to a local disk and rebuild it there"]
+            [
+                f"{args.results_dir}: rebuild reads Ray Tune's folders on a local file system; copy the results "
+                "folder to a local disk and rebuild it there"
+            ]
         )
     folder = Path(args.results_dir).resolve()
     done = rebuild_tables(folder, force=args.force)
@@ -261,8 +277,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite", action="store_true", help="replace a finished run in the output folder (default: refuse)"
     )
-    p.add_argument("--workers", type=int, default=1, help="DDP workers on Ray Train (default 1: in process)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default 0: CPU)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the unfinished run in the output folder from its last epoch (checkpoints/last.pth, "
+        "or Ray Train's checkpoint with --workers > 1)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="DDP workers; 1 trains in this process, more on Ray Train (default: resources.workers_per_trial)",
+    )
+    p.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        help="CPUs per worker = torch threads; results depend on it (default: resources.cpus_per_worker, "
+        "as the search's trial had)",
+    )
+    p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (default: resources.gpus_per_worker)")
+    p.add_argument(
+        "--export",
+        action="append",
+        choices=["onnx", "torchscript"],
+        help="also write the student as student.onnx / student.torchscript.pt, each checked against PyTorch "
+        "(repeatable; onnx needs the 'export' extra)",
+    )
     p.add_argument(
         "--storage",
         help="with --workers: where Ray Train keeps the run, a path every node sees or a URI such as "

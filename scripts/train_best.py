@@ -3,10 +3,12 @@
 ofasearch's own trainer is ``ofasearch train best.yaml``. This script shows the other way: keep
 your data pipeline and loop, and take from ofasearch only the config (``load_config``), the
 distiller (``OFADistiller``: student + frozen teacher + exit branches + the OFA loss) and, if you
-want the loss alone, ``ofa_loss``. The student it saves is a plain timm model state dict.
+want the loss alone, ``ofa_loss``. The student it saves is a plain timm model state dict plus its
+``config.json`` (model, kwargs and preprocessing, ``save_student``); ``load_student`` gives it
+back with the transform that feeds it, as for an ``ofasearch train`` run.
 
     ofasearch export ofasearch_results/cnn_to_vit -o best.yaml
-    python scripts/train_best.py best.yaml --epochs 30 --output student.safetensors
+    python scripts/train_best.py best.yaml --epochs 30 --output runs/mine
     python scripts/train_best.py search_spaces/train_cnn_to_vit.yaml --smoke-test   # tiny, for CI
 """
 
@@ -15,14 +17,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 
-import timm
 import torch
-from safetensors.torch import load_file, save_model
 from torch.utils.data import DataLoader, TensorDataset
 
-from ofasearch import OFADistiller, SpecError, load_config
+from ofasearch import OFADistiller, SpecError, load_config, load_student
 from ofasearch.data import load_splits, resize_images
+from ofasearch.models.artefact import save_student
 from ofasearch.training.teacher import build_teacher, prepare_teacher
 
 
@@ -32,11 +34,12 @@ def your_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, shu
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, loader: DataLoader) -> float:
+def accuracy(model: torch.nn.Module, transform: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader) -> float:
+    """Top-1 of a saved student: each image goes through its transform first (normalisation!)."""
     model.eval()
     hits = total = 0
     for x, y in loader:
-        hits += (model(x).argmax(1) == y).sum().item()
+        hits += (model(transform(x)).argmax(1) == y).sum().item()
         total += len(y)
     return hits / max(total, 1)
 
@@ -45,7 +48,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="a train config: best.yaml, an `ofasearch export` file...")
     parser.add_argument("--epochs", type=int, help="default: the config's optim.epochs")
-    parser.add_argument("--output", default="student.safetensors")
+    parser.add_argument("--output", default="student", help="folder for student.safetensors + config.json")
     parser.add_argument("--smoke-test", action="store_true", help="256 images, 1 epoch")
     args = parser.parse_args()
     try:
@@ -94,15 +97,12 @@ def main() -> int:
             total += loss.item()
         print(f"epoch {epoch}/{epochs}: loss {total / len(train):.4f} ({time.perf_counter() - start:.0f} s)")
 
-    # 5. Only the student ships: its state dict loads into a fresh timm model as it is.
-    save_model(student, args.output)
-    kwargs = {**pair.student.kwargs, "num_classes": splits.num_classes, "in_chans": splits.in_chans}
-    try:
-        fresh = timm.create_model(pair.student.model, img_size=splits.image_size, **kwargs)
-    except TypeError:  # CNNs have no img_size argument
-        fresh = timm.create_model(pair.student.model, **kwargs)
-    fresh.load_state_dict(load_file(args.output))
-    print(f"student test accuracy {accuracy(fresh, test):.4f}; weights: {args.output} (timm + load_state_dict)")
+    # 5. Only the student ships: a plain timm state dict, and config.json saying how to build and
+    #    feed it (timm name, kwargs, classes, channels, size, mean/std). Loaded back, it is a fresh
+    #    timm model plus the transform that normalises its input as the distiller did in training.
+    save_student(args.output, student, pair.student.model, pair.student.kwargs, **splits.model_args)
+    model, transform = load_student(args.output)
+    print(f"student test accuracy {accuracy(model, transform, test):.4f}; saved in {args.output} (load_student)")
     return 0
 
 

@@ -7,6 +7,10 @@ and ``ofasearch train --workers N`` (:func:`train_on_ray`; rank 0 ships the stud
 TensorBoard events back as the run's checkpoint, so the output folder is written on the driver
 even on a multi-node cluster). Every worker runs the same loop as in-process training, under
 DDP, on the device Ray Train gave it (``ray.train.torch.get_device()``).
+
+``ofasearch train`` on Ray Train reports the loop state as a Ray checkpoint after every epoch: a
+worker group restarted after a preemption, or the same run started again with ``--resume`` (Ray
+Train V2 restores a run's checkpoints from its storage folder), continues from the last epoch.
 """
 
 from __future__ import annotations
@@ -23,16 +27,18 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from ofasearch.cluster.ray_session import check_fits, ensure_ray, train_failure_config
 from ofasearch.config import TrainConfig
 from ofasearch.data import load_splits
 from ofasearch.distill import OFADistiller
+from ofasearch.errors import SpecError
+from ofasearch.training.artifacts import CHECKPOINTS, FINISHED_MARKERS, STATE_FILE, read_state
 from ofasearch.training.job import fit_for_search, train_worker
 from ofasearch.training.logit_cache import LogitCache
-from ofasearch.training.loop import EpochReport
+from ofasearch.training.loop import EpochReport, LoopState
 from ofasearch.training.teacher import TeacherInfo
 from ofasearch.utils.storage import Location, as_location, ray_storage
 
@@ -42,17 +48,38 @@ logger = logging.getLogger(__name__)
 
 
 def worker_payload(
-    config: TrainConfig, teacher: TeacherInfo | None, cache: LogitCache | None, *, search: bool
+    config: TrainConfig,
+    teacher: TeacherInfo | None,
+    cache: LogitCache | None,
+    *,
+    search: bool,
+    resume_from: Path | None = None,
 ) -> dict[str, Any]:
     """What a Ray Train worker needs: plain data only (it is pickled to every worker). The logit
     cache is passed by path: on a multi-node cluster ``$OFASEARCH_CACHE`` must be shared storage.
-    ``search``: report every epoch to Tune instead of writing an output folder."""
+    ``search``: report every epoch to Tune instead of writing an output folder. ``resume_from``:
+    a loop state file to start from when Ray has no checkpoint of the run (every worker reads it)."""
     return {
         "config": config.model_dump(mode="json"),
         "teacher": asdict(teacher) if teacher else None,
         "cache": asdict(cache) if cache else None,
         "search": search,
+        "resume_from": str(resume_from) if resume_from else None,
     }
+
+
+def _start_state(payload: dict[str, Any]) -> LoopState | None:
+    """Where this worker starts: Ray's latest checkpoint of the run (after a preemption, or a run
+    started again with ``--resume``), else the state file the driver named, else epoch 0."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            for rel in (STATE_FILE, f"{CHECKPOINTS}/{STATE_FILE}"):
+                if (Path(folder) / rel).is_file():
+                    return read_state(Path(folder) / rel)
+    if payload.get("resume_from"):
+        return read_state(Path(payload["resume_from"]))
+    return None
 
 
 def ray_train_worker(payload: dict[str, Any]) -> None:
@@ -70,16 +97,28 @@ def ray_train_worker(payload: dict[str, Any]) -> None:
         fit_for_search(config, splits, teacher, ray.train.report, cache=cache, device=device)
         return
     epochs = int(config.optim.epochs)
+    rank0 = ray.train.get_context().get_world_rank() == 0
+    out = Path(tempfile.mkdtemp(prefix="ofasearch-train-"))
 
     def report_epoch(entry: EpochReport, _distiller: OFADistiller) -> None:
-        if entry.epoch < epochs and not entry.diverged:  # the last report carries the checkpoint
-            ray.train.report(entry.as_metrics())
+        if entry.epoch < epochs and not entry.diverged:  # the last report carries the outputs
+            # rank 0 wrote this epoch's loop state before the report: it becomes Ray's checkpoint
+            state = ray.train.Checkpoint.from_directory(str(out / CHECKPOINTS)) if rank0 else None
+            ray.train.report(entry.as_metrics(), checkpoint=state)
 
-    out = Path(tempfile.mkdtemp(prefix="ofasearch-train-"))
     try:
-        summary = train_worker(config, splits, teacher, out, cache=cache, device=device, on_epoch=report_epoch)
+        summary = train_worker(
+            config,
+            splits,
+            teacher,
+            out,
+            cache=cache,
+            device=device,
+            on_epoch=report_epoch,
+            resume=_start_state(payload),
+        )
         last = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None}
-        if ray.train.get_context().get_world_rank() == 0:
+        if rank0:
             ray.train.report(last, checkpoint=ray.train.Checkpoint.from_directory(str(out)))
         else:
             ray.train.report(last)
@@ -122,6 +161,7 @@ def torch_trainer(
             storage_filesystem=filesystem,
             callbacks=list(callbacks),
             failure_config=train_failure_config(),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),  # the latest epoch's state (and the one before)
         ),
     )
 
@@ -148,17 +188,25 @@ def train_on_ray(
     cpus_per_worker: float,
     gpus_per_worker: float = 0.0,
     storage: str | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """``ofasearch train --workers N``: DDP on Ray Train (joining or starting Ray), the outputs
     copied from rank 0's checkpoint into ``output``. Returns the metrics summary. ``storage``: where
     Ray Train keeps the run (a path every node sees, or an object store URI); by default next to
-    ``output``, which on a cluster without a shared disk only works when rank 0 runs here."""
+    ``output``, which on a cluster without a shared disk only works when rank 0 runs here. The run
+    folder there holds the epoch checkpoints: ``resume`` continues from them (or from
+    ``output/checkpoints/last.pth`` of an in-process run); without it an old one is removed first,
+    so a new run never continues an old one by surprise."""
+    run_root = as_location(storage) if storage else output.parent / f".{output.name}-ray"
+    run_folder = run_root / f"train-{output.name}"
+    resume_from = _resume_source(output, run_folder) if resume else None
+    if not resume and run_folder.exists():
+        _remove_run(run_folder)
     ensure_ray()
     resources = per_worker_resources(workers, cpus_per_worker, gpus_per_worker, driver_cpus=0.0)
     check_fits(resources, workers, "train")
-    run_root = as_location(storage) if storage else output.parent / f".{output.name}-ray"
     trainer = torch_trainer(
-        worker_payload(config, teacher, cache, search=False),
+        worker_payload(config, teacher, cache, search=False, resume_from=resume_from),
         name=f"train-{output.name}",
         storage_path=str(run_root),
         workers=workers,
@@ -173,3 +221,17 @@ def train_on_ray(
     result.checkpoint.to_directory(str(output))  # through the checkpoint's own filesystem
     _remove_run(run_root / f"train-{output.name}" if storage else run_root)
     return json.loads((output / "metrics.json").read_text())
+
+
+def _resume_source(output: Path, run_folder: Location) -> Path | None:
+    """What ``--resume`` continues on Ray Train: Ray's own checkpoints in ``run_folder`` (None: Ray
+    finds them), else an in-process run's state file; neither is a one-line SpecError."""
+    finished = [name for name in FINISHED_MARKERS if (output / name).exists()]
+    if finished:
+        raise SpecError([f"--resume: {output} holds a finished run ({', '.join(finished)}); nothing to resume"])
+    if any(run_folder.glob("checkpoint_*")) if isinstance(run_folder, Path) else run_folder.exists():
+        return None
+    state = output / CHECKPOINTS / STATE_FILE
+    if state.is_file():
+        return state
+    raise SpecError([f"--resume: no checkpoint of {output} (neither Ray Train's in {run_folder} nor {state})"])

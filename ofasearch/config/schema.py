@@ -386,6 +386,8 @@ class ModelSpec(Strict):
     model: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = None
+    # the checkpoint file's SHA-256 (`ofasearch export` pins the teacher a search used by content)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     pretrained: bool = False
     recipe: TeacherRecipe = Field(default_factory=TeacherRecipe)
 
@@ -397,6 +399,8 @@ class ModelSpec(Strict):
             raise ValueError(message)
         if self.pretrained and self.checkpoint not in (None, "auto"):
             raise ValueError("give either pretrained: true or checkpoint: PATH, not both")
+        if self.sha256 is not None and self.checkpoint in (None, "auto"):
+            raise ValueError("sha256 pins a checkpoint file: give checkpoint: PATH with it")
         return self
 
     @property

@@ -4,15 +4,16 @@ any of its top configs, optionally the most accurate one under a latency or size
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ofasearch.config import parse_config
+from ofasearch.config import TrainConfig, parse_config
 from ofasearch.errors import SpecError
-from ofasearch.results.folder import read_folder
+from ofasearch.results.folder import ResultsFolder, read_folder, read_folder_spec, read_state
 from ofasearch.results.ranking import best_trial, ranked_trials, student_latency
-from ofasearch.utils.files import atomic_write
+from ofasearch.utils.files import atomic_write, cached_file_digest
 from ofasearch.utils.storage import Location
 
 __all__ = ["choose_trial", "export_config", "write_best"]
@@ -27,7 +28,8 @@ def write_best(folder: Location, rows: list[dict[str, Any]], max_epochs: int) ->
         return None
     score = f"val_acc {best['val_acc_mean']:.4f} ({_seeds_text(best)})"
     header = f"# best of {folder.name}: trial {best['trial_id']}, {score}\n"
-    return atomic_write(folder / "best.yaml", header + best["config"])
+    results = ResultsFolder(folder, read_folder_spec(folder), read_state(folder), rows)
+    return atomic_write(folder / "best.yaml", header + _config_yaml(best, None, results))
 
 
 def _seeds_text(row: dict[str, Any]) -> str:
@@ -65,9 +67,10 @@ def choose_trial(
     return ranked[rank - 1]
 
 
-def _config_yaml(row: dict[str, Any], name: str) -> str:
-    """The trial's config renamed, as today's schema writes it; a config it rejects (written by
-    another version) is passed on as recorded, and ``ofasearch train`` reports what to change."""
+def _config_yaml(row: dict[str, Any], name: str | None, results: ResultsFolder | None = None) -> str:
+    """The trial's config (renamed unless ``name`` is None), as today's schema writes it, its
+    teacher pinned by content (:func:`pin_teacher`); a config it rejects (written by another
+    version) is passed on as recorded, and ``ofasearch train`` reports what to change."""
     data = yaml.safe_load(row["config"])
     source = f"trial {row['trial_id']}"
     try:
@@ -76,8 +79,37 @@ def _config_yaml(row: dict[str, Any], name: str) -> str:
         if not isinstance(data, dict):
             raise
         logger.warning(f"{source}: config exported as recorded; today's schema rejects it: {exc.problems[0]}")
-        return yaml.safe_dump({**data, "name": name}, sort_keys=False)
-    return config.model_copy(update={"name": name}).to_yaml()
+        return yaml.safe_dump({**data, "name": name or data.get("name")}, sort_keys=False)
+    config = config.model_copy(update={"name": name or config.name})
+    if results is not None:
+        config = pin_teacher(config, results)
+    return config.to_yaml()
+
+
+def pin_teacher(config: TrainConfig, results: ResultsFolder) -> TrainConfig:
+    """``checkpoint: auto`` (or a path) replaced by the teacher file the search used and its
+    SHA-256, from ``state.json``: the exported config trains against that exact teacher, and
+    ``ofasearch train`` refuses a file whose content differs, instead of training a new teacher
+    because a data setting or the recipe changed. A pretrained (hub) teacher is left as it is."""
+    teacher = config.pair.teacher
+    labels = [(p.teacher, p.student) for p in results.spec.pairs]
+    key = (teacher.label, config.pair.student.label)
+    prepared = results.state.get("teachers") or []
+    if key not in labels or labels.index(key) >= len(prepared):
+        logger.warning(f"{results.path}: the search recorded no teacher for {teacher.label}; not pinned")
+        return config
+    info = prepared[labels.index(key)].get("info") or {}
+    path = info.get("checkpoint")
+    if not path:
+        return config  # pretrained from the hub: nothing on disk to pin
+    digest = info.get("sha256")
+    if digest is None:  # a user's checkpoint: hashed now
+        if not Path(path).is_file():
+            raise SpecError([f"pairs[0].teacher.checkpoint: {path!r}: no such file (the search's teacher)"])
+        digest = cached_file_digest(path)
+    pinned = teacher.model_copy(update={"checkpoint": str(path), "sha256": digest, "pretrained": False})
+    pair = config.pair.model_copy(update={"teacher": pinned})
+    return config.model_copy(update={"pairs": [pair]})
 
 
 def export_config(
@@ -102,5 +134,5 @@ def export_config(
         f"val_acc {row['val_acc_mean']:.4f} ({_seeds_text(row)}) after {row['epochs']} epochs{cost}\n"
         "# train it: ofasearch train THIS_FILE [--workers N --gpus-per-worker G]; raise optim.epochs for production\n"
     )
-    atomic_write(output, header + _config_yaml(row, f"{results.spec.name}-rank{rank}"))
+    atomic_write(output, header + _config_yaml(row, f"{results.spec.name}-rank{rank}", results))
     return output, row

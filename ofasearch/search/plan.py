@@ -21,6 +21,7 @@ from ofasearch.models import build_model, describe_model
 from ofasearch.results.folder import SPEC_FILE
 from ofasearch.results.tables import TRIALS_FILE
 from ofasearch.search.space import SearchSpace
+from ofasearch.utils.files import cached_file_digest
 
 __all__ = ["check_grace", "forward_problem", "plan"]
 
@@ -68,6 +69,12 @@ def plan(spec: Spec, splits: Splits | None = None) -> SearchSpace:
         checkpoint = pair.teacher.checkpoint
         if checkpoint not in (None, "auto") and not Path(checkpoint).is_file():
             problems.append(f"pairs[{i}].teacher.checkpoint: {checkpoint!r}: no such file")
+        elif checkpoint not in (None, "auto") and pair.teacher.sha256:
+            if cached_file_digest(checkpoint) != pair.teacher.sha256:  # pinned by `ofasearch export`
+                problems.append(
+                    f"pairs[{i}].teacher.sha256: {checkpoint!r} is not the pinned teacher (its SHA-256 differs); "
+                    "restore that file, or remove sha256 to accept this one"
+                )
     if problems:
         raise SpecError(problems)
     check_warm_start(spec)

@@ -47,6 +47,7 @@ from ofasearch.utils.claims import create_exclusive
 from ofasearch.utils.faults import note_results_folder
 from ofasearch.utils.killpoints import kill_point
 from ofasearch.utils.storage import Location, ObjectPath, as_location, location_digest, ray_storage
+from ofasearch.utils.versions import package_versions
 
 __all__ = [
     "SPEC_HASH_KEY",
@@ -116,6 +117,7 @@ def run_search(
         address=address,
         num_cpus=num_cpus,
         started_at=time.time(),
+        versions=package_versions(),  # ofasearch, torch, timm, ray, optuna that ran it
     )
     return _execute(spec, space, folder, address=address, num_cpus=num_cpus, verbose=verbose)
 

@@ -11,7 +11,9 @@ output folder come from the caller.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +24,21 @@ from ofasearch.config import TrainConfig
 from ofasearch.config.registry import get_method
 from ofasearch.data import Splits
 from ofasearch.distill import OFADistiller
-from ofasearch.training.artifacts import RunFolder, prepare_output, summarize
+from ofasearch.errors import SpecError
+from ofasearch.training.artifacts import RunFolder, check_same_config, prepare_output, resume_state, summarize
 from ofasearch.training.costs import measure_cost
 from ofasearch.training.logit_cache import LogitCache
-from ofasearch.training.loop import EpochReport, FitResult, fit, pick_device
+from ofasearch.training.loop import EpochReport, FitResult, LoopState, fit, pick_device
 from ofasearch.training.teacher import TeacherInfo, build_teacher, prepare_logit_cache, prepare_teacher
 
 __all__ = [
+    "RunResources",
     "build_distiller",
     "fit_for_search",
     "input_normalization",
     "log_summary",
     "prepare_teacher_and_cache",
+    "resolve_resources",
     "train",
     "train_worker",
 ]
@@ -41,6 +46,55 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EpochHook = Callable[[EpochReport, OFADistiller], None]
+
+
+@dataclass(frozen=True)
+class RunResources:
+    """What ``ofasearch train`` runs on: the config's ``resources``, each overridden by its flag."""
+
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+
+    def describe(self) -> str:
+        """One line for the log: where the run trains, and with how many threads."""
+        threads = max(1, int(self.cpus_per_worker))
+        device = f"{self.gpus_per_worker:g} GPU" if self.gpus_per_worker > 0 else "CPU"
+        cores = os.cpu_count() or 1
+        more = " (raise resources.cpus_per_worker or --cpus-per-worker for more)" if threads < cores else ""
+        if self.workers == 1:
+            return f"1 worker in this process on {device}, {threads} of {cores} CPU thread(s){more}"
+        backend = "nccl" if self.gpus_per_worker > 0 else "gloo"
+        return f"{self.workers} Ray Train workers x ({device}, {threads} thread(s)), DDP over {backend}"
+
+
+def resolve_resources(
+    config: TrainConfig, *, workers: int | None = None, cpus: float | None = None, gpus: float | None = None
+) -> RunResources:
+    """The config's ``resources`` (``workers_per_trial``, ``cpus_per_worker`` as torch threads,
+    ``gpus_per_worker``) with any given flag taking precedence. A GPU asked for in one process
+    where CUDA has none is a one-line SpecError naming where the request came from."""
+    res = config.resources
+    chosen = RunResources(
+        workers=res.workers_per_trial if workers is None else workers,
+        cpus_per_worker=res.cpus_per_worker if cpus is None else cpus,
+        gpus_per_worker=res.gpus_per_worker if gpus is None else gpus,
+    )
+    if chosen.workers < 1:
+        raise SpecError([f"--workers: {chosen.workers} is not allowed; must be >= 1"])
+    if chosen.cpus_per_worker <= 0:
+        raise SpecError([f"--cpus-per-worker: {chosen.cpus_per_worker:g} is not allowed; must be > 0"])
+    if chosen.gpus_per_worker < 0:
+        raise SpecError([f"--gpus-per-worker: {chosen.gpus_per_worker:g} is not allowed; must be >= 0"])
+    if chosen.workers == 1 and chosen.gpus_per_worker > 0 and not torch.cuda.is_available():
+        source = "--gpus-per-worker" if gpus is not None else "resources.gpus_per_worker"
+        raise SpecError(
+            [
+                f"{source}: {chosen.gpus_per_worker:g} asked for, but CUDA sees no GPU on this machine; "
+                "train on the CPU with --gpus-per-worker 0"
+            ]
+        )
+    return chosen
 
 
 def build_distiller(
@@ -103,17 +157,22 @@ def train(
     cpus: float = 1.0,
     progress: bool = True,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run ``config`` at full budget in this process and write ``output``: config.yaml,
-    student.safetensors, metrics.json, tensorboard/. Returns the metrics summary. A finished run
-    in ``output`` is a SpecError unless ``overwrite`` (then its files are replaced)."""
-    prepare_output(output, overwrite=overwrite)
+    student.safetensors, config.json, metrics.json, tensorboard/, checkpoints/. Returns the
+    metrics summary. A finished run in ``output`` is a SpecError unless ``overwrite`` (then its
+    files are replaced); ``resume`` continues the unfinished run there from its last epoch."""
+    prepare_output(output, overwrite=overwrite, resume=resume)
+    state = resume_state(output, config) if resume else None
     # As many threads as a search trial had (float reductions, hence results, depend on it):
     # best.yaml then reproduces its trial exactly; raise resources.cpus_per_worker for speed.
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cpus)))
     try:
-        return train_worker(config, splits, teacher, output, cache=cache, device=pick_device(gpus), progress=progress)
+        return train_worker(
+            config, splits, teacher, output, cache=cache, device=pick_device(gpus), progress=progress, resume=state
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -139,10 +198,18 @@ def train_worker(
     cache: LogitCache | None = None,
     progress: bool = False,
     on_epoch: EpochHook | None = None,
+    resume: LoopState | None = None,
 ) -> dict[str, Any]:
-    """Train on this process (one DDP rank or alone); rank 0 writes student, metrics and events
-    into ``out_dir``. Returns the metrics summary (on every rank)."""
-    folder = RunFolder(out_dir) if not dist.is_initialized() or dist.get_rank() == 0 else None
+    """Train on this process (one DDP rank or alone), from the loop state ``resume`` when given;
+    rank 0 writes events and, after every epoch, ``checkpoints/last.pth`` into ``out_dir``, then
+    the best epoch's student, its card and the metrics. Returns the metrics summary (on every
+    rank)."""
+    history = None
+    if resume is not None:
+        check_same_config(resume, config, out_dir)
+        history = [EpochReport(**h) for h in resume["history"]]
+        logger.info(f"resuming {out_dir} after epoch {resume['epoch']} of {config.optim.epochs}")
+    folder = RunFolder(out_dir, history=history) if not dist.is_initialized() or dist.get_rank() == 0 else None
 
     def report(entry: EpochReport, distiller: OFADistiller, _cost: dict[str, Any]) -> None:
         if folder is not None:
@@ -150,10 +217,25 @@ def train_worker(
         if on_epoch is not None:
             on_epoch(entry, distiller)
 
-    result, cost = _fit_config(config, splits, teacher, cache, device=device, report=report, progress=progress)
+    def save_state(state: LoopState) -> None:
+        if folder is not None:
+            folder.save_state(state, config)
+
+    result, cost = _fit_config(
+        config,
+        splits,
+        teacher,
+        cache,
+        device=device,
+        report=report,
+        progress=progress,
+        keep_best=True,
+        resume=resume,
+        save_state=save_state,
+    )
     summary = summarize(config, result, teacher, cost, teacher_cache=cache is not None)
     if folder is not None:
-        folder.finish(config, summary, result.distiller.student)
+        folder.finish(config, summary, result, splits.model_args)
     return summary
 
 

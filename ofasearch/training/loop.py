@@ -30,7 +30,7 @@ from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
 from ofasearch.training.logit_cache import LogitCache
 
-__all__ = ["EpochReport", "FitResult", "evaluate", "fit", "per_worker_batch", "pick_device"]
+__all__ = ["EpochReport", "FitResult", "LoopState", "evaluate", "fit", "per_worker_batch", "pick_device"]
 
 
 @dataclass
@@ -53,7 +53,9 @@ class EpochReport:
 
 @dataclass
 class FitResult:
-    """The outcome of :func:`fit`; ``distiller.student`` holds the trained weights."""
+    """The outcome of :func:`fit`. ``distiller.student`` holds the trained weights: with
+    ``keep_best`` those of the best validation epoch (``best_epoch``; ``test_acc`` is theirs) and
+    ``last_state`` the last epoch's, as timm's train.py keeps ``model_best`` and ``last``."""
 
     distiller: OFADistiller
     history: list[EpochReport]
@@ -61,9 +63,21 @@ class FitResult:
     test_acc: float | None
     train_seconds: float
     diverged: bool
+    best_epoch: int = 0
+    last_state: dict[str, torch.Tensor] | None = None
+    test_acc_last: float | None = None
+    resumed_from: int = 0  # epochs done before this call (0: not resumed)
 
 
 ReportFn = Callable[[EpochReport, OFADistiller], None]
+
+LoopState = dict[str, Any]
+"""Everything :func:`fit` needs to continue after epoch ``state["epoch"]`` exactly as if it had
+never stopped: student and branch weights, optimiser, schedule, loss scaler, RNG, history, the
+best epoch so far (and its student weights). Plain tensors and containers: ``torch.load`` reads
+it with ``weights_only=True``."""
+
+STATE_FORMAT = 1
 
 
 def pick_device(gpus: float = 0.0) -> torch.device:
@@ -287,6 +301,74 @@ def _train_epoch(run: _Training, epoch: int, bar: Any) -> tuple[dict[str, float]
     return sums, seen, False
 
 
+def _student_copy(distiller: OFADistiller, scored: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """A CPU copy of the student's weights (of ``scored``, the EMA model, when given)."""
+    model = scored if scored is not None else distiller.student
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+@dataclass
+class _Progress:
+    """What :func:`fit` has accumulated over the epochs done (saved in, and restored from, a
+    :data:`LoopState`)."""
+
+    epoch: int = 0
+    history: list[EpochReport] = field(default_factory=list)
+    best: float = -1.0
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    train_seconds: float = 0.0
+
+
+def _loop_state(run: _Training, done: _Progress) -> LoopState:
+    """The state after ``done.epoch`` epochs (tensors on the CPU)."""
+    branches = {k: v.detach().cpu() for k, v in run.distiller.branches.state_dict().items()}
+    return {
+        "format": STATE_FORMAT,
+        "epoch": done.epoch,
+        "updates": run.updates,
+        "student": _student_copy(run.distiller),
+        "branches": branches,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "ema": _student_copy(run.distiller, run.ema.module) if run.ema is not None else None,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+        "history": [asdict(h) for h in done.history],
+        "best_val_acc": done.best,
+        "best_epoch": done.best_epoch,
+        "best_student": done.best_state,
+        "train_seconds": done.train_seconds,
+    }
+
+
+def _restore(run: _Training, state: LoopState) -> _Progress:
+    """Put ``state`` back into the run (weights, optimiser, schedule, scaler, RNG)."""
+    if state.get("format") != STATE_FORMAT:
+        raise SpecError([f"--resume: checkpoint format {state.get('format')!r} is not {STATE_FORMAT}; train again"])
+    run.distiller.student.load_state_dict(state["student"])
+    run.distiller.branches.load_state_dict(state["branches"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.scaler is not None and state.get("scaler") is not None:
+        run.scaler.load_state_dict(state["scaler"])
+    run.updates = int(state["updates"])
+    if run.ema is not None and state.get("ema") is not None:
+        run.ema.module.load_state_dict(state["ema"])
+    torch.set_rng_state(state["rng_cpu"])
+    if run.device.type == "cuda" and state.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(state["rng_cuda"], run.device)
+    return _Progress(
+        epoch=int(state["epoch"]),
+        history=[EpochReport(**h) for h in state["history"]],
+        best=float(state["best_val_acc"]),
+        best_epoch=int(state["best_epoch"]),
+        best_state=state.get("best_student"),
+        train_seconds=float(state["train_seconds"]),
+    )
+
+
 def _mean_over_ranks(sums: dict[str, float], seen: int, device: torch.device) -> dict[str, float]:
     """Per-sample means of ``sums`` over every rank's samples."""
     keys = sorted(sums)
@@ -307,6 +389,9 @@ def fit(
     evaluate_test: bool = True,
     logit_cache: LogitCache | None = None,
     augment: AugmentSpec | None = None,
+    keep_best: bool = False,
+    resume: LoopState | None = None,
+    save_state: Callable[[LoopState], None] | None = None,
 ) -> FitResult:
     """Train ``distiller``'s student (and exit branches) for ``optim.epochs`` epochs.
 
@@ -317,21 +402,32 @@ def fit(
     ``augment`` (default: ofasearch's pad-crop + flip) builds the training views. With
     ``optim.ema_decay`` the EMA weights are scored every epoch and become the student at the end
     (as timm's train.py scores its EMA model).
+
+    ``keep_best``: the student ends with the (scored) weights of its best validation epoch (what
+    a run ships; the last epoch's are in ``FitResult.last_state``). ``save_state`` receives the
+    :data:`LoopState` after every epoch, before ``report`` (a checkpoint never lags the reports);
+    ``resume`` continues from one, bit for bit as the uninterrupted run on the same device and
+    thread count.
     """
     pipeline = Pipeline(augment or AugmentSpec(), data)
     run = _start(distiller, data, optim, seed=seed, device=device, logit_cache=logit_cache, pipeline=pipeline)
     scored = run.ema.module if run.ema is not None else None
+    done = _restore(run, resume) if resume is not None else _Progress()
+    resumed_from = done.epoch
     epochs = int(optim.epochs)
-    bar = _progress(epochs * run.steps_per_epoch) if progress and _world()[0] == 0 else None
-    history: list[EpochReport] = []
-    best, diverged, train_seconds = 0.0, False, 0.0
-    for epoch in range(epochs):
+    remaining = max(0, epochs - done.epoch) * run.steps_per_epoch
+    bar = _progress(remaining) if progress and remaining and _world()[0] == 0 else None
+    diverged = any(h.diverged for h in done.history)
+    for epoch in range(done.epoch, epochs if not diverged else done.epoch):
         start = time.perf_counter()
         sums, seen, diverged = _train_epoch(run, epoch, bar)
-        train_seconds += time.perf_counter() - start
+        done.train_seconds += time.perf_counter() - start
         means = _mean_over_ranks(sums, seen, device)
         val_acc = 0.0 if diverged else evaluate(distiller, data.val, device, pipeline=pipeline, student=scored)
-        best = max(best, val_acc)
+        if val_acc > done.best:
+            done.best, done.best_epoch = val_acc, epoch + 1
+            if keep_best:
+                done.best_state = _student_copy(distiller, scored)
         entry = EpochReport(
             epoch=epoch + 1,
             train_loss=float("nan") if diverged else means.pop("total", float("nan")),
@@ -341,9 +437,12 @@ def fit(
             parts=means,
             diverged=diverged,
         )
-        history.append(entry)
+        done.history.append(entry)
+        done.epoch = epoch + 1
         if bar is not None:
             bar.write(f"epoch {entry.epoch}/{epochs}: loss {entry.train_loss:.4f} val_acc {val_acc:.4f}")
+        if save_state is not None:
+            save_state(_loop_state(run, done))
         if report is not None:
             report(entry, distiller)
         if diverged:
@@ -352,8 +451,28 @@ def fit(
         bar.close()
     if run.ema is not None and not diverged:  # the EMA weights are what was scored: ship them
         distiller.student.load_state_dict(run.ema.module.state_dict())
-    test_acc = evaluate(distiller, data.test, device, pipeline=pipeline) if evaluate_test and not diverged else None
-    return FitResult(distiller, history, best, test_acc, train_seconds, diverged)
+    last_state, test_last = None, None
+    if keep_best and done.best_state is not None:
+        last_state = _student_copy(distiller)
+        if evaluate_test and not diverged and done.best_epoch != done.epoch:
+            test_last = evaluate(distiller, data.test, device, pipeline=pipeline)
+        distiller.student.load_state_dict(done.best_state)
+    usable = not diverged or (keep_best and done.best_state is not None)
+    test_acc = evaluate(distiller, data.test, device, pipeline=pipeline) if evaluate_test and usable else None
+    if keep_best and test_last is None and done.best_epoch == done.epoch:
+        test_last = test_acc
+    return FitResult(
+        distiller,
+        done.history,
+        max(done.best, 0.0),
+        test_acc,
+        done.train_seconds,
+        diverged,
+        best_epoch=done.best_epoch,
+        last_state=last_state,
+        test_acc_last=test_last,
+        resumed_from=resumed_from,
+    )
 
 
 def _progress(total: int) -> Any:

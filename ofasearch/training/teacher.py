@@ -41,18 +41,21 @@ from ofasearch.utils.files import (
     CorruptFileError,
     atomic_write,
     cache_root,
+    cached_file_digest,
     content_hash,
     file_problem,
     file_record,
     replace_dir,
     share_as_umask_allows,
 )
+from ofasearch.utils.versions import package_versions
 
 __all__ = ["TeacherInfo", "build_teacher", "prepare_logit_cache", "prepare_teacher", "teacher_key"]
 
 logger = logging.getLogger(__name__)
 
-RECIPE_VERSION = 2  # bump when the teacher training code changes what a key means
+# bump when the teacher training code changes what a key means (3: the best epoch is stored, not the last)
+RECIPE_VERSION = 3
 TEACHER_SEED = 0
 WEIGHTS_FILE = "teacher.safetensors"
 # what reading a damaged checkpoint raises: safetensors, torch.load (zip or pickle), the OS
@@ -114,7 +117,7 @@ def prepare_teacher(
         return TeacherInfo(None)
     if teacher.checkpoint not in (None, "auto"):
         _check_user_checkpoint(teacher, splits)
-        return TeacherInfo(teacher.checkpoint)
+        return TeacherInfo(teacher.checkpoint, sha256=teacher.sha256)
     key = teacher_key(teacher, data)
     folder = cache_root() / "teachers" / key
     info = _stored_teacher(folder, warn=True)
@@ -141,6 +144,14 @@ def _check_user_checkpoint(teacher: ModelSpec, splits: Splits) -> None:
     path = str(teacher.checkpoint)
     if not Path(path).is_file():
         raise SpecError([f"teacher.checkpoint: {path!r}: no such file"])
+    if teacher.sha256 and cached_file_digest(path) != teacher.sha256:
+        raise SpecError(
+            [
+                f"teacher.checkpoint: {path!r}: its SHA-256 is not the pinned teacher.sha256 {teacher.sha256[:12]}...; "
+                "the file changed since the config was written: restore the pinned teacher, or remove sha256 to "
+                "accept this file"
+            ]
+        )
     model = build_teacher(teacher, TeacherInfo(None), splits)
     try:  # a timm 0.6/0.9 .pth (state_dict/model/module. wrappers, old layouts) or safetensors
         load_weights(model, path)
@@ -222,7 +233,10 @@ def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: fl
         warmup_epochs=min(1, recipe.epochs - 1),
     )
     distiller = OFADistiller(model, None, splits.num_classes, input_size=splits.input_size, method="none")
-    result = fit(distiller, splits, optim, seed=TEACHER_SEED, device=pick_device(gpus), progress=progress)
+    # the best validation epoch's weights, so the recorded accuracies are those of the stored teacher
+    result = fit(
+        distiller, splits, optim, seed=TEACHER_SEED, device=pick_device(gpus), progress=progress, keep_best=True
+    )
     if result.diverged:
         raise RuntimeError(f"teacher {teacher.label} diverged while training; change teacher.recipe")
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
@@ -239,6 +253,7 @@ def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: fl
         "epochs": recipe.epochs,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "files": {WEIGHTS_FILE: record},
+        "versions": package_versions(),
     }
     atomic_write(tmp / "meta.json", json.dumps(meta, indent=2))
     replace_dir(tmp, folder)

@@ -1,11 +1,15 @@
 """`ofasearch export`: any top config of a finished search as a train config, within limits."""
 
+import json
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 
 from ofasearch.cli import main
 from ofasearch.config import load_config
 from ofasearch.results.ranking import ranked_trials, student_latency
+from ofasearch.utils.files import file_digest
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +68,16 @@ def test_bad_export_requests_exit_2_with_one_line(digits_search, tmp_path, capsy
 def test_export_of_a_folder_that_is_no_search(tmp_path, capsys):
     assert main(["export", str(tmp_path)]) == 2
     assert "not an ofasearch results folder" in capsys.readouterr().err
+
+
+def test_export_pins_the_teacher_by_content_and_the_folder_records_versions(digits_search, tmp_path):
+    """The exported config names the teacher file the search trained and its SHA-256 instead of
+    `checkpoint: auto`; state.json records the versions that ran the search."""
+    out = tmp_path / "pinned.yaml"
+    assert main(["export", str(digits_search), "-o", str(out)]) == 0
+    teacher = load_config(str(out)).pair.teacher
+    assert teacher.checkpoint not in (None, "auto") and Path(teacher.checkpoint).is_file()
+    assert teacher.sha256 == file_digest(teacher.checkpoint)
+    assert load_config(str(digits_search / "best.yaml")).pair.teacher.sha256 == teacher.sha256
+    state = json.loads((digits_search / "state.json").read_text())
+    assert set(state["versions"]) == {"ofasearch", "torch", "timm", "ray", "optuna"} and state["versions"]["ray"]

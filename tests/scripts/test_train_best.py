@@ -8,13 +8,15 @@ import pytest
 import timm
 from safetensors.torch import load_file
 
+from ofasearch import load_student
+
 pytestmark = pytest.mark.slow  # starts Ray or trains a model: not in the fast tier
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_train_best_example_smoke(tmp_path):
-    out = tmp_path / "student.safetensors"
+    out = tmp_path / "student"
     script, config = ROOT / "scripts" / "train_best.py", ROOT / "search_spaces" / "train_cnn_to_vit.yaml"
     result = subprocess.run(
         [sys.executable, str(script), str(config), "--smoke-test", "--output", str(out)],
@@ -35,7 +37,9 @@ def test_train_best_example_smoke(tmp_path):
         num_classes=10,
         in_chans=1,
     )
-    student.load_state_dict(load_file(out))
+    student.load_state_dict(load_file(out / "student.safetensors"))
+    loaded, transform = load_student(out)  # and the loader finds model and preprocessing in config.json
+    assert transform.image_size == 28 and type(loaded) is type(student)
 
 
 def test_train_best_rejects_a_search_spec(tmp_path):

@@ -1,6 +1,12 @@
 """``ofasearch train --workers 2``: the same loop under DDP on Ray Train with gloo."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +18,8 @@ from ofasearch.config import parse_config
 from ofasearch.data import load_splits
 from ofasearch.distill import OFADistiller
 from tests.specs import CONFIG, VIT
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow  # starts Ray or trains a model: not in the fast tier
 
@@ -68,3 +76,37 @@ def test_batch_that_does_not_split_over_the_workers_is_one_line(tmp_path, capsys
         "error: optim.batch_size: 33 is not divisible by the 2 workers (the batch is global: each worker "
         "takes batch_size / workers); use a multiple of 2 (--workers 2)"
     ]
+
+
+def test_a_killed_ray_train_run_resumes_from_its_ray_checkpoint(tmp_path, ray_local, capsys):
+    """SIGKILL the driver of `train --workers 2` once Ray Train holds an epoch checkpoint, then
+    `--resume --workers 2`: Ray Train restores the run from its storage folder and the workers
+    continue after the checkpointed epoch instead of starting at epoch 0."""
+    import ray
+
+    ray.shutdown()  # the killed driver starts its own local Ray; the resume below starts one again
+    data = {**CONFIG, "optim": {**CONFIG["optim"], "epochs": 4}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    storage = tmp_path / ".out-ray"
+    cmd = [sys.executable, "-m", "ofasearch", "train", str(path), "-o", str(out), "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 900
+    while not list(storage.glob("*/checkpoint_*/last.pth")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before a checkpoint"
+        time.sleep(0.5)
+    time.sleep(1.0)  # let Ray record the checkpoint in its run snapshot
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = max(torch.load(p, weights_only=True)["epoch"] for p in storage.glob("*/checkpoint_*/last.pth"))
+    assert not (out / "metrics.json").exists()
+
+    cmd = ["train", str(path), "-o", str(out), "--workers", "2", "--no-progress", "--resume"]
+    assert main(cmd) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    print(f"\nRay Train: killed with a checkpoint after epoch {saved} of 4; resumed to epoch {metrics['epochs']}")
+    assert metrics["epochs"] == 4 and [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+    assert metrics["resumed_from_epoch"] == saved >= 1, "continued after the checkpointed epoch, not from 0"
+    assert metrics["val_acc"] > 0.3
+    assert not storage.exists(), "Ray Train's run folder is cleaned up after success"
