@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ofasearch.errors import SpecError
-from ofasearch.models.factory import build_model, load_weights, normalization
+from ofasearch.models.factory import build_model, normalization
+from ofasearch.models.weights import load_weights
 from ofasearch.utils.files import CorruptFileError, atomic_write, file_problem, file_record
 from ofasearch.utils.versions import package_versions
 

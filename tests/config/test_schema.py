@@ -155,7 +155,7 @@ def test_teachers_times_students_errors_point_at_the_entry_written():
     )
     assert lines == [
         "students[0].kwarg: unknown key; did you mean 'kwargs'? "
-        "(allowed: checkpoint, kwargs, model, pretrained, recipe)",
+        "(allowed: checkpoint, kwargs, model, pretrained, recipe, sha256)",
         lines[1],
     ]
     assert lines[1].startswith("teachers[1]: unknown timm model 'resnet81'"), lines
