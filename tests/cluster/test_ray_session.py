@@ -45,7 +45,7 @@ def _write(tmp_path, data):
 def test_gpu_asked_for_on_a_cpu_machine(tmp_path, capsys):
     data = {**CONFIG, "distill": {"method": "none"}, "optim": {**CONFIG["optim"], "epochs": 1}}
     assert main(["train", _write(tmp_path, data), "-o", str(tmp_path / "o"), "--gpus-per-worker", "1"]) == 2
-    assert "gpus_per_worker: 1 asked for, but CUDA sees no GPU" in capsys.readouterr().err
+    assert "--gpus-per-worker: 1 asked for, but CUDA sees no GPU" in capsys.readouterr().err
 
 
 def test_trial_bigger_than_the_cluster(tmp_path, capsys, ray_local):
