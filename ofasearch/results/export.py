@@ -28,8 +28,13 @@ def write_best(folder: Location, rows: list[dict[str, Any]], max_epochs: int) ->
         return None
     score = f"val_acc {best['val_acc_mean']:.4f} ({_seeds_text(best)})"
     header = f"# best of {folder.name}: trial {best['trial_id']}, {score}\n"
-    results = ResultsFolder(folder, read_folder_spec(folder), read_state(folder), rows)
-    return atomic_write(folder / "best.yaml", header + _config_yaml(best, None, results))
+    try:  # pinned to the search's teacher file; never a reason for a finished search to fail
+        results = ResultsFolder(folder, read_folder_spec(folder), read_state(folder), rows)
+        text = _config_yaml(best, None, results)
+    except SpecError as exc:
+        logger.warning(f"best.yaml: teacher not pinned ({exc.problems[0]})")
+        text = best["config"]
+    return atomic_write(folder / "best.yaml", header + text)
 
 
 def _seeds_text(row: dict[str, Any]) -> str:
