@@ -9,6 +9,7 @@ scaling and seeding are timm's (``create_optimizer_v2``, ``CosineLRScheduler``, 
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -322,16 +323,17 @@ class _Progress:
 
 def _loop_state(run: _Training, done: _Progress) -> LoopState:
     """The state after ``done.epoch`` epochs (tensors on the CPU)."""
-    branches = {k: v.detach().cpu() for k, v in run.distiller.branches.state_dict().items()}
+    # copies, not views of the live tensors: a caller may keep the state while training goes on
+    branches = {k: v.detach().to("cpu", copy=True) for k, v in run.distiller.branches.state_dict().items()}
     return {
         "format": STATE_FORMAT,
         "epoch": done.epoch,
         "updates": run.updates,
         "student": _student_copy(run.distiller),
         "branches": branches,
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "optimizer": copy.deepcopy(run.optimizer.state_dict()),
+        "scheduler": copy.deepcopy(run.scheduler.state_dict()),
+        "scaler": copy.deepcopy(run.scaler.state_dict()) if run.scaler is not None else None,
         "ema": _student_copy(run.distiller, run.ema.module) if run.ema is not None else None,
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,

@@ -124,7 +124,7 @@ def test_shipped_student_is_the_best_epoch_and_the_last_is_kept(trained):
         model, transform = load_student(trained, weights=weights)
         with torch.no_grad():
             acc = float((model(transform(val.images)).argmax(-1) == val.labels).float().mean())
-        assert acc == pytest.approx(metrics[key], abs=1e-9), weights
+        assert acc == pytest.approx(metrics[key], abs=1e-6), weights  # float32 here: 1 image is 0.007
     card = json.loads((trained / "config.json").read_text())
     assert card["ofasearch"]["versions"] == metrics["versions"] and metrics["versions"]["timm"] == timm.__version__
 
