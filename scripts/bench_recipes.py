@@ -55,7 +55,7 @@ def step_seconds(recipe: str, student: str, size: int, batch: int, steps: int) -
             "data": {
                 "dataset": "fashion-mnist",
                 "image_size": size,
-                "train_subset": batch * steps + 20,
+                "train_subset": batch * steps,  # after val_size: exactly `steps` updates
                 "val_size": 20,
             },
             "recipe": recipe,
@@ -114,7 +114,7 @@ def main() -> int:
     size, batch, steps, cache_images = args.image_size, args.batch, args.steps, args.cache_images
     cases = CASES
     if args.smoke_test:
-        size, batch, steps, cache_images, cases = 32, 4, 1, 8, [("paper-vit", "deit_tiny_patch16_224")]
+        size, batch, steps, cache_images, cases = 32, 8, 2, 16, [("paper-vit", "deit_tiny_patch16_224")]
     print(f"{torch.get_num_threads()} CPU threads, fashion-mnist at {size} px, batch {batch}, {steps} updates")
     print(f"{'recipe':10} {'student':24} {'s/update':>9} {'ms/image (views)':>17}")
     for recipe, student in cases:
