@@ -351,7 +351,9 @@ def _restore(run: _Training, state: LoopState) -> _Progress:
         raise SpecError([f"--resume: checkpoint format {state.get('format')!r} is not {STATE_FORMAT}; train again"])
     run.distiller.student.load_state_dict(state["student"])
     run.distiller.branches.load_state_dict(state["branches"])
-    run.optimizer.load_state_dict(state["optimizer"])
+    # a copy: torch keeps CPU tensors of a loaded optimiser state as they are, and the steps
+    # that follow would change the caller's state in place
+    run.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
     run.scheduler.load_state_dict(state["scheduler"])
     if run.scaler is not None and state.get("scaler") is not None:
         run.scaler.load_state_dict(state["scaler"])
