@@ -438,7 +438,8 @@ def test_a_full_disk_mid_run_then_resume(store, undisturbed, tmp_path):
     """
     (tmp_path / "kept").mkdir()
     files = _in_mount_namespace(script, tmp_path)
-    assert files["df"].split()[4] == "100%", files["df"]
+    # full when the write failed; the failed write's partial file is removed again afterwards
+    assert int(files["df"].split()[4].rstrip("%")) >= 90, files["df"]
     line = _check_fault_then_resume(files, folder, "no space left on the device of ")
     assert "free some space" in line
     kept = tmp_path / "kept" / FAULT_SPEC["name"]

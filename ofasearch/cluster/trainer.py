@@ -224,12 +224,19 @@ def train_on_ray(
 
 
 def _resume_source(output: Path, run_folder: Location) -> Path | None:
-    """What ``--resume`` continues on Ray Train: Ray's own checkpoints in ``run_folder`` (None: Ray
-    finds them), else an in-process run's state file; neither is a one-line SpecError."""
+    """What ``--resume`` continues on Ray Train: the newest of Ray's own checkpoints in a local
+    ``run_folder`` (on object storage, None: left to Ray's own restore, which no test covers yet),
+    else an in-process run's state file; neither is a one-line SpecError."""
     finished = [name for name in FINISHED_MARKERS if (output / name).exists()]
     if finished:
         raise SpecError([f"--resume: {output} holds a finished run ({', '.join(finished)}); nothing to resume"])
-    if any(run_folder.glob("checkpoint_*")) if isinstance(run_folder, Path) else run_folder.exists():
+    if isinstance(run_folder, Path):
+        # A new TorchTrainer of the same name does not pick up the killed run's checkpoints by
+        # itself: every worker is pointed at the newest one's state file.
+        saved = list(run_folder.glob(f"checkpoint_*/{STATE_FILE}"))
+        if saved:
+            return max(saved, key=lambda path: path.stat().st_mtime)
+    elif run_folder.exists():
         return None
     state = output / CHECKPOINTS / STATE_FILE
     if state.is_file():
