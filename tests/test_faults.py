@@ -389,15 +389,20 @@ def _assert_finished(folder: Path) -> None:
     assert read_state(folder)["phase"] == "done" and (folder / "best.yaml").is_file()
 
 
-def test_storage_made_read_only_mid_run_then_resume(store, undisturbed, tmp_path):
+def _storage_to_mount(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """An empty storage folder to mount a fault on, the tiny spec, and the search folder the run
+    will make there; skips where this user cannot mount."""
     why = _can_mount()
     if why:
         pytest.skip(why)
     _no_ray_here()
     storage = tmp_path / "storage"
     storage.mkdir()
-    spec = _run_spec(tmp_path, "spec")
-    folder = storage / FAULT_SPEC["name"]
+    return storage, _run_spec(tmp_path, "spec"), storage / FAULT_SPEC["name"]
+
+
+def test_storage_made_read_only_mid_run_then_resume(store, undisturbed, tmp_path):
+    storage, spec, folder = _storage_to_mount(tmp_path)
     script = f"""
         S={storage}
         mount --bind "$S" "$S"
@@ -419,14 +424,7 @@ def test_storage_made_read_only_mid_run_then_resume(store, undisturbed, tmp_path
 def test_a_full_disk_mid_run_then_resume(store, undisturbed, tmp_path):
     """The results folder on a 120 KiB tmpfs: it fills during the search (a finished tiny search
     takes about 260 KB); then the tmpfs is grown (space freed) and the search resumed."""
-    why = _can_mount()
-    if why:
-        pytest.skip(why)
-    _no_ray_here()
-    storage = tmp_path / "storage"
-    storage.mkdir()
-    spec = _run_spec(tmp_path, "spec")
-    folder = storage / FAULT_SPEC["name"]
+    storage, spec, folder = _storage_to_mount(tmp_path)
     script = f"""
         S={storage}
         mount -t tmpfs -o size=120k tmpfs "$S"
