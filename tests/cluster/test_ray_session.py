@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 import ray
 import yaml
@@ -85,6 +86,18 @@ def _this_instance() -> dict:
     return next(r for r in recorded_sessions() if Path(r["session_dir"]).name == session)
 
 
+def _wait_until_dead(pid: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} still runs {timeout_s} s after SIGKILL")
+
+
 @pytest.mark.slow
 def test_a_crashed_instance_is_cleaned_up_and_a_live_one_never():
     ensure_ray(num_cpus=1)
@@ -98,6 +111,7 @@ def test_a_crashed_instance_is_cleaned_up_and_a_live_one_never():
         assert reap_dead_sessions() == [], "a live instance is never treated as left over"
         assert all(p.is_running() for p in procs)
         os.kill(record["gcs_pid"], signal.SIGKILL)  # the head crashes: its GCS is gone
+        _wait_until_dead(record["gcs_pid"])  # a SIGKILL is delivered, not done, when kill() returns
         with log_lines() as logs:
             stopped = reap_dead_sessions()
         raylet = next(pid for pid, name in names.items() if name == "raylet")
