@@ -389,7 +389,9 @@ class ModelSpec(Strict):
     # the checkpoint file's SHA-256 (`ofasearch export` pins the teacher a search used by content)
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     pretrained: bool = False
-    recipe: TeacherRecipe = Field(default_factory=TeacherRecipe)
+    # how a teacher is trained once (``checkpoint: auto``) or fine-tuned from ``pretrained: true``
+    # (given: the pretrained weights are fine-tuned on the data); None: the defaults, or as it is
+    recipe: TeacherRecipe | None = None
 
     @model_validator(mode="after")
     def _known_model(self, info: ValidationInfo) -> ModelSpec:
@@ -401,7 +403,24 @@ class ModelSpec(Strict):
             raise ValueError("give either pretrained: true or checkpoint: PATH, not both")
         if self.sha256 is not None and self.checkpoint in (None, "auto"):
             raise ValueError("sha256 pins a checkpoint file: give checkpoint: PATH with it")
+        if self.recipe is not None and self.checkpoint not in (None, "auto"):
+            raise ValueError(
+                f"recipe trains a teacher (checkpoint: auto) or fine-tunes a pretrained one; the file "
+                f"{self.checkpoint!r} is used as it is: remove recipe or checkpoint"
+            )
+        if self.pretrained and self.recipe is not None:
+            self.checkpoint = "auto"  # fine-tuned once on the data and kept like a trained teacher
         return self
+
+    @property
+    def training_recipe(self) -> TeacherRecipe:
+        """The recipe ``checkpoint: auto`` trains (or fine-tunes) with: the given one or the defaults."""
+        return self.recipe or TeacherRecipe()
+
+    @property
+    def fine_tunes(self) -> bool:
+        """ImageNet (hub) weights fine-tuned on the data before they teach, as the paper's teachers."""
+        return self.pretrained and self.checkpoint == "auto"
 
     @property
     def label(self) -> str:

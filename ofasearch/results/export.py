@@ -112,7 +112,7 @@ def pin_teacher(config: TrainConfig, results: ResultsFolder) -> TrainConfig:
         if not Path(path).is_file():
             raise SpecError([f"pairs[0].teacher.checkpoint: {path!r}: no such file (the search's teacher)"])
         digest = cached_file_digest(path)
-    pinned = teacher.model_copy(update={"checkpoint": str(path), "sha256": digest, "pretrained": False})
+    pinned = teacher.model_copy(update={"checkpoint": str(path), "sha256": digest, "pretrained": False, "recipe": None})
     pair = config.pair.model_copy(update={"teacher": pinned})
     return config.model_copy(update={"pairs": [pair]})
 

@@ -83,10 +83,12 @@ def teacher_key(teacher: ModelSpec, data: DataSpec) -> str:
         "model": teacher.model,
         "kwargs": teacher.kwargs,
         "data": data.model_dump(exclude={"root"}),
-        "recipe": teacher.recipe.model_dump(),
+        "recipe": teacher.training_recipe.model_dump(),
         "seed": TEACHER_SEED,
         "version": RECIPE_VERSION,
     }
+    if teacher.pretrained:  # fine-tuned from the hub's weights (a key of its own; older keys unchanged)
+        payload["pretrained"] = True
     return content_hash(payload)
 
 
@@ -96,7 +98,7 @@ def build_teacher(teacher: ModelSpec, info: TeacherInfo, splits: Splits) -> nn.M
         teacher.model,
         teacher.kwargs,
         **splits.model_args,
-        pretrained=teacher.pretrained,
+        pretrained=teacher.pretrained and info.checkpoint is None,  # a fine-tuned one is on disk
     )
     if info.checkpoint is not None:
         if info.sha256:
@@ -112,7 +114,7 @@ def prepare_teacher(
 ) -> TeacherInfo:
     """Resolve ``checkpoint``/``pretrained``; for ``auto`` reuse a verified stored teacher, else
     train it (under a lock, so concurrent runs train it once)."""
-    if teacher.pretrained:
+    if teacher.pretrained and not teacher.fine_tunes:
         build_teacher(teacher, TeacherInfo(None), splits)  # fails early and clearly when offline
         return TeacherInfo(None)
     if teacher.checkpoint not in (None, "auto"):
@@ -126,8 +128,9 @@ def prepare_teacher(
         with FileLock(folder.parent / f"{key}.lock"):  # a second trial waits here for the first
             info = _stored_teacher(folder, warn=False)  # trained or repaired while we waited?
             if info is None:
+                how = "fine-tuning pretrained" if teacher.fine_tunes else "training"
                 logger.info(
-                    f"training teacher {teacher.label} on {data.dataset} ({teacher.recipe.epochs} epochs); "
+                    f"{how} teacher {teacher.label} on {data.dataset} ({teacher.training_recipe.epochs} epochs); "
                     f"stored in {folder} for every later run"
                 )
                 info = _train_teacher(teacher, splits, folder, gpus=gpus, progress=progress)
@@ -222,8 +225,9 @@ def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: fl
         teacher.model,
         teacher.kwargs,
         **splits.model_args,
+        pretrained=teacher.pretrained,  # fine-tuned from the hub's weights (their head is replaced for the data)
     )
-    recipe = teacher.recipe
+    recipe = teacher.training_recipe
     optim = OptimSpec(
         name=recipe.optimizer,
         lr=recipe.lr,
@@ -251,6 +255,7 @@ def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: fl
         "test_acc": result.test_acc,
         "train_seconds": result.train_seconds,
         "epochs": recipe.epochs,
+        "fine_tuned_from_pretrained": teacher.pretrained,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "files": {WEIGHTS_FILE: record},
         "versions": package_versions(),

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from ofasearch.config import DataSpec, DistillSpec, ModelSpec
 from ofasearch.data import Splits, load_splits
@@ -210,3 +210,43 @@ def test_a_teacher_checkpoint_for_other_classes_names_the_keys(tmp_path, splits)
         prepare_teacher(ModelSpec(model="resnet10t", checkpoint=str(tmp_path / "c.pth")), DATA, splits)
     (line,) = caught.value.problems
     assert line.startswith("teacher.checkpoint: ") and "fc.weight (100, 512) vs model (10, 512)" in line
+
+
+def _hub_weights(trained: TeacherInfo) -> dict:
+    """`pretrained: true` served offline: timm reads the "hub" weights from a local file (its
+    ``pretrained_cfg_overlay``), here the trained teacher's, head included (same classes)."""
+    return {"pretrained_cfg_overlay": {"file": trained.checkpoint, "num_classes": 10}}
+
+
+def test_pretrained_with_a_recipe_is_fine_tuned_from_the_pretrained_weights(store, splits, trained):
+    """Issue 12: the paper's teachers are ImageNet weights fine-tuned on the data. A nearly frozen
+    fine-tune (lr 1e-7, one epoch) ends where it started: at the pretrained weights."""
+    still = {"epochs": 1, "lr": 1e-7, "batch_size": 64}
+    spec = ModelSpec(model="resnet10t", kwargs=_hub_weights(trained), pretrained=True, recipe=still)
+    assert spec.fine_tunes and spec.checkpoint == "auto"
+    with log_lines() as messages:
+        tuned = prepare_teacher(spec, DATA, splits)
+    assert tuned.trained_now and tuned.checkpoint != trained.checkpoint
+    assert any("fine-tuning pretrained teacher resnet10t" in m for m in messages), messages
+    start, end = load_file(str(trained.checkpoint)), load_file(str(tuned.checkpoint))
+    weights = [k for k in start if k.endswith(".weight") and "bn" not in k and start[k].dim() > 1]
+    assert weights and all(torch.allclose(start[k], end[k], atol=1e-5) for k in weights)
+    assert torch.cat([(start[k] - end[k]).flatten() for k in weights]).abs().max() > 0, "it was trained"
+    again = prepare_teacher(spec, DATA, splits)
+    assert not again.trained_now and again.checkpoint == tuned.checkpoint, "kept like a trained teacher"
+    # the stored teacher loads from its file, without reaching for the hub's weights again
+    offline = ModelSpec(model="resnet10t", pretrained=True, recipe=still)
+    offline = offline.model_copy(update={"kwargs": {"pretrained_cfg_overlay": {"file": "/nonexistent"}}})
+    build_teacher(offline, again, splits)
+
+
+def test_pretrained_without_a_recipe_teaches_as_it_is(store, splits, trained):
+    spec = ModelSpec(model="resnet10t", kwargs=_hub_weights(trained), pretrained=True)
+    assert not spec.fine_tunes and spec.checkpoint is None
+    info = prepare_teacher(spec, DATA, splits)
+    assert info.checkpoint is None and not info.trained_now
+
+
+def test_a_recipe_beside_a_checkpoint_file_is_refused(user_checkpoint):
+    with pytest.raises(ValueError, match="recipe trains a teacher .* is used as it is: remove recipe or checkpoint"):
+        ModelSpec(model="resnet10t", checkpoint=str(user_checkpoint), recipe={"epochs": 1})
