@@ -79,6 +79,37 @@ def test_broken_yaml_and_missing_file(tmp_path, capsys, command):
     assert "missing.yaml: no such file" in capsys.readouterr().err
 
 
+CONSTRAINT_CASES = {
+    "unknown key": ({"max_param": 10}, "search.constraints.max_param: unknown key; did you mean 'max_params'?"),
+    "zero": ({"max_params": 0}, "search.constraints.max_params: Input should be greater than 0 (got 0)"),
+    "negative": ({"max_latency_ms": -1}, "search.constraints.max_latency_ms: Input should be greater than 0"),
+    "no student left": ({"max_flops": 1}, "search.constraints: no student meets {max_flops: 1} (MlpMixer("),
+}
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("case", sorted(CONSTRAINT_CASES))
+def test_bad_constraints_are_one_line_before_anything_trains(tmp_path, capsys, command, case):
+    constraints, expected = CONSTRAINT_CASES[case]
+    path = tmp_path / "bad.yaml"
+    spec = {**GOOD, "search": {"constraints": constraints}, "storage": str(tmp_path / "results")}
+    path.write_text(yaml.safe_dump(spec))
+    assert main([command, str(path)]) == 2
+    err = capsys.readouterr().err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"error: {expected}"), err
+    assert not (tmp_path / "results").exists(), "nothing started"
+
+
+def test_validate_shows_each_students_measurements(tmp_path, capsys):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "search": {"constraints": {"max_params": 10**6}}}))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr()
+    (line,) = [x for x in (out.out + out.err).splitlines() if x.startswith("student MlpMixer(")]
+    assert "params 40,746, flops " in line and "latency_ms_b1 " in line and "meets search.constraints" in line
+
+
 def test_dry_run_refuses_a_taken_name_as_the_run_would(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({**GOOD, "storage": str(tmp_path / "results")}))

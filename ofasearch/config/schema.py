@@ -55,6 +55,7 @@ __all__ = [
     "Range",
     "ResourcesSpec",
     "ConfirmSettings",
+    "Constraints",
     "SearchSettings",
     "Spec",
     "TeacherRecipe",
@@ -605,6 +606,22 @@ def _baseline_list(value: Any) -> Any:
     return value
 
 
+class Constraints(Strict):
+    """Limits every student must meet to be searched at all (each optional), measured once at
+    plan time on the trial device type (``ofasearch.search.plan``): ``max_params`` counts the
+    deployed student's own parameters (exit branches are training-only and not counted),
+    ``max_flops`` its forward FLOPs per image, ``max_latency_ms`` the median eval forward at
+    batch 1 and the data's image size."""
+
+    max_params: int | None = Field(default=None, gt=0)
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    max_flops: int | None = Field(default=None, gt=0)
+
+    def limits(self) -> dict[str, float]:
+        """The limits given, by field name."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class SearchSettings(Strict):
     """Ray Tune settings of a search."""
 
@@ -624,6 +641,8 @@ class SearchSettings(Strict):
     confirm: ConfirmSettings | None = None
     # a finished search's folder whose trials the new study starts from (ofasearch.search.warm_start)
     warm_start: str | None = None
+    # students that cannot meet these are dropped before any teacher trains (ofasearch.search.plan)
+    constraints: Constraints | None = None
 
 
 class ResourcesSpec(Strict):

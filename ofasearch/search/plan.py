@@ -14,16 +14,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from ofasearch.config import Spec, TrainConfig
+from ofasearch.config import Constraints, Spec, TrainConfig
 from ofasearch.data import Splits, load_splits
 from ofasearch.errors import SpecError
 from ofasearch.models import build_model, describe_model
 from ofasearch.results.folder import SPEC_FILE
 from ofasearch.results.tables import TRIALS_FILE
 from ofasearch.search.space import SearchSpace
+from ofasearch.training.costs import ModelCost, measure_cost
 from ofasearch.utils.files import cached_file_digest
 
-__all__ = ["check_grace", "forward_problem", "plan"]
+__all__ = ["apply_constraints", "check_grace", "constraint_device", "forward_problem", "plan"]
+
+# search.constraints field -> (what it measures, the student's value in a ModelCost)
+_MEASURED = {
+    "max_params": ("params", lambda cost: cost.params),
+    "max_flops": ("flops", lambda cost: cost.flops),
+    "max_latency_ms": ("latency_ms_b1", lambda cost: cost.latency(1)),
+}
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +47,14 @@ def check_warm_start(spec: Spec | TrainConfig) -> None:
 
 
 def plan(spec: Spec, splits: Splits | None = None) -> SearchSpace:
-    """Resolve everything without training: data, every model built once, stage choices checked."""
+    """Resolve everything without training: data, every model built once, stage choices checked,
+    and students that miss ``search.constraints`` dropped (the returned space's spec lacks their
+    pairs, so what a run writes to its folder is what it searches)."""
+    constraints = None
     if not isinstance(spec, TrainConfig):
         check_grace(spec)
+        constraints = spec.search.constraints
+    costs: dict[str, ModelCost] = {}
     splits = splits or load_splits(spec.data)
     stages: list[list[int]] = []
     problems: list[str] = []
@@ -61,6 +74,8 @@ def plan(spec: Spec, splits: Splits | None = None) -> SearchSpace:
                     problems.append(f"pairs[{i}].{role}: {problem}")
                 elif role == "student":
                     built[model.label] = sorted(describe_model(net, splits.input_size).stage_shapes)
+                    if constraints is not None:
+                        costs[model.label] = _measure(net, splits.input_size, spec)
             except SpecError as exc:
                 problems += [f"pairs[{i}].{role}: {p}" for p in exc.problems]
         stages.append(built.get(pair.student.label, []))
@@ -78,7 +93,71 @@ def plan(spec: Spec, splits: Splits | None = None) -> SearchSpace:
     if problems:
         raise SpecError(problems)
     check_warm_start(spec)
+    if constraints is not None:
+        spec, stages = apply_constraints(spec, stages, costs, constraints)
     return SearchSpace(spec, stages)
+
+
+def constraint_device(spec: Spec) -> torch.device:
+    """The device type a trial trains on: a GPU when the spec gives workers one and the driver
+    sees one, else the CPU (where latency is measured with the trial's thread count)."""
+    wants_gpu = spec.resources.gpus_per_worker > 0
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+def _measure(net: nn.Module, input_size: tuple[int, int, int], spec: Spec) -> ModelCost:
+    """The student's cost as a trial would see it: params, FLOPs per image and the median of a few
+    batch-1 forwards on the trial device type, with the trial's CPU thread count."""
+    device = constraint_device(spec)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))  # as ofasearch.search.trial does
+    try:
+        return measure_cost(net.to(device), input_size, device, batch_sizes=(1,), repeats=7, max_seconds=1.0)
+    finally:
+        torch.set_num_threads(threads)
+        net.cpu()
+
+
+def apply_constraints(
+    spec: Spec, stages: list[list[int]], costs: dict[str, ModelCost], constraints: Constraints
+) -> tuple[Spec, list[list[int]]]:
+    """Keep the pairs whose student meets every limit: one line per student measured (kept or
+    dropped, with value and limit); a SpecError when no student is left."""
+    limits = constraints.limits()
+    dropped: dict[str, list[str]] = {}
+    for label, cost in costs.items():
+        values = {name: get(cost) for name, (_, get) in _MEASURED.items() if name in limits}
+        shown = ", ".join(f"{what} {_fmt(get(cost))}" for what, get in _MEASURED.values())
+        over = [
+            f"{_MEASURED[n][0]} {_fmt(v)} > search.constraints.{n} {_fmt(limits[n])}"
+            for n, v in values.items()
+            if v > limits[n]
+        ]
+        if over:
+            dropped[label] = over
+            logger.info(f"dropped student {label}: {'; '.join(over)} (on {cost.device})")
+        else:
+            logger.info(f"student {label}: {shown} (on {cost.device}) meets search.constraints")
+    kept = [i for i, pair in enumerate(spec.pairs) if pair.student.label not in dropped]
+    if not kept:
+        raise SpecError(
+            [
+                f"search.constraints: no student meets {_fmt_limits(limits)} "
+                f"({'; '.join(f'{label}: {over[0]}' for label, over in dropped.items())}); "
+                "relax the limits or add smaller students"
+            ]
+        )
+    if len(kept) < len(spec.pairs):
+        spec = spec.model_copy(update={"pairs": [spec.pairs[i] for i in kept]})
+    return spec, [stages[i] for i in kept]
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:.3g}"
+
+
+def _fmt_limits(limits: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in limits.items()) + "}"
 
 
 def forward_problem(net: nn.Module, name: str, input_size: tuple[int, int, int]) -> str | None:

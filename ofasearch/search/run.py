@@ -95,6 +95,7 @@ def run_search(
     (``-3``...), without it that is a SpecError."""
     storage = as_location(spec.storage)
     space = plan(spec)
+    spec = space.spec  # without the pairs whose students miss search.constraints
     if dry_run:
         folder = fresh_folder(storage, spec.name) if next_free_name else storage / spec.name
         check_claimable(folder)

@@ -6,6 +6,7 @@ import pytest
 from ofasearch import SpecError
 from ofasearch.config import parse_spec
 from ofasearch.search.plan import check_grace, plan
+from tests.logcapture import log_lines
 from tests.specs import MIXER, SPEC, TEACHER
 
 
@@ -50,3 +51,45 @@ def test_a_grace_inside_the_warmup_is_refused_by_validate():
     ]
     no_warmup = _spec(optim={**SPEC["optim"], "warmup_epochs": 0}, search={"num_samples": 4, "grace_epochs": 1})
     check_grace(no_warmup)
+
+
+def _constrained(constraints, pairs=None):
+    return parse_spec(
+        {**SPEC, **({"pairs": pairs} if pairs else {}), "search": {**SPEC["search"], "constraints": constraints}}
+    )
+
+
+def test_constraints_drop_the_student_over_the_limit_and_keep_the_other():
+    # the 4-block ViT has 115,354 parameters, the 2-block Mixer 40,746 (timm 1.0, 10 digit classes)
+    spec = _constrained({"max_params": 60_000, "max_latency_ms": 10_000})
+    with log_lines() as lines:
+        space = plan(spec)
+    assert [pair.student.model for pair in space.spec.pairs] == ["MlpMixer"]
+    assert space.available_stages == [[3, 4]], "the kept pair's stages, not the dropped one's"
+    (dropped,) = [line for line in lines if line.startswith("dropped student")]
+    assert dropped.startswith("dropped student vit_tiny_patch16_224(")
+    assert dropped.endswith(": params 115,354 > search.constraints.max_params 60,000 (on cpu)")
+    (kept,) = [line for line in lines if line.startswith("student MlpMixer")]
+    assert "params 40,746, flops " in kept and "latency_ms_b1 " in kept and kept.endswith("meets search.constraints")
+    assert [p.student.model for p in spec.pairs] == ["vit_tiny_patch16_224", "MlpMixer"], "the input spec is unchanged"
+
+
+def test_flops_are_counted_and_limit_like_params():
+    with log_lines() as lines:
+        plan(_constrained({"max_flops": 10**12}))
+    measured = [line for line in lines if line.startswith("student ")]
+    assert len(measured) == 2 and all("flops " in line for line in measured)
+    vit_flops = int(measured[0].split("flops ")[1].split(", latency")[0].replace(",", ""))
+    mixer_flops = int(measured[1].split("flops ")[1].split(", latency")[0].replace(",", ""))
+    assert vit_flops > mixer_flops > 100_000, (vit_flops, mixer_flops)
+    space = plan(_constrained({"max_flops": (vit_flops + mixer_flops) // 2}))
+    assert [pair.student.model for pair in space.spec.pairs] == ["MlpMixer"]
+
+
+def test_no_student_left_is_one_error_line():
+    with pytest.raises(SpecError) as caught:
+        plan(_constrained({"max_params": 1000, "max_latency_ms": 1e-6}))
+    (line,) = caught.value.problems
+    assert line.startswith("search.constraints: no student meets {max_params: 1,000, max_latency_ms: 1e-06} (")
+    assert "vit_tiny_patch16_224(" in line and "MlpMixer(" in line and "params 115,354 > " in line
+    assert line.endswith("relax the limits or add smaller students") and "\n" not in line
