@@ -20,7 +20,6 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,10 @@ import torch
 from ray.train import CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from ofasearch.cluster.node import load_node_splits
 from ofasearch.cluster.ray_session import check_fits, ensure_ray, train_failure_config
+from ofasearch.cluster.shipping import receive_teacher, shipment
 from ofasearch.config import TrainConfig
-from ofasearch.data import load_splits
 from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
 from ofasearch.training.artifacts import CHECKPOINTS, FINISHED_MARKERS, STATE_FILE, read_state
@@ -48,21 +48,15 @@ logger = logging.getLogger(__name__)
 
 
 def worker_payload(
-    config: TrainConfig,
-    teacher: TeacherInfo | None,
-    cache: LogitCache | None,
-    *,
-    search: bool,
-    resume_from: Path | None = None,
+    config: TrainConfig, shipped: dict[str, Any], *, search: bool, resume_from: Path | None = None
 ) -> dict[str, Any]:
-    """What a Ray Train worker needs: plain data only (it is pickled to every worker). The logit
-    cache is passed by path: on a multi-node cluster ``$OFASEARCH_CACHE`` must be shared storage.
-    ``search``: report every epoch to Tune instead of writing an output folder. ``resume_from``:
-    a loop state file to start from when Ray has no checkpoint of the run (every worker reads it)."""
+    """What a Ray Train worker needs: the config and the teacher's :func:`shipment` (its files in
+    Ray's object store: each node keeps one copy, no shared disk needed). ``search``: report every
+    epoch to Tune instead of writing an output folder. ``resume_from``: a loop state file to start
+    from when Ray has no checkpoint of the run (every worker reads it)."""
     return {
         "config": config.model_dump(mode="json"),
-        "teacher": asdict(teacher) if teacher else None,
-        "cache": asdict(cache) if cache else None,
+        "shipment": shipped,
         "search": search,
         "resume_from": str(resume_from) if resume_from else None,
     }
@@ -87,12 +81,11 @@ def ray_train_worker(payload: dict[str, Any]) -> None:
     through TuneReportCallback); for ``ofasearch train`` rank 0 ships the outputs as the final
     checkpoint."""
     config = TrainConfig.model_validate(payload["config"])
-    teacher = TeacherInfo(**payload["teacher"]) if payload["teacher"] else None
-    cache = LogitCache(**payload["cache"]) if payload["cache"] else None
+    teacher, cache = receive_teacher(payload["shipment"])
     # As many threads as an in-process run or a local trial of this config (results depend on it)
     torch.set_num_threads(max(1, int(config.resources.cpus_per_worker)))
     device = ray.train.torch.get_device()
-    splits = load_splits(config.data)
+    splits = load_node_splits(config.data)
     if payload["search"]:
         fit_for_search(config, splits, teacher, ray.train.report, cache=cache, device=device)
         return
@@ -206,7 +199,7 @@ def train_on_ray(
     resources = per_worker_resources(workers, cpus_per_worker, gpus_per_worker, driver_cpus=0.0)
     check_fits(resources, workers, "train")
     trainer = torch_trainer(
-        worker_payload(config, teacher, cache, search=False, resume_from=resume_from),
+        worker_payload(config, shipment(teacher, cache), search=False, resume_from=resume_from),
         name=f"train-{output.name}",
         storage_path=str(run_root),
         workers=workers,

@@ -36,7 +36,7 @@ from ofasearch.search.saved_state import StateKeeper, repair_saved_state
 from ofasearch.search.searcher import METRIC, STUDY_FILE, OptunaSearcher, build_scheduler, build_searcher
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import Phase, read_state, update_state
-from ofasearch.search.teachers import confirm_caches, prepare_teachers
+from ofasearch.search.teachers import confirm_caches, prepare_teachers, ship_teachers
 from ofasearch.search.trial import (
     backend_for,
     run_trial,
@@ -69,15 +69,24 @@ SPEC_HASH_KEY = "spec_hash"  # state.json: SHA-256 of spec.yaml as the search st
 
 
 def _trainable(spec: Spec, space: SearchSpace, teachers: list[dict[str, Any]], folder: Location) -> Callable:
-    """The Tune function trainable of every trial (search and baselines), with its resources."""
+    """The Tune function trainable of every trial (search and baselines), with its resources. The
+    teachers' files travel in Ray's object store (``tune.with_parameters``), so a trial on any
+    node gets them without a shared disk."""
 
-    def trial(config: dict[str, Any]) -> None:
-        run_trial(trial_params(config), spec=spec_data, stages=stages, teachers=teachers, train_storage=train_storage)
+    def trial(config: dict[str, Any], files: dict[str, Any]) -> None:
+        run_trial(
+            trial_params(config),
+            spec=spec_data,
+            stages=stages,
+            teachers=teachers,
+            train_storage=train_storage,
+            files=files,
+        )
 
     spec_data = spec.model_dump(mode="json")
     stages, train_storage = space.available_stages, str(folder / "train_runs")
     resources = {k: v for k, v in trial_resources(spec.resources).items() if v > 0}
-    return tune.with_resources(trial, resources)
+    return tune.with_resources(tune.with_parameters(trial, files=ship_teachers(teachers)), resources)
 
 
 def run_search(

@@ -11,14 +11,16 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from ofasearch.config import Spec
+from ofasearch.cluster.shipping import ShippedFile, ship
+from ofasearch.config import PairSpec, Spec
 from ofasearch.data import Splits, load_splits
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import update_state
+from ofasearch.training.logit_cache import LogitCache
 from ofasearch.training.teacher import TeacherInfo, prepare_logit_cache, prepare_teacher
 from ofasearch.utils.storage import Location
 
-__all__ = ["confirm_caches", "prepare_teachers"]
+__all__ = ["confirm_caches", "prepare_teachers", "ship_teachers"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,22 @@ def _logit_cache(
         progress=True,
     )
     return asdict(cache) if cache else None
+
+
+def ship_teachers(teachers: list[dict[str, Any]]) -> dict[str, ShippedFile]:
+    """Every teacher's weights and logit-cache file in Ray's object store, keyed by the driver's
+    path (Ray must be started): trials copy them to their node instead of opening the driver's."""
+    files: dict[str, ShippedFile] = {}
+    for teacher in teachers:
+        info = TeacherInfo(**teacher["info"])
+        if info.checkpoint:
+            files[info.checkpoint] = ship(info.checkpoint, info.sha256)
+        for cached in [teacher.get("cache"), *(teacher.get("caches") or {}).values()]:
+            if cached:
+                cache = LogitCache(**cached)
+                if str(cache.path) not in files:
+                    files[str(cache.path)] = ship(cache.path, cache.sha256)
+    return files
 
 
 def confirm_caches(spec: Spec, space: SearchSpace, teachers: list[dict[str, Any]], seeds: list[int]) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from ofasearch.cluster.node import load_node_splits
+from ofasearch.cluster.shipping import ShippedFile, receive_teacher, shipment
 from ofasearch.config import ResourcesSpec, Spec, TrainConfig, parse_config
 from ofasearch.config.registry import get_method
 from ofasearch.search.space import SearchSpace
@@ -80,13 +82,14 @@ def run_trial(
     stages: list[list[int]],
     teachers: list[dict[str, Any]],
     train_storage: str,
+    files: dict[str, ShippedFile],
 ) -> None:
     """The Tune function trainable. ``teachers[pair]`` holds the prepared teacher (``info``) and
-    its logit cache (``cache``, or None), both plain dicts made in the driver."""
+    its logit cache (``cache``, or None), both plain dicts made in the driver; ``files`` their
+    files in Ray's object store, copied to this node (once per node) when it cannot see them."""
     import torch
     from ray import tune
 
-    from ofasearch.data import load_splits
     from ofasearch.training.job import fit_for_search
 
     space = SearchSpace(Spec.model_validate(spec), stages)
@@ -97,25 +100,25 @@ def run_trial(
         teacher = TeacherInfo(**teachers[pair]["info"])
         cached = cache_for_seed(teachers[pair], config.seed)
         cache = LogitCache(**cached) if cached else None
+    shipped = shipment(teacher, cache, files)
     res = config.resources
     torch.set_num_threads(max(1, int(res.cpus_per_worker)))
     if backend_for(res) == "local":
-        splits = load_splits(config.data)
+        teacher, cache = receive_teacher(shipped)
+        splits = load_node_splits(config.data)
         fit_for_search(config, splits, teacher, tune.report, cache=cache, gpus=res.gpus_per_worker)
     else:
-        _run_on_ray_train(config, teacher, cache, train_storage, tune.get_context().get_trial_id())
+        _run_on_ray_train(config, shipped, train_storage, tune.get_context().get_trial_id())
 
 
-def _run_on_ray_train(
-    config: TrainConfig, teacher: TeacherInfo | None, cache: LogitCache | None, storage: str, trial_id: str
-) -> None:
+def _run_on_ray_train(config: TrainConfig, shipped: dict[str, Any], storage: str, trial_id: str) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from ofasearch.cluster.trainer import torch_trainer, worker_payload
 
     res = config.resources
     trainer = torch_trainer(
-        worker_payload(config, teacher, cache, search=True),
+        worker_payload(config, shipped, search=True),
         name=f"trial-{trial_id}",
         storage_path=storage,
         workers=res.workers_per_trial,
