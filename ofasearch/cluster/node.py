@@ -14,7 +14,9 @@ from ofasearch.config import DataSpec
 from ofasearch.data import Splits, load_splits
 from ofasearch.errors import SpecError
 
-__all__ = ["NodeDataError", "load_node_splits", "node_name"]
+__all__ = ["NODE_KEY", "NodeDataError", "load_node_splits", "node_name"]
+
+NODE_KEY = "node"  # the metric (and trials.parquet column) that names the node a trial trained on
 
 
 class NodeDataError(RuntimeError):

@@ -29,7 +29,7 @@ import torch
 from ray.train import CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from ofasearch.cluster.node import load_node_splits
+from ofasearch.cluster.node import NODE_KEY, load_node_splits, node_name
 from ofasearch.cluster.ray_session import check_fits, ensure_ray, train_failure_config
 from ofasearch.cluster.shipping import receive_teacher, shipment
 from ofasearch.config import TrainConfig
@@ -87,7 +87,12 @@ def ray_train_worker(payload: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     splits = load_node_splits(config.data)
     if payload["search"]:
-        fit_for_search(config, splits, teacher, ray.train.report, cache=cache, device=device)
+        node = node_name()
+
+        def report(metrics: dict[str, Any], **kwargs: Any) -> None:
+            ray.train.report({**metrics, NODE_KEY: node}, **kwargs)
+
+        fit_for_search(config, splits, teacher, report, cache=cache, device=device)
         return
     epochs = int(config.optim.epochs)
     rank0 = ray.train.get_context().get_world_rank() == 0

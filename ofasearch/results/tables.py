@@ -48,6 +48,7 @@ TRIAL_COLUMNS = [
     "backend",
     "teacher_cache",
     *COST_COLUMNS,
+    "node",  # the Ray node the trial trained on (host name and IP; rank 0's for a Ray Train run)
     "config",
 ]
 EPOCH_COLUMNS = ["trial_id", "role", "epoch", "train_loss", "val_acc", "lr", "seconds"]

@@ -13,6 +13,7 @@ from typing import Any
 from ray import tune
 from ray.tune.experiment import Trial
 
+from ofasearch.cluster.node import NODE_KEY
 from ofasearch.config import Spec, TrainConfig
 from ofasearch.results.outcome import DIVERGED, ERROR, RUNNING, trial_status
 from ofasearch.results.tables import (
@@ -72,6 +73,7 @@ class ResultTables:
                 "seed": config.seed,
                 "backend": backend_for(config.resources),
                 "teacher_cache": False,
+                "node": None,
                 "config": config.to_yaml(),
             }
             for path in self.space.spec.searched_values():
@@ -102,6 +104,8 @@ class ResultTables:
             teacher_cache=bool(result.get("teacher_cache", False)),
         )
         row.update({k: result[k] for k in COST_COLUMNS if k in result})  # the student's size and speed
+        if result.get(NODE_KEY):
+            row["node"] = result[NODE_KEY]
         if result.get("diverged"):
             row["error"] = "loss became NaN/inf; trial stopped"
         self.save()

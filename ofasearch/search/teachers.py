@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ofasearch.cluster.shipping import ShippedFile, ship
-from ofasearch.config import PairSpec, Spec
+from ofasearch.config import Spec
 from ofasearch.data import Splits, load_splits
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import update_state

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from ofasearch.cluster.node import load_node_splits
+from ofasearch.cluster.node import NODE_KEY, load_node_splits, node_name
 from ofasearch.cluster.shipping import ShippedFile, receive_teacher, shipment
 from ofasearch.config import ResourcesSpec, Spec, TrainConfig, parse_config
 from ofasearch.config.registry import get_method
@@ -106,9 +106,20 @@ def run_trial(
     if backend_for(res) == "local":
         teacher, cache = receive_teacher(shipped)
         splits = load_node_splits(config.data)
-        fit_for_search(config, splits, teacher, tune.report, cache=cache, gpus=res.gpus_per_worker)
+        report = _on_node(tune.report)
+        fit_for_search(config, splits, teacher, report, cache=cache, gpus=res.gpus_per_worker)
     else:
         _run_on_ray_train(config, shipped, train_storage, tune.get_context().get_trial_id())
+
+
+def _on_node(report: Any) -> Any:
+    """``report`` with this node's name in every result (``trials.parquet`` records it)."""
+    node = node_name()
+
+    def on_node(metrics: dict[str, Any], **kwargs: Any) -> None:
+        report({**metrics, NODE_KEY: node}, **kwargs)
+
+    return on_node
 
 
 def _run_on_ray_train(config: TrainConfig, shipped: dict[str, Any], storage: str, trial_id: str) -> None:
