@@ -2,6 +2,7 @@
 
 import json
 import math
+import socket
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -41,6 +42,8 @@ def test_outputs_and_tables(digits_search):
         (s, m) for s in ("MlpMixer", "vit_tiny") for m in ("none", "kd", "dkd", "dist")
     )
     assert all(b["status"] == "completed" and b["epochs"] == 3 for b in baselines)
+    host = f"{socket.gethostname()} ("  # each trial's Ray node: host (ip, node <id>)
+    assert all(t["node"].startswith(host) and "node " in t["node"] for t in trials), [t["node"] for t in trials]
     epochs = pq.read_table(digits_search / "epochs.parquet").to_pylist()
     assert {"trial_id", "epoch", "train_loss", "val_acc", "lr", "seconds"} <= set(epochs[0])
     assert len(epochs) == sum(t["epochs"] for t in trials)
