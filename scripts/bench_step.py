@@ -2,7 +2,11 @@
 
 Both run the same teacher, student, batch and number of steps in this process; the bare loop
 feeds pre-made in-memory tensors, so the ratio is the loop's overhead (augmentation, indexing,
-metrics, scheduling). Also prints what the exit branches cost relative to the student alone.
+metrics, scheduling). Also prints what the exit branches cost relative to the student alone, and
+the speed options of ``ofasearch.training.speed`` side by side on the same steps: img/s of the
+student-alone, KD and OFA steps plain, compiled, under mixed precision (bf16 autocast; on CUDA what
+``optim.amp: auto`` picks) and, on CUDA, channels-last, each as a ratio to the plain step (the
+compile time is printed apart: it is paid once per run).
 
     python scripts/bench_step.py            # 24 steps of batch 128 (about 2 minutes on 2 cores)
     python scripts/bench_step.py --smoke-test
@@ -20,9 +24,11 @@ from ofasearch.data import find_fashion_mnist, load_splits
 from ofasearch.distill import OFADistiller
 from ofasearch.models import build_model
 from ofasearch.training.loop import fit
+from ofasearch.training.speed import amp_dtype, compile_distiller, to_channels_last
 
 STUDENT = ("vit_tiny_patch16_224", {"patch_size": 4, "embed_dim": 96, "depth": 4, "num_heads": 3})
 TEACHER = "resnet10t"
+CPU = torch.device("cpu")
 
 
 def make_distiller(splits, method: str) -> OFADistiller:
@@ -33,21 +39,86 @@ def make_distiller(splits, method: str) -> OFADistiller:
     return OFADistiller(student, teacher, splits.num_classes, eps=1.2, method=method, input_size=splits.input_size)
 
 
-def bare_images_per_second(splits, method: str, batch: int, steps: int) -> float:
-    """The minimal loop a user would write around OFADistiller: tensors already in memory."""
-    d = make_distiller(splits, method).train()
+def bare_images_per_second(
+    splits,
+    method: str,
+    batch: int,
+    steps: int,
+    *,
+    device: torch.device = CPU,
+    compiled: bool = False,
+    autocast: torch.dtype | None = None,
+    channels_last: bool = False,
+    timings: dict | None = None,
+) -> float:
+    """The minimal loop a user would write around OFADistiller: tensors already in memory (on
+    ``device``), optionally with the loop's speed options. ``timings["first_step"]`` gets the
+    first step's seconds (the compile, when compiled)."""
+    d = make_distiller(splits, method).to(device).train()
+    if channels_last:
+        to_channels_last(d, device)
+    if compiled:
+        compile_distiller(d)
     opt = torch.optim.AdamW([p for p in d.parameters() if p.requires_grad], lr=1e-3)
-    x = splits.train.images[:batch].float() / 255.0
-    y = splits.train.labels[:batch]
+    x = (splits.train.images[:batch].float() / 255.0).to(device)
+    if channels_last and device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = splits.train.labels[:batch].to(device)
+    scaler = torch.amp.GradScaler(device.type) if autocast == torch.float16 else None
+    first = time.perf_counter()
     for step in range(steps + 1):
-        if step == 1:  # first step warms up allocators
+        if step == 1:  # first step warms up allocators (and compiles)
+            _sync(device)
             start = time.perf_counter()
-        loss, _ = d(x, y)
+            if timings is not None:
+                timings["first_step"] = start - first
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            loss, _ = d(x, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(d.parameters(), 5.0)
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(d.parameters(), 5.0)
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(d.parameters(), 5.0)
+            opt.step()
+    _sync(device)
     return steps * batch / (time.perf_counter() - start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def options_table(splits, batch: int, steps: int, device: torch.device) -> None:
+    """img/s of each step kind under each speed option, as ratios to the plain step."""
+    half = amp_dtype("auto", device) if device.type == "cuda" else torch.bfloat16
+    options: dict[str, dict] = {
+        "plain": {},
+        "compile": {"compiled": True},
+        f"amp {str(half).removeprefix('torch.')}": {"autocast": half},
+    }
+    if device.type == "cuda":
+        options["channels_last"] = {"channels_last": True}
+        options["all three"] = {"compiled": True, "autocast": half, "channels_last": True}
+    names = {"none": "student alone", "kd": "vanilla KD", "ofa": "OFA"}
+    print(f"\nspeed options on {device} (img/s, ratio to plain; {steps} steps of batch {batch}, after 1 warm-up step):")
+    print(f"{'step':<14}" + "".join(f"{name:>22}" for name in options))
+    for method, label in names.items():
+        cells, compile_s = [], None
+        for name, kw in options.items():
+            timing: dict = {}
+            value = bare_images_per_second(splits, method, batch, steps, device=device, timings=timing, **kw)
+            if name == "plain":
+                plain = value
+            if name == "compile":
+                compile_s = timing["first_step"]
+            cells.append(f"{value:9.1f} ({value / plain:4.2f}x)")
+        print(f"{label:<14}" + "".join(f"{c:>22}" for c in cells) + f"   first compiled step {compile_s:.1f} s")
 
 
 def loop_images_per_second(splits, batch: int, steps: int) -> float:
@@ -75,6 +146,7 @@ def main() -> None:
     parser.add_argument("--smoke-test", action="store_true", help="tiny run for CI")
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--no-options", action="store_true", help="skip the compile / AMP / channels-last table")
     args = parser.parse_args()
     steps, batch = (3, 32) if args.smoke_test else (args.steps, args.batch)
     dataset = "fashion-mnist" if find_fashion_mnist() else "digits"
@@ -94,6 +166,9 @@ def main() -> None:
         f"OFA step cost / student alone: {bare['none'] / bare['ofa']:.2f}x; "
         f"OFA / KD (branch cost): {bare['kd'] / bare['ofa']:.2f}x"
     )
+    if not args.no_options:
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        options_table(splits, batch, steps, device)
 
 
 if __name__ == "__main__":

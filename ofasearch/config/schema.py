@@ -516,7 +516,14 @@ class OptimSpec(Strict):
     clip_grad: NonNegativeFloat = 5.0
     min_lr: NonNegativeFloat = 0.0  # where the cosine schedule ends
     ema_decay: UnitFloat = 0.0  # > 0: timm's ModelEmaV3 of the student, which is then scored and shipped
-    amp: bool = True
+    # mixed precision, CUDA only (a CPU trains in float32 whatever this says): auto is bf16 where
+    # the GPU supports it, else fp16 with loss scaling; true/false from older specs mean auto/off
+    amp: Annotated[
+        Literal["auto", "bf16", "fp16", "off"], BeforeValidator(lambda v: {True: "auto", False: "off"}.get(v, v))
+    ] = "auto"
+    # torch.compile of the student and exit branches (and a live teacher): auto compiles when the
+    # run's remaining steps repay the compile time (ofasearch.training.speed)
+    compile: Literal["auto", "on", "off"] = "auto"
 
 
 class AugmentSpec(Strict):
@@ -652,6 +659,14 @@ class ResourcesSpec(Strict):
     cpus_per_worker: float = Field(default=1.0, gt=0)
     gpus_per_worker: float = Field(default=0.0, ge=0)
     backend: Literal["auto", "local", "ray-train"] = "auto"
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _whole_above_one(cls, v: float) -> float:
+        # Ray counts a fraction of one GPU (several trials packed on it) or whole GPUs, never 1.5
+        if v > 1 and v != int(v):
+            raise ValueError(f"{v:g} is not allowed: a fraction of one GPU (e.g. 0.25, 0.5) or a whole number")
+        return v
 
     @model_validator(mode="after")
     def _local_is_one_process(self) -> ResourcesSpec:

@@ -10,6 +10,7 @@ scaling and seeding are timm's (``create_optimizer_v2``, ``CosineLRScheduler``, 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -30,6 +31,14 @@ from ofasearch.data import ImageSet, Pipeline, Splits
 from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
 from ofasearch.training.logit_cache import LogitCache
+from ofasearch.training.speed import (
+    PROBE_STEPS,
+    amp_dtype,
+    compile_choice,
+    compile_distiller,
+    to_channels_last,
+    uncompile_distiller,
+)
 
 __all__ = ["EpochReport", "FitResult", "LoopState", "evaluate", "fit", "per_worker_batch", "pick_device"]
 
@@ -79,6 +88,9 @@ best epoch so far (and its student weights). Plain tensors and containers: ``tor
 it with ``weights_only=True``."""
 
 STATE_FORMAT = 1
+LOG_EVERY = 50  # steps between the loop's looks at the device (divergence check, progress bar)
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(gpus: float = 0.0) -> torch.device:
@@ -152,6 +164,10 @@ class _Training:
     optimizer: torch.optim.Optimizer
     scheduler: CosineLRScheduler
     scaler: NativeScaler | None  # float16 autocast (CUDA only) needs loss scaling
+    autocast: torch.dtype | None  # optim.amp on this device (None: float32)
+    channels_last: bool  # a CNN student on CUDA: images go channels-last too
+    compile_mode: str  # optim.compile; "auto" until the probe steps have decided
+    steps_left: int  # updates this fit() call still has to do (what compiling must repay)
     clip_grad: float | None
     sampler: DistributedSampler
     batch_size: int
@@ -194,7 +210,8 @@ def _start(
     batch_size = per_worker_batch(int(optim.batch_size), world)
     sampler = DistributedSampler(range(len(data.train)), num_replicas=world, rank=rank, shuffle=True, seed=seed)
     steps_per_epoch = max(1, math.ceil(len(sampler) / batch_size))
-    use_amp = bool(optim.amp) and device.type == "cuda"
+    autocast = amp_dtype(str(optim.amp), device)
+    channels_last = to_channels_last(distiller, device)
     clip = float(optim.clip_grad)
     return _Training(
         distiller=distiller,
@@ -208,7 +225,12 @@ def _start(
             int(optim.epochs) * steps_per_epoch,
             float(optim.min_lr),
         ),
-        scaler=NativeScaler(device=device.type) if use_amp else None,
+        # bf16 keeps float32's exponent range: only fp16 needs its gradients scaled
+        scaler=NativeScaler(device=device.type) if autocast == torch.float16 else None,
+        autocast=autocast,
+        channels_last=channels_last,
+        compile_mode=str(optim.compile),
+        steps_left=0,
         clip_grad=clip if clip > 0 else None,
         sampler=sampler,
         batch_size=batch_size,
@@ -246,19 +268,19 @@ def _batch(run: _Training, idx: torch.Tensor, epoch: int) -> tuple[torch.Tensor,
     view = epoch % cache.views if cache is not None else epoch
     images, labels = run.pipeline.train_batch(run.data.train, idx, seed=run.seed, view=view)
     images = images.to(run.device, non_blocking=True)
+    if run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     labels = labels.to(run.device, non_blocking=True)
     cached = cache.lookup(idx, view).to(run.device) if cache is not None else None
     return images, labels, cached
 
 
-def _train_step(run: _Training, idx: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, Any]] | None:
-    """One update on the samples ``idx``; None (and no update) when the loss is not finite on
-    any rank, so every rank stops at the same step."""
+def _train_step(run: _Training, idx: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """One update on the samples ``idx``, without waiting for the device: the loss stays a
+    device tensor (its finiteness is looked at by :func:`_train_epoch` at log points)."""
     images, labels, cached = _batch(run, idx, epoch)
-    with torch.autocast(run.device.type, enabled=run.scaler is not None):
+    with torch.autocast(run.device.type, dtype=run.autocast, enabled=run.autocast is not None):
         loss, parts = run.model(images, labels, cached)
-    if _all_sum([float(not torch.isfinite(loss))], run.device)[0] > 0:
-        return None
     run.optimizer.zero_grad(set_to_none=True)
     if run.scaler is not None:
         run.scaler(loss, run.optimizer, clip_grad=run.clip_grad, parameters=run.distiller.parameters())
@@ -274,32 +296,68 @@ def _train_step(run: _Training, idx: torch.Tensor, epoch: int) -> tuple[torch.Te
     return loss.detach(), parts
 
 
-def _train_epoch(run: _Training, epoch: int, bar: Any) -> tuple[dict[str, float], int, bool]:
+def _diverged(bad: torch.Tensor, device: torch.device) -> bool:
+    """Whether any rank has seen a non-finite loss (one host-device sync; every rank calls it
+    at the same step, so all stop together)."""
+    return _all_sum([float(bad)], device)[0] > 0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _decide_compile(run: _Training, step_seconds: float | None) -> None:
+    """Apply ``optim.compile`` (``auto``: from the measured eager step) and say what was chosen."""
+    choice = compile_choice(run.compile_mode, run.steps_left, step_seconds, run.device)
+    if _world()[0] == 0:
+        log.info(choice.reason)
+    if choice.compile:
+        compile_distiller(run.distiller)
+    run.compile_mode = "on" if choice.compile else "off"
+
+
+def _train_epoch(run: _Training, epoch: int, bar: Any) -> tuple[dict[str, torch.Tensor], int, bool]:
     """One pass over this rank's shard: per-sample sums of every loss part (``total`` is the
-    loss), the number of samples seen and whether training diverged."""
+    loss, all kept on the device), the number of samples seen and whether training diverged.
+    The host looks at the device only every :data:`LOG_EVERY` steps and at the end: a
+    non-finite loss ends the epoch (and the run) at the next look."""
     run.sampler.set_epoch(epoch)
     run.distiller.set_epoch(epoch)  # schedules inside a loss (DKD's warm-up)
     order = torch.tensor(list(iter(run.sampler)), dtype=torch.long)
     run.distiller.train()
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
+    bad = torch.zeros((), dtype=torch.bool, device=run.device)
     seen = 0
+    probe_start = 0.0
     for b in range(run.steps_per_epoch):
         idx = order[b * run.batch_size : (b + 1) * run.batch_size]
         if len(idx) < 2:  # BatchNorm cannot train on a single sample
             continue
-        step = _train_step(run, idx, epoch)
-        if step is None:
-            return sums, seen, True
-        loss, parts = step
+        probing = run.compile_mode == "auto"
+        if probing and b == 1:
+            _sync(run.device)
+            probe_start = time.perf_counter()
+        loss, parts = _train_step(run, idx, epoch)
+        run.steps_left -= 1
+        if probing and b == PROBE_STEPS:  # steps 1..PROBE_STEPS timed, step 0 warmed up
+            _sync(run.device)
+            _decide_compile(run, (time.perf_counter() - probe_start) / PROBE_STEPS)
         seen += len(idx)
+        n = float(len(idx))
         for key, value in parts.items():
             if key != "logits":
-                sums[key] = sums.get(key, 0.0) + float(value) * len(idx)
-        sums["total"] = sums.get("total", 0.0) + float(loss) * len(idx)
+                sums[key] = sums.get(key, 0.0) + value.float() * n
+        sums["total"] = sums.get("total", 0.0) + loss.float() * n
+        bad |= ~torch.isfinite(loss)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss):.3f}")
-    return sums, seen, False
+        if (b + 1) % LOG_EVERY == 0:
+            if _diverged(bad, run.device):
+                return sums, seen, True
+            if bar is not None:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss):.3f}")
+    return sums, seen, _diverged(bad, run.device)
 
 
 def _student_copy(distiller: OFADistiller, scored: nn.Module | None = None) -> dict[str, torch.Tensor]:
@@ -373,10 +431,10 @@ def _restore(run: _Training, state: LoopState) -> _Progress:
     )
 
 
-def _mean_over_ranks(sums: dict[str, float], seen: int, device: torch.device) -> dict[str, float]:
-    """Per-sample means of ``sums`` over every rank's samples."""
+def _mean_over_ranks(sums: dict[str, torch.Tensor], seen: int, device: torch.device) -> dict[str, float]:
+    """Per-sample means of ``sums`` over every rank's samples (the epoch's one read of them)."""
     keys = sorted(sums)
-    totals = _all_sum([sums[k] for k in keys] + [float(seen)], device)
+    totals = _all_sum([float(sums[k]) for k in keys] + [float(seen)], device)
     count = max(totals[-1], 1.0)
     return {k: v / count for k, v in zip(keys, totals[:-1], strict=True)}
 
@@ -415,11 +473,34 @@ def fit(
     """
     pipeline = Pipeline(augment or AugmentSpec(), data)
     run = _start(distiller, data, optim, seed=seed, device=device, logit_cache=logit_cache, pipeline=pipeline)
-    scored = run.ema.module if run.ema is not None else None
     done = _restore(run, resume) if resume is not None else _Progress()
-    resumed_from = done.epoch
     epochs = int(optim.epochs)
     remaining = max(0, epochs - done.epoch) * run.steps_per_epoch
+    run.steps_left = remaining
+    if run.compile_mode != "auto" or run.steps_per_epoch <= PROBE_STEPS or remaining <= PROBE_STEPS + 1:
+        _decide_compile(run, None)
+    try:
+        return _fit_epochs(run, done, optim, remaining, progress, report, keep_best, save_state, evaluate_test)
+    finally:
+        uncompile_distiller(distiller)
+
+
+def _fit_epochs(
+    run: _Training,
+    done: _Progress,
+    optim: OptimSpec,
+    remaining: int,
+    progress: bool,
+    report: ReportFn | None,
+    keep_best: bool,
+    save_state: Callable[[LoopState], None] | None,
+    evaluate_test: bool,
+) -> FitResult:
+    """The epochs of :func:`fit` (which compiles before and uncompiles after)."""
+    distiller, data, device, pipeline = run.distiller, run.data, run.device, run.pipeline
+    scored = run.ema.module if run.ema is not None else None
+    resumed_from = done.epoch
+    epochs = int(optim.epochs)
     bar = _progress(remaining) if progress and remaining and _world()[0] == 0 else None
     diverged = any(h.diverged for h in done.history)
     for epoch in range(done.epoch, epochs if not diverged else done.epoch):

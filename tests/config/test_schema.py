@@ -319,3 +319,23 @@ def test_every_recipe_value_is_a_valid_setting():
             sections.setdefault(section, {})[key] = value
         config, named = parse_config({**BASE, **sections}), parse_config({**BASE, "recipe": name})
         assert (config.optim, config.augment) == (named.optim, named.augment), name
+
+
+def test_a_fraction_of_a_gpu_packs_trials_and_reaches_rays_accounting():
+    """gpus_per_worker 0.25: four trials share one GPU; Tune's trial resources and Ray Train's
+    per-worker resources carry the fraction as given. 1.5 GPUs is no count Ray accepts."""
+    from ofasearch.cluster.trainer import per_worker_resources
+    from ofasearch.search.trial import trial_resources
+
+    base = {
+        "data": {"dataset": "digits"},
+        "pairs": [{"teacher": {"model": "resnet10t"}, "student": {"model": "resnet10t"}}],
+    }
+    spec = parse_spec({**base, "resources": {"gpus_per_worker": 0.25}})
+    assert spec.resources.gpus_per_worker == 0.25
+    assert trial_resources(spec.resources) == {"cpu": 1.0, "gpu": 0.25}
+    assert per_worker_resources(2, 1.0, 0.25, driver_cpus=0.0) == {"CPU": 1.0, "GPU": 0.25}
+    assert parse_spec({**base, "resources": {"gpus_per_worker": 2}}).resources.gpus_per_worker == 2
+    with pytest.raises(SpecError) as err:
+        parse_spec({**base, "resources": {"gpus_per_worker": 1.5}})
+    assert "resources.gpus_per_worker" in str(err.value) and "fraction" in str(err.value)

@@ -25,3 +25,17 @@ def test_benchmark_smoke(script, expected):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert expected in result.stdout
+
+
+def test_gpu_check_says_plainly_that_it_needs_cuda():
+    """CI has no GPU: the check exits 2 with one line (its CUDA runs need a GPU machine)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: run scripts/gpu_check.py itself")
+    script = str(SCRIPTS / "gpu_check.py")
+    result = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == (
+        "gpu_check: CUDA sees no GPU on this machine; run this on a machine with an NVIDIA GPU"
+    )

@@ -1,0 +1,120 @@
+"""optim.compile / optim.amp / channels-last: what each decides, and that compiling changes no numbers."""
+
+import logging
+import time
+
+import pytest
+import torch
+
+from ofasearch.config import parse_config
+from ofasearch.data import load_splits
+from ofasearch.distill import OFADistiller
+from ofasearch.errors import SpecError
+from ofasearch.models import build_model
+from ofasearch.training.loop import fit
+from ofasearch.training.speed import amp_dtype, compile_choice, is_cnn, to_channels_last
+
+CPU = torch.device("cpu")
+
+
+def _config(compile_mode: str, epochs: int = 1, method: str = "ofa"):
+    return parse_config(
+        {
+            "data": {"dataset": "digits", "image_size": 16, "train_subset": 64, "val_size": 40},
+            "pairs": [
+                {
+                    "teacher": {"model": "resnet10t"},
+                    "student": {"model": "resnet10t"},
+                }
+            ],
+            "distill": {"method": method, "teacher_cache": "off", "stages": [3, 4]},
+            "optim": {"epochs": epochs, "batch_size": 16, "warmup_epochs": 0, "compile": compile_mode},
+        }
+    )
+
+
+def _distiller(config, splits) -> OFADistiller:
+    torch.manual_seed(0)
+    teacher = build_model("resnet10t", **splits.model_args).eval()
+    return OFADistiller.from_config(config, teacher, **splits.model_args)
+
+
+def test_auto_compiles_only_when_the_steps_repay_the_compile_time():
+    assert compile_choice("on", 1, None, CPU).compile and not compile_choice("off", 10**9, 10.0, CPU).compile
+    few = compile_choice("auto", 20, 0.5, CPU)  # 20 x 0.5 s x (1 - 1/1.3) = 2.3 s saved, < 45 s of compile
+    many = compile_choice("auto", 20_000, 0.5, CPU)
+    assert not few.compile and "auto -> off" in few.reason and "20 steps" in few.reason
+    assert many.compile and "auto -> on" in many.reason
+    assert not compile_choice("auto", 3, None, CPU).compile
+
+
+def test_amp_and_channels_last_leave_the_cpu_path_alone():
+    """A CPU trains in float32 and the default memory layout whatever optim.amp says."""
+    assert all(amp_dtype(mode, CPU) is None for mode in ("auto", "bf16", "fp16", "off"))
+    assert is_cnn(build_model("resnet10t", num_classes=10, in_chans=1, image_size=16))
+    assert not is_cnn(
+        build_model("vit_tiny_patch16_224", {"patch_size": 4, "depth": 1}, num_classes=10, in_chans=1, image_size=16)
+    )
+    config = _config("off")
+    splits = load_splits(config.data)
+    d = _distiller(config, splits)
+    assert not to_channels_last(d, CPU)
+    assert all(p.is_contiguous() for p in d.parameters())
+
+
+@pytest.mark.parametrize("field, value", [("amp", "fp32"), ("compile", "yes")])
+def test_a_bad_speed_setting_is_one_line_naming_the_field(field, value):
+    with pytest.raises(SpecError) as err:
+        parse_config(
+            {
+                "data": {"dataset": "digits"},
+                "pairs": [{"teacher": {"model": "resnet10t"}, "student": {"model": "resnet10t"}}],
+                "optim": {field: value},
+            }
+        )
+    text = str(err.value)
+    assert f"optim.{field}" in text and "'off'" in text and "\n" not in text.strip()
+
+
+def test_amp_true_and_false_from_older_specs_still_parse():
+    config = _config("off")
+    assert config.optim.amp == "auto" and config.optim.compile == "off"
+    assert parse_config({**config.model_dump(mode="json"), "optim": {"amp": False}}).optim.amp == "off"
+
+
+def test_auto_says_off_for_a_tiny_run(caplog):
+    config = _config("auto")
+    splits = load_splits(config.data)
+    with caplog.at_level(logging.INFO, logger="ofasearch.training.loop"):
+        result = fit(_distiller(config, splits), splits, config.optim, seed=0, device=CPU, evaluate_test=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("optim.compile")]
+    assert lines == ["optim.compile: auto -> off (4 steps: too few to measure a step)"], lines
+    assert not result.diverged
+
+
+@pytest.mark.slow  # compiles a student, its exit branches and a teacher (about a minute on 2 cores)
+def test_compiled_training_computes_what_eager_training_does():
+    """Two epochs of 4 updates each of a real timm pair, compiled and eager from the same start:
+    the same losses and weights within float32 tolerance, and the distiller comes back uncompiled."""
+    config_on, config_off = _config("on", epochs=2), _config("off", epochs=2)
+    splits = load_splits(config_on.data)
+    eager = fit(_distiller(config_off, splits), splits, config_off.optim, seed=0, device=CPU, evaluate_test=False)
+    start = time.perf_counter()
+    d = _distiller(config_on, splits)
+    compiled = fit(d, splits, config_on.optim, seed=0, device=CPU, evaluate_test=False)
+    print(f"compiled fit: {time.perf_counter() - start:.1f} s (eager {eager.train_seconds:.1f} s of training)")
+    for a, b in zip(eager.history, compiled.history, strict=True):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4, abs=1e-5)
+        assert a.parts.keys() == b.parts.keys()
+        assert all(a.parts[k] == pytest.approx(b.parts[k], rel=1e-4, abs=1e-5) for k in a.parts)
+        assert a.val_acc == pytest.approx(b.val_acc, abs=1 / 40 + 1e-9)  # one of 40 images may flip
+    # AdamW divides by the gradient's running RMS: where a gradient is ~0, float rounding can
+    # move a weight by up to lr (1e-3) the other way; everything else must agree closely
+    want = dict(eager.distiller.student.named_parameters())
+    close = total = 0
+    for key, value in d.student.named_parameters():
+        diff = (value.detach() - want[key].detach()).abs()
+        assert float(diff.max()) <= 2 * config_on.optim.lr, key
+        close, total = close + int((diff <= 1e-4).sum()), total + diff.numel()
+    assert close >= 0.99 * total, f"{total - close} of {total} weights differ by more than 1e-4"
+    assert "student_forward" not in d.__dict__ and d.teacher._compiled_call_impl is None
