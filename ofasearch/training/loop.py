@@ -308,7 +308,10 @@ def _sync(device: torch.device) -> None:
 
 
 def _decide_compile(run: _Training, step_seconds: float | None) -> None:
-    """Apply ``optim.compile`` (``auto``: from the measured eager step) and say what was chosen."""
+    """Apply ``optim.compile`` (``auto``: from the measured eager step, averaged over the ranks so
+    every rank chooses alike) and say what was chosen."""
+    if step_seconds is not None:
+        step_seconds = _all_sum([step_seconds], run.device)[0] / _world()[1]
     choice = compile_choice(run.compile_mode, run.steps_left, step_seconds, run.device)
     if _world()[0] == 0:
         log.info(choice.reason)
