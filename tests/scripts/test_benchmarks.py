@@ -14,7 +14,7 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 @pytest.mark.parametrize(
     ("script", "expected"),
     [
-        ("bench_step.py", "ratio loop / bare"),
+        ("bench_step.py", "speed options on"),
         ("bench_teacher_cache.py", "predicted GPU speed-up"),
         ("bench_recipes.py", "float16 full logits, views = epochs: 3.00 GB"),
     ],
