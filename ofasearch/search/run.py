@@ -33,7 +33,14 @@ from ofasearch.search.plan import plan
 from ofasearch.search.progress import ProgressView
 from ofasearch.search.recorder import Recorder, trial_params
 from ofasearch.search.saved_state import StateKeeper, repair_saved_state
-from ofasearch.search.searcher import METRIC, STUDY_FILE, OptunaSearcher, build_scheduler, build_searcher
+from ofasearch.search.searcher import (
+    METRIC,
+    STUDY_FILE,
+    OptunaSearcher,
+    PointsSearcher,
+    build_scheduler,
+    build_searcher,
+)
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import Phase, read_state, update_state
 from ofasearch.search.teachers import confirm_caches, prepare_teachers, ship_teachers
@@ -313,9 +320,11 @@ def _tuner(
             metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler, num_samples=expected, **concurrency
         )
         return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config), expected
-    tune_config = tune.TuneConfig(metric=METRIC, mode="max", **concurrency)
-    grid = {"point": tune.grid_search(points)}
-    return tune.Tuner(trainable, param_space=grid, tune_config=tune_config, run_config=run_config), expected
+    # the points through a searcher, not tune.grid_search: trial ids in the search's format
+    tune_config = tune.TuneConfig(
+        metric=METRIC, mode="max", search_alg=PointsSearcher(points), num_samples=expected, **concurrency
+    )
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config), expected
 
 
 def _fresh_name(folder: Location, name: str) -> str:

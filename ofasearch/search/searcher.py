@@ -46,6 +46,7 @@ __all__ = [
     "STUDY_FILE",
     "STUDY_NAME",
     "OptunaSearcher",
+    "PointsSearcher",
     "build_scheduler",
     "build_searcher",
     "default_startup_trials",
@@ -194,6 +195,35 @@ class OptunaSearcher(Searcher):
             self.study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
             if "fixed_params" in frozen.system_attrs:
                 self.study.enqueue_trial(frozen.system_attrs["fixed_params"])
+
+
+class PointsSearcher(Searcher):
+    """The fixed points of a grid phase (baselines, confirmation runs), one trial each, in order.
+
+    Through a searcher, Tune names these trials as it names the search's (eight hex digits,
+    ``Trial.generate_id``) instead of the grid generator's ``<5 hex>_<index>``: every table,
+    progress line and folder shows trial ids in one format."""
+
+    def __init__(self, points: list[dict[str, Any]]):
+        super().__init__(metric=METRIC, mode="max")
+        self.points, self.given = list(points), 0
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.given >= len(self.points):
+            return Searcher.FINISHED
+        self.given += 1
+        return {"point": self.points[self.given - 1]}
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        pass  # a grid learns nothing
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"points": self.points, "given": self.given}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
 
 
 def build_searcher(spec: Spec, space: SearchSpace, journal: str | Path | None = None) -> OptunaSearcher:

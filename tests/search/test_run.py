@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import socket
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def test_outputs_and_tables(digits_search):
     assert all(b["status"] == "completed" and b["epochs"] == 3 for b in baselines)
     host = f"{socket.gethostname()} ("  # each trial's Ray node: host (ip, node <id>)
     assert all(t["node"].startswith(host) and "node " in t["node"] for t in trials), [t["node"] for t in trials]
+    ids = [t["trial_id"] for t in trials]  # one format for every role: Tune's eight hex digits
+    assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[0-9a-f]{8}", i) for i in ids), ids
     epochs = pq.read_table(digits_search / "epochs.parquet").to_pylist()
     assert {"trial_id", "epoch", "train_loss", "val_acc", "lr", "seconds"} <= set(epochs[0])
     assert len(epochs) == sum(t["epochs"] for t in trials)
