@@ -59,9 +59,10 @@ class ShippedFile:
         return {"size": self.size, "sha256": self.sha256}
 
 
-def ship(path: str | os.PathLike, sha256: str | None = None) -> ShippedFile:
+def ship(path: str | os.PathLike, sha256: str | None = None, size: int | None = None) -> ShippedFile:
     """Put the driver's file ``path`` in Ray's object store (Ray must be started). ``sha256``
-    is the digest recorded when it was built (computed here when None)."""
+    and ``size`` are what was recorded when it was built (taken from the file when None), so a
+    file damaged after the driver checked it fails on the node, named, instead of being used."""
     path = Path(path)
     root = cache_root()
     data = path.read_bytes()
@@ -70,7 +71,7 @@ def ship(path: str | os.PathLike, sha256: str | None = None) -> ShippedFile:
         relative = str(path.resolve().relative_to(root.resolve()))
     except ValueError:  # a user's checkpoint outside the cache
         relative = f"external/{digest[:16]}/{path.name}"
-    return ShippedFile(str(path), str(root), relative, len(data), digest, ray.put(data))
+    return ShippedFile(str(path), str(root), relative, len(data) if size is None else size, digest, ray.put(data))
 
 
 def receive(shipped: ShippedFile) -> Path:
@@ -108,14 +109,14 @@ def shipment(
     taken from ``shipped`` (keyed by the driver's path) or put there now."""
     shipped = shipped or {}
 
-    def file(path: str, sha256: str | None) -> ShippedFile:
-        return shipped.get(path) or ship(path, sha256)
+    def file(path: str, sha256: str | None, size: int | None = None) -> ShippedFile:
+        return shipped.get(path) or ship(path, sha256, size)
 
     return {
         "teacher": asdict(teacher) if teacher else None,
         "cache": asdict(cache) if cache else None,
         "teacher_file": file(teacher.checkpoint, teacher.sha256) if teacher and teacher.checkpoint else None,
-        "cache_file": file(str(cache.path), cache.sha256) if cache else None,
+        "cache_file": file(str(cache.path), cache.sha256, cache.expected_bytes) if cache else None,
     }
 
 

@@ -80,7 +80,7 @@ def ship_teachers(teachers: list[dict[str, Any]]) -> dict[str, ShippedFile]:
             if cached:
                 cache = LogitCache(**cached)
                 if str(cache.path) not in files:
-                    files[str(cache.path)] = ship(cache.path, cache.sha256)
+                    files[str(cache.path)] = ship(cache.path, cache.sha256, cache.expected_bytes)
     return files
 
 
