@@ -140,6 +140,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         verbose=2 if args.verbose else 0,
         overrides=args.set,
+        mlflow=args.mlflow,
     )
     return 0 if args.dry_run else _search_outcome(folder)
 
@@ -147,7 +148,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from ofasearch.search.run import resume_search
 
-    folder = resume_search(args.results_dir, verbose=2 if args.verbose else 0, force_new_spec=args.force_new_spec)
+    folder = resume_search(
+        args.results_dir, verbose=2 if args.verbose else 0, force_new_spec=args.force_new_spec, mlflow=args.mlflow
+    )
     return _search_outcome(folder)
 
 
@@ -257,6 +260,15 @@ def _set_flag(parser: argparse.ArgumentParser) -> None:
 VERBOSE_HELP = "on a runtime fault, also print the full traceback (it is always in the log file the error names)"
 
 
+def _mlflow_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log every trial's params and per-epoch metrics to this MLflow tracking URI or folder "
+        "(needs pip install 'ofasearch[mlflow]')",
+    )
+
+
 def _verbose_flag(parser: argparse.ArgumentParser, *names: str) -> None:
     """The global ``--verbose`` (also accepted after a command that has no ``--verbose`` of its
     own); SUPPRESS keeps a command's parser from resetting a ``-v`` given before the command."""
@@ -324,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate, build and run every model once, check the folder; train nothing",
     )
     _set_flag(p)
+    _mlflow_flag(p)
     p.add_argument(
         "--verbose", action="store_true", help="Ray Tune's own detailed output (and a fault's full traceback)"
     )
@@ -340,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume even though spec.yaml was edited since the search started: what is left runs with the "
         "edited spec, finished trials keep the old one (default: refuse)",
     )
+    _mlflow_flag(p)
     p.set_defaults(func=_cmd_resume)
 
     p = sub.add_parser("status", help="table of a search's trials so far (or of the searches under a storage root)")

@@ -44,6 +44,7 @@ from ofasearch.search.searcher import (
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import Phase, read_state, update_state
 from ofasearch.search.teachers import confirm_caches, prepare_teachers, ship_teachers
+from ofasearch.search.tracking import check_mlflow, mlflow_callback, mlflow_environment, tracking_uri
 from ofasearch.search.trial import (
     backend_for,
     run_trial,
@@ -104,11 +105,14 @@ def run_search(
     dry_run: bool = False,
     verbose: int = 0,
     next_free_name: bool = False,
+    mlflow: str | None = None,
 ) -> Location:
     """Run the whole search; returns the experiment folder ``<storage>/<name>`` (a path, or a
     folder on an object store when ``storage`` is a URI such as ``s3://bucket/prefix``). A folder that
     already holds a search is never touched: with ``next_free_name`` this one goes to ``name-2``
-    (``-3``...), without it that is a SpecError."""
+    (``-3``...), without it that is a SpecError. ``mlflow``: a tracking URI every trial is
+    logged to (kept in ``state.json``, so a resume logs there too)."""
+    check_mlflow(mlflow)
     storage = as_location(spec.storage)
     space = plan(spec)
     spec = space.spec  # without the pairs whose students miss search.constraints
@@ -134,6 +138,7 @@ def run_search(
         address=address,
         num_cpus=num_cpus,
         started_at=time.time(),
+        mlflow=tracking_uri(mlflow) if mlflow else None,
         versions=package_versions(),  # ofasearch, torch, timm, ray, optuna that ran it
     )
     return _execute(spec, space, folder, address=address, num_cpus=num_cpus, verbose=verbose)
@@ -233,7 +238,7 @@ def _run_phases(spec: Spec, space: SearchSpace, folder: Location, *, verbose: in
     phase = state["phase"] if restore else Phase.SEARCH
     update_state(folder, teachers=teachers, phase=Phase.SEARCH if phase is Phase.TEACHERS else phase)
     order = _phases(spec)
-    with _tune_settings(verbose):
+    with _tune_settings(verbose), mlflow_environment(read_state(folder).get("mlflow")):
         for phase, following in zip(order, order[1:], strict=False):
             if read_state(folder)["phase"] is not phase:
                 continue
@@ -288,6 +293,9 @@ def _tuner(
     callbacks: list[tune.Callback] = [recorder]
     if not verbose:
         callbacks.append(ProgressView(role, expected, max_epochs))
+    uri = read_state(folder).get("mlflow")
+    if uri:
+        callbacks.append(mlflow_callback(uri, spec.name, role))
     name = _fresh_name(folder, phase.value)
     if searching and isinstance(folder, Path):  # restored from Tune's saved state: keep a complete copy
         callbacks.append(StateKeeper(str(folder / name), period_s=TUNE_STATE_PERIOD_S))
@@ -440,10 +448,14 @@ def _spec_hash_to_record(folder: Location, *, force_new_spec: bool) -> str | Non
     return now
 
 
-def resume_search(folder: str | Path | ObjectPath, *, verbose: int = 0, force_new_spec: bool = False) -> Location:
+def resume_search(
+    folder: str | Path | ObjectPath, *, verbose: int = 0, force_new_spec: bool = False, mlflow: str | None = None
+) -> Location:
     """Continue an interrupted search (a path or an object-store URI): finished trials are kept,
     unfinished ones re-run. The spec is the one the search started with (see
-    :func:`_spec_hash_to_record`)."""
+    :func:`_spec_hash_to_record`). ``mlflow``: log the trials still to run there (default: where
+    the run logged, if it did)."""
+    check_mlflow(mlflow)
     folder = as_location(folder).resolve()
     note_results_folder(folder)
     new_hash = _spec_hash_to_record(folder, force_new_spec=force_new_spec)
@@ -451,7 +463,10 @@ def resume_search(folder: str | Path | ObjectPath, *, verbose: int = 0, force_ne
     read_tables(folder)  # a deleted or damaged table: say how to rebuild it, before anything runs
     if new_hash is not None:
         update_state(folder, **{SPEC_HASH_KEY: new_hash})
+    if mlflow is not None:
+        update_state(folder, mlflow=tracking_uri(mlflow))
     state = read_state(folder)
+    check_mlflow(state.get("mlflow"))  # the run logged to MLflow: so does its resume
     space = SearchSpace(spec, state["stages"])
     if state.get("phase") is Phase.DONE:
         logger.info(f"{folder}: search already finished")
