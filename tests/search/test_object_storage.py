@@ -10,14 +10,15 @@ import time
 import uuid
 
 import pytest
-import ray
 import yaml
 from ray import tune
 
+from ofasearch.cluster.ray_session import leave_ray, recorded_sessions, session_processes
 from ofasearch.config import load_spec
-from ofasearch.search.run import resume_search, run_search
+from ofasearch.search.run import run_search
+from ofasearch.utils.killpoints import KILL_AT_VAR
 from ofasearch.utils.storage import ObjectPath, as_location, ray_storage
-from tests.background import start_search, table_rows, wait_for
+from tests.background import run_driver, table_rows
 from tests.specs import MIXER, SPEC, TEACHER
 
 pytestmark = pytest.mark.slow  # starts Ray and trains
@@ -52,7 +53,7 @@ def test_a_search_on_s3_finds_what_it_finds_on_disk(tmp_path, s3_bucket):
         local, local_s = _run(tmp_path, str(tmp_path / "local"), "tiny")
         remote, remote_s = _run(tmp_path, prefix, "tiny")
     finally:
-        ray.shutdown()
+        leave_ray()
     print(f"\ntiny search (3 trials x 2 epochs): local storage {local_s:.1f} s, s3 (moto) {remote_s:.1f} s")
     assert isinstance(remote, ObjectPath) and str(remote) == f"{prefix}/tiny"
     rows = sorted(table_rows(remote), key=lambda r: r["config"])
@@ -75,16 +76,17 @@ def test_a_killed_s3_search_resumes_from_the_bucket(tmp_path, s3_bucket):
         "resources": {"backend": "local"},
         "storage": f"{s3_bucket}/{uuid.uuid4().hex[:8]}",
     }
-    driver, folder = start_search(tmp_path, spec)
-    wait_for(driver, lambda: sum(r["status"] in ENDED for r in table_rows(folder)) >= 1, "a trial ended")
-    time.sleep(4)  # Tune saved its state (every 2 s) to the bucket since
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    folder = as_location(spec["storage"]) / spec["name"]
+    # killed (as kill -9) right after the first search trial's row is written: mid-search by
+    # construction (a search this small can end within a few seconds of its first trial)
+    rc = run_driver(tmp_path, ["run", "spec.yaml", "--num-cpus", "2"], {KILL_AT_VAR: "search:1"})
+    assert rc == -signal.SIGKILL, (tmp_path / "driver.log").read_text()[-3000:]
     kept = {r["trial_id"]: r for r in table_rows(folder) if r["status"] in ENDED}
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
-    try:
-        resume_search(str(folder))
-    finally:
-        ray.shutdown()
+    assert len(kept) == 1
+    # resumed as a user would, in a new process: it joins the killed run's Ray and stops it at the end
+    assert run_driver(tmp_path, ["resume", str(folder)]) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    assert not [r for r in recorded_sessions() if session_processes(r)], "no Ray instance left running"
     rows = {r["trial_id"]: r for r in table_rows(as_location(str(folder)))}
     assert len(rows) == 4 and all(r["status"] in ENDED for r in rows.values())
     for trial_id, row in kept.items():
