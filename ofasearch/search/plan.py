@@ -22,6 +22,7 @@ from ofasearch.results.folder import SPEC_FILE
 from ofasearch.results.tables import TRIALS_FILE
 from ofasearch.search.space import SearchSpace
 from ofasearch.training.costs import ModelCost, measure_cost
+from ofasearch.training.speed import cpu_threads
 from ofasearch.utils.files import cached_file_digest
 
 __all__ = ["apply_constraints", "check_grace", "constraint_device", "forward_problem", "plan"]
@@ -109,12 +110,10 @@ def _measure(net: nn.Module, input_size: tuple[int, int, int], spec: Spec) -> Mo
     """The student's cost as a trial would see it: params, FLOPs per image and the median of a few
     batch-1 forwards on the trial device type, with the trial's CPU thread count."""
     device = constraint_device(spec)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))  # as ofasearch.search.trial does
     try:
-        return measure_cost(net.to(device), input_size, device, batch_sizes=(1,), repeats=7, max_seconds=1.0)
+        with cpu_threads(spec.resources.cpus_per_worker):
+            return measure_cost(net.to(device), input_size, device, batch_sizes=(1,), repeats=7, max_seconds=1.0)
     finally:
-        torch.set_num_threads(threads)
         net.cpu()
 
 

@@ -29,6 +29,7 @@ from ofasearch.training.artifacts import RunFolder, check_same_config, prepare_o
 from ofasearch.training.costs import measure_cost
 from ofasearch.training.logit_cache import LogitCache
 from ofasearch.training.loop import EpochReport, FitResult, LoopState, fit, pick_device
+from ofasearch.training.speed import cpu_threads
 from ofasearch.training.teacher import TeacherInfo, build_teacher, prepare_logit_cache, prepare_teacher
 
 __all__ = [
@@ -167,14 +168,10 @@ def train(
     state = resume_state(output, config) if resume else None
     # As many threads as a search trial had (float reductions, hence results, depend on it):
     # best.yaml then reproduces its trial exactly; raise resources.cpus_per_worker for speed.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(cpus)))
-    try:
+    with cpu_threads(cpus):
         return train_worker(
             config, splits, teacher, output, cache=cache, device=pick_device(gpus), progress=progress, resume=state
         )
-    finally:
-        torch.set_num_threads(threads)
 
 
 def log_summary(config: TrainConfig, summary: dict[str, Any], output: Path) -> None:

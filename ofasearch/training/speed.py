@@ -12,6 +12,8 @@ could not be run on the machine this was written on (no GPU): ``scripts/gpu_chec
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +28,7 @@ __all__ = [
     "amp_dtype",
     "compile_choice",
     "compile_distiller",
+    "cpu_threads",
     "is_cnn",
     "to_channels_last",
     "uncompile_distiller",
@@ -119,3 +122,15 @@ def to_channels_last(distiller: OFADistiller, device: torch.device) -> bool:
         return False
     distiller.student.to(memory_format=torch.channels_last)
     return True
+
+
+@contextmanager
+def cpu_threads(cpus: float) -> Iterator[None]:
+    """Torch's CPU thread count as a trial has it (``resources.cpus_per_worker``, at least one)
+    for a block, then as it was: float reductions, hence results and timings, depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cpus)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
