@@ -73,9 +73,18 @@ def read_rows(path: Location) -> list[dict[str, Any]]:
 
     The file is read whole through one open, then parsed: reading by path lets pyarrow open it
     again for the footer and the pages, and a search replacing it in between (it rewrites the
-    table atomically after every result) would mix two versions."""
+    table atomically after every result) would mix two versions.
+
+    It is parsed on the calling thread: ``pq.read_table`` starts Arrow's CPU and IO thread pools,
+    and a process that exits while those threads are alive can abort in their C++ destructors
+    ("terminate called without an active exception", exit -6; seen once in CI after
+    ``ofasearch status`` had printed everything). A table of a few thousand rows gains nothing
+    from them."""
     try:
-        return pq.read_table(pa.BufferReader(path.read_bytes())).to_pylist() if path.is_file() else []
+        if not path.is_file():
+            return []
+        parquet = pq.ParquetFile(pa.BufferReader(path.read_bytes()), pre_buffer=False)
+        return parquet.read(use_threads=False).to_pylist()
     except (OSError, pa.ArrowException) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise FileFault([f"{path}: unreadable Parquet table ({reason}); {rebuild_hint(path.parent)}"]) from None

@@ -102,6 +102,8 @@ def test_ofa_loss_gives_the_reference_values_in_float64(eps, temperature, expect
 def test_half_precision_logits_are_computed_in_float32():
     z = torch.randn(3, 5).half()
     assert ofa_loss(z, z, torch.tensor([0, 1, 2]), eps=1.5).dtype == torch.float32
+
+
 # ---------------------------------------------------------------------------------------- DKD
 def _softmax(values, temperature):
     e = [math.exp(v / temperature) for v in values]

@@ -1,7 +1,6 @@
 """The ray-train trial backend (TorchTrainer with 2 gloo workers inside a Tune trial). The resume
 of an interrupted search (SIGINT to the driver, then ``ofasearch resume``) is in tests/test_faults.py."""
 
-
 import pyarrow.parquet as pq
 import pytest
 import yaml
