@@ -6,7 +6,8 @@ metrics, scheduling). Also prints what the exit branches cost relative to the st
 the speed options of ``ofasearch.training.speed`` side by side on the same steps: img/s of the
 student-alone, KD and OFA steps plain, compiled, under mixed precision (bf16 autocast; on CUDA what
 ``optim.amp: auto`` picks) and, on CUDA, channels-last, each as a ratio to the plain step (the
-compile time is printed apart: it is paid once per run).
+compile time is printed apart: it is paid once per run); then fit() from a teacher-logit cache
+with the data on the host and on the device (``optim.data_on_device``).
 
     python scripts/bench_step.py            # 24 steps of batch 128 (about 2 minutes on 2 cores)
     python scripts/bench_step.py --smoke-test
@@ -15,7 +16,9 @@ compile time is printed apart: it is paid once per run).
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -23,6 +26,7 @@ from ofasearch.config import DataSpec, OptimSpec
 from ofasearch.data import find_fashion_mnist, load_splits
 from ofasearch.distill import OFADistiller
 from ofasearch.models import build_model
+from ofasearch.training.logit_cache import LogitCache, open_or_build
 from ofasearch.training.loop import fit
 from ofasearch.training.speed import amp_dtype, compile_distiller, to_channels_last
 
@@ -122,24 +126,54 @@ def options_table(splits, batch: int, steps: int, device: torch.device, compile_
         print(f"{label:<14}" + "".join(f"{c:>22}" for c in cells) + compile_note)
 
 
-def loop_images_per_second(splits, batch: int, steps: int) -> float:
-    """ofasearch's own loop (fit) for exactly ``steps`` batches: one epoch of steps*batch images."""
+def _first_images(splits, n: int):
     from ofasearch.data import ImageSet, Splits
 
+    train = ImageSet(splits.train.images[:n], splits.train.labels[:n])
+    return Splits(train, splits.val, splits.test, splits.num_classes, splits.in_chans, splits.image_size, splits.flip)
+
+
+def loop_images_per_second(
+    splits,
+    batch: int,
+    steps: int,
+    *,
+    device: torch.device = CPU,
+    data_on_device: str = "off",
+    logit_cache: LogitCache | None = None,
+) -> float:
+    """ofasearch's own loop (fit) for exactly ``steps`` batches: one epoch of steps*batch images."""
     n = steps * batch
-    sub = Splits(
-        ImageSet(splits.train.images[:n], splits.train.labels[:n]),
-        splits.val,
-        splits.test,
-        splits.num_classes,
-        splits.in_chans,
-        splits.image_size,
-        splits.flip,
-    )
     d = make_distiller(splits, "ofa")
-    optim = OptimSpec(name="adamw", lr=1e-3, batch_size=batch, epochs=1, warmup_epochs=0, clip_grad=5.0)
-    result = fit(d, sub, optim, seed=0, device=torch.device("cpu"), evaluate_test=False)
+    optim = OptimSpec(
+        name="adamw",
+        lr=1e-3,
+        batch_size=batch,
+        epochs=1,
+        warmup_epochs=0,
+        clip_grad=5.0,
+        compile="off",
+        data_on_device=data_on_device,
+    )
+    result = fit(
+        d, _first_images(splits, n), optim, seed=0, device=device, evaluate_test=False, logit_cache=logit_cache
+    )
     return n / result.train_seconds
+
+
+def placement_line(splits, batch: int, steps: int, device: torch.device) -> None:
+    """fit() from the teacher-logit cache with the train set and cache on the host (copied per
+    batch) and on the device (``optim.data_on_device``), measured one after the other."""
+    sub = _first_images(splits, steps * batch)
+    teacher = make_distiller(splits, "kd").teacher
+    with tempfile.TemporaryDirectory() as folder:
+        cache = open_or_build(teacher, sub, Path(folder) / "cache", seed=0, views=1)
+        host = loop_images_per_second(splits, batch, steps, device=device, data_on_device="off", logit_cache=cache)
+        resident = loop_images_per_second(splits, batch, steps, device=device, data_on_device="on", logit_cache=cache)
+    print(
+        f"\nfit() from the logit cache on {device}: data on the host {host:8.1f} img/s, "
+        f"on the device {resident:8.1f} img/s ({resident / host:.2f}x)"
+    )
 
 
 def main() -> None:
@@ -170,6 +204,7 @@ def main() -> None:
     if not args.no_options:
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
         options_table(splits, batch, steps, device, compile_too=not args.smoke_test)
+        placement_line(splits, batch, steps, device)
 
 
 if __name__ == "__main__":

@@ -524,6 +524,9 @@ class OptimSpec(Strict):
     # torch.compile of the student and exit branches (and a live teacher): auto compiles when the
     # run's remaining steps repay the compile time (ofasearch.training.speed)
     compile: Literal["auto", "on", "off"] = "auto"
+    # the train set and its teacher-logit cache on the training device, augmented there in batch:
+    # auto on CUDA when they take at most a quarter of its free memory (ofasearch.training.resident)
+    data_on_device: Literal["auto", "on", "off"] = "auto"
 
 
 class AugmentSpec(Strict):

@@ -138,6 +138,12 @@ class Pipeline:
         """Whether training targets are soft (mixed images)."""
         return self._mixup is not None and self.enabled
 
+    @property
+    def batched(self) -> bool:
+        """Whether training views are built by tensor ops on the whole batch (the ``pad`` crop, no
+        mixing), so on whatever device the images are; timm's pipeline and mixing work per sample."""
+        return self._train_tf is None and not self.mixes
+
     def describe(self) -> str:
         """One line for logs: what the training views are made of."""
         s = self.settings
@@ -155,12 +161,14 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------ train
     def train_batch(self, data: ImageSet, index: torch.Tensor, *, seed: int, view: int) -> TrainBatch:
-        """The training view ``view`` of samples ``index`` of ``data`` (replayable) and targets."""
-        index = index.cpu()
-        labels = data.labels[index]
+        """The training view ``view`` of samples ``index`` of ``data`` (replayable) and targets, on
+        the device ``data`` is on (see :attr:`batched` for where that can be a GPU)."""
+        index = index.cpu()  # the per-sample keys are computed on the host
+        at = index.to(data.labels.device, non_blocking=True)
+        labels = data.labels[at]
         if not self.enabled:
-            return self.eval_images(data.images[index]), labels
-        images = self._augment(data.images[index], index, seed=seed, view=view)
+            return self.eval_images(data.images[at]), labels
+        images = self._augment(data.images[at], index, seed=seed, view=view)
         if self._mixup is None:
             return images, labels
         partners = self.partners(index, seed=seed, view=view)

@@ -107,6 +107,10 @@ class LogitCache:
         rows = self._array()[index.cpu().numpy(), epoch % self.views]
         return torch.from_numpy(np.asarray(rows, dtype=np.float32))
 
+    def read_all(self) -> np.ndarray:
+        """The whole cache (N, V, C) float16 in memory, verified like :meth:`lookup`'s map."""
+        return np.array(self._array())
+
     def size_bytes(self) -> int:
         return self.path.stat().st_size
 

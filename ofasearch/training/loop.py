@@ -31,6 +31,7 @@ from ofasearch.data import ImageSet, Pipeline, Splits
 from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
 from ofasearch.training.logit_cache import LogitCache
+from ofasearch.training.resident import ResidentTrainSet, resident_choice
 from ofasearch.training.speed import (
     PROBE_STEPS,
     amp_dtype,
@@ -176,6 +177,7 @@ class _Training:
     seed: int
     logit_cache: LogitCache | None
     pipeline: Pipeline
+    resident: ResidentTrainSet | None  # the train set and logit cache on the device (optim.data_on_device)
     ema: ModelEmaV3 | None  # timm's EMA of the student's weights (optim.ema_decay > 0)
     updates: int = 0
 
@@ -213,6 +215,9 @@ def _start(
     autocast = amp_dtype(str(optim.amp), device)
     channels_last = to_channels_last(distiller, device)
     clip = float(optim.clip_grad)
+    placement = resident_choice(str(optim.data_on_device), pipeline, data.train, logit_cache, device)
+    if rank == 0:
+        log.info(placement.reason)
     return _Training(
         distiller=distiller,
         model=model,
@@ -239,6 +244,7 @@ def _start(
         seed=seed,
         logit_cache=logit_cache,
         pipeline=pipeline,
+        resident=ResidentTrainSet(data.train, pipeline, logit_cache, device) if placement.resident else None,
         ema=ModelEmaV3(distiller.student, decay=float(optim.ema_decay)) if float(optim.ema_decay) > 0 else None,
     )
 
@@ -266,12 +272,15 @@ def _batch(run: _Training, idx: torch.Tensor, epoch: int) -> tuple[torch.Tensor,
     those images."""
     cache = run.logit_cache
     view = epoch % cache.views if cache is not None else epoch
-    images, labels = run.pipeline.train_batch(run.data.train, idx, seed=run.seed, view=view)
-    images = images.to(run.device, non_blocking=True)
+    if run.resident is not None:
+        images, labels, cached = run.resident.batch(idx, seed=run.seed, view=view)
+    else:
+        images, labels = run.pipeline.train_batch(run.data.train, idx, seed=run.seed, view=view)
+        images = images.to(run.device, non_blocking=True)
+        labels = labels.to(run.device, non_blocking=True)
+        cached = cache.lookup(idx, view).to(run.device) if cache is not None else None
     if run.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    labels = labels.to(run.device, non_blocking=True)
-    cached = cache.lookup(idx, view).to(run.device) if cache is not None else None
     return images, labels, cached
 
 

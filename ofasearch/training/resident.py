@@ -1,0 +1,103 @@
+"""The training set and its teacher-logit cache kept on the training device (``optim.data_on_device``).
+
+On the host path every step gathers a batch of uint8 images on the CPU, augments it there, copies
+it to the device and reads the cached teacher logits from a memmap. A CIFAR-sized train set (50k
+images of 3x32x32 = 150 MB as uint8) and its cache views (50k x V x 100 float16 = 10 MB per view)
+fit on any GPU many times over, so they can be moved once and each batch gathered, cropped and
+flipped on the device by the same batched :func:`ofasearch.data.augment.augment`: the views are
+the same pixels either way (a gather and a comparison, no float arithmetic), so the losses are
+identical to the host path's (tested on the CPU, where ``on`` uses the same code).
+
+Only views built in batch can move: the ``pad`` crop without mixing. timm's ``rrc`` pipeline and
+Mixup/CutMix run per sample on PIL images and stay on the host, as do datasets decoded lazily
+from disk (``ImageFiles``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ofasearch.data import ImageSet, Pipeline, resize_images
+from ofasearch.data.imagefolder import ImageFiles
+from ofasearch.training.logit_cache import LogitCache
+
+__all__ = ["FREE_MEMORY_SHARE", "ResidentChoice", "ResidentTrainSet", "resident_choice"]
+
+# auto keeps the data on a CUDA device when it takes at most this share of the memory free at the
+# start of training: the rest is the model's, and trials packed on one GPU (fractional
+# gpus_per_worker) each take their own copy
+FREE_MEMORY_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class ResidentChoice:
+    """Whether the train set goes to the device, and the one line that says why."""
+
+    resident: bool
+    reason: str
+
+
+def resident_bytes(train: ImageSet, image_size: int, cache: LogitCache | None) -> int:
+    """Device memory the resident train set takes: uint8 images at ``image_size``, int64 labels
+    and the whole float16 logit cache."""
+    n, channels = len(train), int(train.images.shape[1])
+    cache_bytes = cache.expected_bytes if cache is not None else 0
+    return n * channels * image_size * image_size + n * 8 + cache_bytes
+
+
+def _free_bytes(device: torch.device) -> int | None:
+    if device.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def resident_choice(
+    mode: str, pipeline: Pipeline, train: ImageSet, cache: LogitCache | None, device: torch.device
+) -> ResidentChoice:
+    """``off``: the host path. ``on``: the device path wherever the views are built in batch,
+    whatever the device (the CPU too: tests and benchmarks). ``auto``: on a CUDA device when the
+    data takes at most :data:`FREE_MEMORY_SHARE` of its free memory."""
+    field = "optim.data_on_device"
+    if mode == "off":
+        return ResidentChoice(False, f"{field}: off")
+    if not pipeline.batched:
+        why = "per-sample views (crop rrc or mixing) are built on the host"
+        return ResidentChoice(False, f"{field}: {mode} -> off ({why})")
+    if isinstance(train.images, ImageFiles):
+        return ResidentChoice(False, f"{field}: {mode} -> off (the images are decoded from disk per batch)")
+    size_mb = resident_bytes(train, pipeline.image_size, cache) / 2**20
+    if mode == "on":
+        return ResidentChoice(True, f"{field}: on ({size_mb:.1f} MB on {device})")
+    free = _free_bytes(device)
+    if free is None:
+        return ResidentChoice(False, f"{field}: auto -> off (on {device.type} the host path is the device path)")
+    if size_mb * 2**20 > FREE_MEMORY_SHARE * free:
+        limit = FREE_MEMORY_SHARE * free / 2**20
+        return ResidentChoice(False, f"{field}: auto -> off ({size_mb:.1f} MB > {limit:.0f} MB, a quarter of free)")
+    return ResidentChoice(True, f"{field}: auto -> on ({size_mb:.1f} MB on {device})")
+
+
+class ResidentTrainSet:
+    """The train images (resized once to the run's size), labels and cached teacher logits on
+    ``device``; :meth:`batch` is the host path's batch, made there."""
+
+    def __init__(self, train: ImageSet, pipeline: Pipeline, cache: LogitCache | None, device: torch.device):
+        images = resize_images(train.images, pipeline.image_size)  # per image, as each host batch does
+        self.train = ImageSet(images.to(device), train.labels.to(device))
+        self.logits = torch.from_numpy(cache.read_all()).to(device) if cache is not None else None
+        self.pipeline = pipeline
+        self.device = device
+
+    def batch(
+        self, idx: torch.Tensor, *, seed: int, view: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Images (view ``view`` of samples ``idx``), targets and cached logits, all on the device.
+        ``idx`` stays on the host: the augmentation's per-sample keys are computed there."""
+        images, labels = self.pipeline.train_batch(self.train, idx, seed=seed, view=view)
+        cached = None
+        if self.logits is not None:
+            cached = self.logits[idx.to(self.device, non_blocking=True), view].float()
+        return images, labels, cached
