@@ -48,6 +48,7 @@ __all__ = [
     "reap_dead_sessions",
     "recorded_sessions",
     "session_processes",
+    "stop_abandoned_instances",
     "train_failure_config",
 ]
 
@@ -414,6 +415,29 @@ def leave_ray() -> None:
         pids = _end(record, records)
         _write_records(records)
         logger.info(f"stopped the local Ray instance ofasearch started ({len(pids)} processes)")
+
+
+def stop_abandoned_instances() -> None:
+    """Stop the local instances ofasearch started on this host whose starting driver is gone
+    (e.g. killed after its search finished, so no ``resume`` joined them again): the one Ray's
+    discovery finds is joined and left, which stops it unless another driver still uses it
+    (:func:`leave_ray`)."""
+    import ray
+
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        return  # connected, or told which Ray to use: not this one's business
+    with _locked():
+        abandoned = [
+            r
+            for r in _read_records()["live"]
+            if _here(r) and "started_by" in r and _gcs_alive(r) and not psutil.pid_exists(r["started_by"])
+        ]
+    for record in abandoned:
+        if record["address"] != _discovered_address():
+            continue  # joined as Ray's discovery finds it (ray.init then finds the local auth token)
+        logger.info(f"the driver that started the local Ray instance at {record['address']} is gone")
+        with ray_session(worker_output=False):
+            pass
 
 
 @contextmanager

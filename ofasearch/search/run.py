@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from ray import tune
 
-from ofasearch.cluster.ray_session import check_fits, ray_session
+from ofasearch.cluster.ray_session import check_fits, ray_session, stop_abandoned_instances
 from ofasearch.config import Spec, load_spec, parse_spec
 from ofasearch.errors import SpecError
 from ofasearch.results.export import write_best
@@ -251,6 +251,7 @@ def _run_phases(spec: Spec, space: SearchSpace, folder: Location, *, verbose: in
                 _fit_or_interrupt(tuner, expected, folder)
             kill_point(f"{phase.value}-done")  # every trial of the phase ended, the next not begun
             update_state(folder, phase=following)
+    kill_point("done")  # state.json says done; Ray not left yet, best.yaml not written
 
 
 def _tuner(
@@ -470,6 +471,7 @@ def resume_search(
     space = SearchSpace(spec, state["stages"])
     if state.get("phase") is Phase.DONE:
         logger.info(f"{folder}: search already finished")
+        stop_abandoned_instances()  # a driver killed after its search finished left its Ray running
         return _finish(spec, folder)
     return _execute(
         spec,

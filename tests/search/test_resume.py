@@ -122,7 +122,7 @@ def test_a_kill_between_or_inside_grid_phases_resumes_every_point_once(digits_se
 
 # (kill point, the phase state.json holds after that kill): teacher preparation, inside the
 # search, the search -> baselines hand-over, inside the baselines, the baselines -> confirmation
-# hand-over, inside the confirmation. Each is a named point the driver kills itself at
+# hand-over, inside the confirmation, after the end. Each is a named point the driver kills itself at
 # (ofasearch.utils.killpoints), so no timing decides where the kill lands.
 SWEEP = [
     ("teachers", "teachers"),
@@ -131,6 +131,7 @@ SWEEP = [
     ("baseline:1", "baselines"),
     ("baselines-done", "baselines"),
     ("confirm:1", "confirm"),
+    ("done", "done"),  # finished, but killed before leaving Ray: the last resume stops the instance
 ]
 EXPECTED = {"search": 4, "baseline": 2, "confirm": 3}  # 4 samples; none + kd; top-1 and 2 baselines on 1 more seed
 
