@@ -166,18 +166,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_rebuild(args: argparse.Namespace) -> int:
-    from ofasearch.search.rebuild import rebuild_tables
-    from ofasearch.utils.storage import is_uri
+    from ofasearch.search.rebuild import rebuild
+    from ofasearch.utils.storage import as_location
 
-    if is_uri(args.results_dir):
-        raise SpecError(
-            [
-                f"{args.results_dir}: rebuild reads Ray Tune's folders on a local file system; copy the results "
-                "folder to a local disk and rebuild it there"
-            ]
-        )
-    folder = Path(args.results_dir).resolve()
-    done = rebuild_tables(folder, force=args.force)
+    folder = as_location(args.results_dir).resolve()
+    done = rebuild(folder, force=args.force)
     if not done.written:
         print(f"{folder}: trials.parquet and epochs.parquet are readable; nothing to rebuild (--force rebuilds them)")
         return 0

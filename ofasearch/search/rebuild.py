@@ -12,18 +12,21 @@ the one before it, as the recorder does.
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from ofasearch.errors import FileFault
+from ofasearch.errors import FileFault, SpecError
 from ofasearch.results.folder import load_folder_spec
 from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE, read_rows
 from ofasearch.results.tune_folders import TuneExperiment, TuneTrial, last_error_line, read_experiments
 from ofasearch.search.recorder import ResultTables, trial_params
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import read_state
+from ofasearch.utils.storage import Location, ObjectPath
 
-__all__ = ["Rebuilt", "rebuild_tables", "tables_to_rebuild"]
+__all__ = ["Rebuilt", "rebuild", "rebuild_tables", "tables_to_rebuild"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,3 +126,44 @@ def rebuild_tables(folder: Path, *, force: bool = False) -> Rebuilt:
             _replay(tables, trial)
     tables.write(names)
     return Rebuilt(names, len(tables.trials), len(tables.epochs), tuple(e.path.name for e in experiments))
+
+
+# what a rebuild reads of a folder on an object store: its own files and, in each phase's Tune
+# experiment, the state files and each trial's params, results and error (not its checkpoints)
+_TOP_FILES = ("spec.yaml", "state.json", TRIALS_FILE, EPOCHS_FILE)
+_TUNE_RECORD = re.compile(r"^(search|baselines|confirm)(-\d+)?/(experiment_state-[^/]*\.json|trial_[^/]+/[^/]+)$")
+
+
+def rebuild(folder: Location, *, force: bool = False) -> Rebuilt:
+    """:func:`rebuild_tables` of a folder on a file system or an object store. On an object store
+    Tune's record (a few kB per trial) is copied to a temporary local folder, the tables are
+    rebuilt there and uploaded (one PUT each); errors name the bucket's paths."""
+    if not isinstance(folder, ObjectPath):
+        return rebuild_tables(Path(folder), force=force)
+    if not (folder / "spec.yaml").is_file():
+        raise SpecError([f"{folder}: not an ofasearch results folder (no spec.yaml)"])
+    with tempfile.TemporaryDirectory(prefix="ofasearch-rebuild-") as tmp:
+        local = Path(tmp) / folder.name
+        _download_record(folder, local)
+        try:
+            done = rebuild_tables(local, force=force)
+        except (FileFault, SpecError) as exc:
+            raise type(exc)([p.replace(str(local), str(folder)) for p in exc.problems]) from None
+        for name in done.written:
+            (folder / name).write_bytes((local / name).read_bytes())
+    return done
+
+
+def _download_record(folder: ObjectPath, local: Path) -> None:
+    """Copy what :func:`rebuild_tables` reads of ``folder`` to ``local``."""
+    import pyarrow.fs
+
+    selector = pyarrow.fs.FileSelector(folder.fs_path, recursive=True)
+    for info in folder.fs.get_file_info(selector):
+        if info.type != pyarrow.fs.FileType.File:
+            continue
+        relative = str(PurePosixPath(info.path).relative_to(folder.fs_path))
+        if relative in _TOP_FILES or _TUNE_RECORD.match(relative):
+            target = local / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes((folder / relative).read_bytes())
