@@ -23,7 +23,7 @@ from ofasearch.data import ImageSet, Pipeline, resize_images
 from ofasearch.data.imagefolder import ImageFiles
 from ofasearch.training.logit_cache import LogitCache
 
-__all__ = ["FREE_MEMORY_SHARE", "ResidentChoice", "ResidentTrainSet", "resident_choice"]
+__all__ = ["FREE_MEMORY_SHARE", "ResidentChoice", "ResidentTrainSet", "resident_bytes", "resident_choice"]
 
 # auto keeps the data on a CUDA device when it takes at most this share of the memory free at the
 # start of training: the rest is the model's, and trials packed on one GPU (fractional
