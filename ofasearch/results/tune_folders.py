@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "LOST_WORKER",
     "NOT_SAVED",
     "TuneExperiment",
     "TuneTrial",
@@ -168,8 +169,19 @@ def started_trials(folder: Path) -> int:
     return count
 
 
+# Ray's errors for a trial whose worker process or node went away (a node crashed or was removed,
+# the worker was killed, e.g. by Ray's memory monitor): the trial's code did not fail
+LOST_WORKER_ERRORS = ("ActorDiedError", "ActorUnavailableError", "NodeDiedError", "WorkerCrashedError")
+LOST_WORKER = "its Ray worker or node was lost"
+
+
 def last_error_line(text: str | None) -> str:
     """The last line of a failed trial's error file that is not part of a traceback's body (the
-    exception message): what ``trials.parquet`` records as the trial's error."""
+    exception message): what ``trials.parquet`` records as the trial's error. A lost worker or
+    node says so first: Ray's own message ("The actor ... is unavailable") does not."""
     lines = [line for line in (text or "").strip().splitlines() if line and not line.startswith(" ")]
-    return (lines[-1] if lines else "trial failed")[:500]
+    line = lines[-1] if lines else "trial failed"
+    lost = next((name for name in LOST_WORKER_ERRORS if name in (text or "")), None)
+    if lost is not None:
+        line = f"{LOST_WORKER} ({lost}): {line}"
+    return line[:500]

@@ -22,6 +22,7 @@ import yaml
 
 from ofasearch.cluster.shipping import RECEIVED_DIR, RECEIVED_LOG
 from ofasearch.results.tables import read_rows
+from ofasearch.results.tune_folders import LOST_WORKER
 from ofasearch.utils.storage import as_location
 from tests.specs import CONFIG, SPEC, TEACHER, VIT
 
@@ -146,7 +147,8 @@ def test_a_node_lost_mid_trial_marks_that_trial_and_the_search_completes(cluster
         f"ended before; after: {sorted((r['trial_id'], r['status'], r['node'][-13:-1]) for r in after.values())}"
     )
     print("\n".join(line for line in out.splitlines() if victim["trial_id"] in line or "error" in line.lower()))
-    assert after[victim["trial_id"]]["status"] == "error", out[-3000:]
+    lost = after[victim["trial_id"]]
+    assert lost["status"] == "error" and lost["error"].startswith(f"{LOST_WORKER} (Actor"), (lost["error"], out[-3000:])
     assert len(after) == 6 and all(r["status"] in ENDED for r in after.values())
     for trial_id, row in ended.items():  # nothing that had ended is lost or changed
         assert {k: after[trial_id][k] for k in SAME} == {k: row[k] for k in SAME}
