@@ -238,7 +238,8 @@ def _run_phases(spec: Spec, space: SearchSpace, folder: Location, *, verbose: in
     phase = state["phase"] if restore else Phase.SEARCH
     update_state(folder, teachers=teachers, phase=Phase.SEARCH if phase is Phase.TEACHERS else phase)
     order = _phases(spec)
-    with _tune_settings(verbose), mlflow_environment(read_state(folder).get("mlflow")):
+    mlflow = read_state(folder).get("mlflow")  # a tracking URI: every phase's trials are logged there
+    with _tune_settings(verbose), mlflow_environment(mlflow):
         for phase, following in zip(order, order[1:], strict=False):
             if read_state(folder)["phase"] is not phase:
                 continue
@@ -246,7 +247,9 @@ def _run_phases(spec: Spec, space: SearchSpace, folder: Location, *, verbose: in
                 confirm_caches(spec, space, teachers, confirm_seeds(spec))
                 update_state(folder, teachers=teachers)
             trainable = _trainable(spec, space, teachers, folder)
-            tuner, expected = _tuner(phase, spec, space, folder, trainable, verbose=verbose, restore=restore)
+            tuner, expected = _tuner(
+                phase, spec, space, folder, trainable, verbose=verbose, restore=restore, mlflow=mlflow
+            )
             if tuner is not None:
                 _fit_or_interrupt(tuner, expected, folder)
             kill_point(f"{phase.value}-done")  # every trial of the phase ended, the next not begun
@@ -263,6 +266,7 @@ def _tuner(
     *,
     verbose: int,
     restore: bool,
+    mlflow: str | None = None,
 ) -> tuple[tune.Tuner | None, int]:
     """The Tuner of ``phase`` and the number of trials it must end (None: nothing left to run).
 
@@ -294,9 +298,8 @@ def _tuner(
     callbacks: list[tune.Callback] = [recorder]
     if not verbose:
         callbacks.append(ProgressView(role, expected, max_epochs))
-    uri = read_state(folder).get("mlflow")
-    if uri:
-        callbacks.append(mlflow_callback(uri, spec.name, role))
+    if mlflow:
+        callbacks.append(mlflow_callback(mlflow, spec.name, role))
     name = _fresh_name(folder, phase.value)
     if searching and isinstance(folder, Path):  # restored from Tune's saved state: keep a complete copy
         callbacks.append(StateKeeper(str(folder / name), period_s=TUNE_STATE_PERIOD_S))
