@@ -16,13 +16,16 @@ from ofasearch.results.tables import TRIALS_FILE, read_rows
 from ofasearch.utils.storage import Location, as_location
 
 
-def start_search(tmp: Path, spec: dict[str, Any]) -> tuple[subprocess.Popen, Location]:
-    """``ofasearch run`` of ``spec`` in a child process; returns it and the results folder (a
-    path, or a folder on an object store)."""
+def start_search(
+    tmp: Path, spec: dict[str, Any], env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, Location]:
+    """``ofasearch run`` of ``spec`` in a child process (``env`` added to its environment);
+    returns it and the results folder (a path, or a folder on an object store)."""
     (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
     driver = subprocess.Popen(
         [sys.executable, "-m", "ofasearch.cli", "run", "spec.yaml", "--num-cpus", "2"],
         cwd=tmp,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

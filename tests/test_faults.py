@@ -5,7 +5,7 @@ undisturbed search (the reference every repaired run must reproduce) and its tea
 
 Each row of the issue's table, its promised outcome, and the test that checks it:
 
-- Ctrl-C after the last search trial started: exit 130, no later phase, resume finishes every
+- Ctrl-C as the last search trial starts (a named interrupt point): exit 130, no later phase, resume finishes every
   trial once (test_ctrl_c_then_an_edited_spec_then_resume).
 - Logit cache truncated, overwritten with random bytes, or with finite garbage; teacher weights
   truncated or with 1 MB of random bytes inside: one warning naming the file, the entry rebuilt
@@ -45,12 +45,10 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -62,11 +60,13 @@ from ofasearch.cli import failed_search_lines, main
 from ofasearch.config import parse_spec
 from ofasearch.errors import SpecError
 from ofasearch.results.tables import EPOCH_COLUMNS, EPOCHS_FILE, TRIAL_COLUMNS, TRIALS_FILE, read_rows, write_table
+from ofasearch.results.tune_folders import read_experiment
 from ofasearch.search.run import SPEC_HASH_KEY, claim_folder
 from ofasearch.search.state import Phase, read_state, update_state
 from ofasearch.utils.faults import describe_fault
 from ofasearch.utils.files import file_digest
-from tests.background import start_search, table_rows, wait_for
+from ofasearch.utils.killpoints import INTERRUPT_AT_VAR
+from tests.background import start_search, table_rows
 from tests.rebuilt import assert_rebuild_matches
 from tests.specs import MIXER, SPEC, TEACHER
 
@@ -148,27 +148,27 @@ def _log_path(line: str) -> Path:
 
 
 def test_ctrl_c_then_an_edited_spec_then_resume(store, undisturbed, tmp_path, capsys):
+    """Ctrl-C (SIGINT to the driver) the moment the last search trial starts, when nothing is left
+    to schedule (what once let the search run on to the end): at a named point, not by timing."""
     _no_ray_here()
     spec = {**FAULT_SPEC, "name": "interrupted", "storage": str(tmp_path / "results")}
-    proc, folder = start_search(tmp_path, spec)
-
-    def last_trial_started() -> bool:  # Ctrl-C once every search trial has started: nothing left to schedule
-        rows = [r for r in table_rows(folder) if r["role"] == "search"]
-        return len(rows) == 4 and any(r["status"] in ("completed", "stopped") for r in rows)
-
-    wait_for(proc, last_trial_started, "the last search trial started")
-    # Like a crash, Ctrl-C keeps what Tune saved (every TUNE_STATE_PERIOD_S, 2 s): trials that
-    # ended longer ago than that must survive it unchanged; later ones may run again.
-    done_before = {r["trial_id"] for r in table_rows(folder) if r["status"] in ("completed", "stopped")}
-    time.sleep(4)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 130, "Ctrl-C ends with 130 and says how to resume"
+    proc, folder = start_search(tmp_path, spec, env={INTERRUPT_AT_VAR: "search-started:4"})
+    assert proc.wait(timeout=600) == 130, "Ctrl-C ends with 130 and says how to resume"
     rows = table_rows(folder)
-    assert 1 <= len(done_before) < 4
-    phase = json.loads((folder / "state.json").read_text())["phase"]
-    assert phase in ("search", "baselines"), "interrupted, not run to the end"
-    if phase == "search":  # the signal may land just after the last trial ended: then in baselines
-        assert not [r for r in rows if r["role"] == "baseline"], "no phase starts after an interrupt"
+    assert sorted(r["status"] in ("completed", "stopped") for r in rows if r["role"] == "search") == [
+        False,
+        True,
+        True,
+        True,
+    ], rows
+    assert json.loads((folder / "state.json").read_text())["phase"] == "search", "interrupted, not run to the end"
+    assert not [r for r in rows if r["role"] == "baseline"], "no phase starts after an interrupt"
+    # Like a crash, Ctrl-C keeps what Tune saved (every TUNE_STATE_PERIOD_S, 2 s): the trials its
+    # saved state holds as finished must survive unchanged; the others run again
+    saved = {t.trial_id for t in read_experiment(folder / "search").trials if t.status == "TERMINATED"}
+    done_before = {r["trial_id"]: r["val_acc"] for r in rows if r["trial_id"] in saved}
+    with capsys.disabled():
+        print(f"\ninterrupted as search trial 4 started: {len(saved)} of 3 finished trials in Tune's saved state")
 
     # the spec edited before the resume: refused in one line, nothing run
     original = (folder / "spec.yaml").read_text()
@@ -184,7 +184,9 @@ def test_ctrl_c_then_an_edited_spec_then_resume(store, undisturbed, tmp_path, ca
     rows = table_rows(folder)
     searched = [r for r in rows if r["role"] == "search" and r["status"] in ("completed", "stopped")]
     assert len(searched) == 4 and len({r["trial_id"] for r in rows}) == len(rows)
-    assert done_before <= {r["trial_id"] for r in searched}, "finished trials are kept"
+    assert {t: v for t, v in ((r["trial_id"], r["val_acc"]) for r in searched) if t in saved} == done_before, (
+        "finished trials are kept as they were"
+    )
     assert sorted(r["method"] for r in rows if r["role"] == "baseline") == ["kd", "none"]
     assert (folder / "best.yaml").is_file()
     assert_rebuild_matches(folder, tmp_path)  # Tune's folders after Ctrl-C and a resume hold the same rows

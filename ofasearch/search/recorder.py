@@ -114,8 +114,10 @@ class ResultTables:
         """A trial (re)starts from epoch 0 (after a crash it re-runs): drop what it reported before."""
         self.trials.pop(trial_id, None)
         self.epochs = {k: v for k, v in self.epochs.items() if k[0] != trial_id}
-        self._row(trial_id, params)
+        row = self._row(trial_id, params)
         self.save()
+        started = sum(r["role"] == row["role"] for r in self.trials.values())
+        kill_point(f"{row['role']}-started:{started}")  # e.g. `search-started:4`: its row is written
 
     def keep_only(self, role: str, trial_ids: set[str], keep_finished: bool = False) -> list[str]:
         """Drop rows of ``role`` trials that Tune does not know (reported after its last saved
