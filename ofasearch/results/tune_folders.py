@@ -170,8 +170,12 @@ def started_trials(folder: Path) -> int:
 
 
 # Ray's errors for a trial whose worker process or node went away (a node crashed or was removed,
-# the worker was killed, e.g. by Ray's memory monitor): the trial's code did not fail
-LOST_WORKER_ERRORS = ("ActorDiedError", "ActorUnavailableError", "NodeDiedError", "WorkerCrashedError")
+# the worker was killed, e.g. by Ray's memory monitor): the trial's code did not fail. Tune writes
+# such an error as its message alone (``str(exc)``), so the messages are matched too
+_LOST_WORKER = re.compile(
+    r"ActorDiedError|ActorUnavailableError|NodeDiedError|WorkerCrashedError"
+    r"|The actor \S+ is unavailable|The actor died|The actor is dead|The worker died unexpectedly"
+)
 LOST_WORKER = "its Ray worker or node was lost"
 
 
@@ -181,7 +185,6 @@ def last_error_line(text: str | None) -> str:
     node says so first: Ray's own message ("The actor ... is unavailable") does not."""
     lines = [line for line in (text or "").strip().splitlines() if line and not line.startswith(" ")]
     line = lines[-1] if lines else "trial failed"
-    lost = next((name for name in LOST_WORKER_ERRORS if name in (text or "")), None)
-    if lost is not None:
-        line = f"{LOST_WORKER} ({lost}): {line}"
+    if _LOST_WORKER.search(text or ""):
+        line = f"{LOST_WORKER}: {line}"
     return line[:500]

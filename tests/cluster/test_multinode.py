@@ -148,7 +148,10 @@ def test_a_node_lost_mid_trial_marks_that_trial_and_the_search_completes(cluster
     )
     print("\n".join(line for line in out.splitlines() if victim["trial_id"] in line or "error" in line.lower()))
     lost = after[victim["trial_id"]]
-    assert lost["status"] == "error" and lost["error"].startswith(f"{LOST_WORKER} (Actor"), (lost["error"], out[-3000:])
+    assert lost["status"] == "error" and lost["error"].startswith(f"{LOST_WORKER}: The actor"), (
+        lost["error"],
+        out[-3000:],
+    )
     assert len(after) == 6 and all(r["status"] in ENDED for r in after.values())
     for trial_id, row in ended.items():  # nothing that had ended is lost or changed
         assert {k: after[trial_id][k] for k in SAME} == {k: row[k] for k in SAME}

@@ -2,9 +2,12 @@
 
 from ofasearch.results.tune_folders import LOST_WORKER, last_error_line
 
+# what Tune wrote for the trial on the node the multi-node test removes (str of the exception)
 LOST = """Failure # 1 (occurred at 2026-11-26_23-16-43)
-ray.exceptions.ActorUnavailableError:
 The actor 77e3b588 is unavailable: RpcError: Socket closed rpc_code: 14.
+"""
+CRASHED = """Failure # 1 (occurred at 2026-11-26_23-16-43)
+ray.exceptions.WorkerCrashedError: The worker died unexpectedly while executing this task.
 """
 RAISED = """Failure # 1 (occurred at 2026-11-26_23-16-43)
 Traceback (most recent call last):
@@ -22,5 +25,6 @@ def test_the_error_line_is_the_exception_message():
 
 def test_a_lost_worker_or_node_says_so_first():
     message = "The actor 77e3b588 is unavailable: RpcError: Socket closed rpc_code: 14."
-    assert last_error_line(LOST) == f"{LOST_WORKER} (ActorUnavailableError): {message}"
+    assert last_error_line(LOST) == f"{LOST_WORKER}: {message}"
+    assert last_error_line(CRASHED).startswith(f"{LOST_WORKER}: ray.exceptions.WorkerCrashedError: The worker")
     assert LOST_WORKER not in last_error_line(RAISED)
