@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,19 +17,29 @@ from ofasearch.results.tables import TRIALS_FILE, read_rows
 from ofasearch.utils.storage import Location, as_location
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_search(
     tmp: Path, spec: dict[str, Any], env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen, Location]:
-    """``ofasearch run`` of ``spec`` in a child process (``env`` added to its environment);
-    returns it and the results folder (a path, or a folder on an object store)."""
+    """``ofasearch run`` of ``spec`` in a child process (``env`` added to its environment; its
+    output in ``tmp/driver.log``); returns it and the results folder (a path, or a folder on an
+    object store)."""
     (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "ofasearch.cli", "run", "spec.yaml", "--num-cpus", "2"],
-        cwd=tmp,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with (tmp / "driver.log").open("a") as log:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "ofasearch.cli", "run", "spec.yaml", "--num-cpus", "2"],
+            cwd=tmp,
+            env={**os.environ, **(env or {})},
+            # Ctrl-C works as in a terminal even when this process inherited SIGINT ignored (a
+            # background job without job control): a child would keep it ignored, and Python
+            # then never raises KeyboardInterrupt
+            preexec_fn=_default_sigint,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     return driver, as_location(spec["storage"]) / spec["name"]
 
 

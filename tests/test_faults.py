@@ -153,7 +153,8 @@ def test_ctrl_c_then_an_edited_spec_then_resume(store, undisturbed, tmp_path, ca
     _no_ray_here()
     spec = {**FAULT_SPEC, "name": "interrupted", "storage": str(tmp_path / "results")}
     proc, folder = start_search(tmp_path, spec, env={INTERRUPT_AT_VAR: "search-started:4"})
-    assert proc.wait(timeout=600) == 130, "Ctrl-C ends with 130 and says how to resume"
+    rc = proc.wait(timeout=600)
+    assert rc == 130, f"Ctrl-C ends with 130 and says how to resume: {(tmp_path / 'driver.log').read_text()[-3000:]}"
     rows = table_rows(folder)
     assert sorted(r["status"] in ("completed", "stopped") for r in rows if r["role"] == "search") == [
         False,
