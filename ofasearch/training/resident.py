@@ -68,15 +68,17 @@ def resident_choice(
         return ResidentChoice(False, f"{field}: {mode} -> off ({why})")
     if isinstance(train.images, ImageFiles):
         return ResidentChoice(False, f"{field}: {mode} -> off (the images are decoded from disk per batch)")
-    size_mb = resident_bytes(train, pipeline.image_size, cache) / 2**20
+    size = resident_bytes(train, pipeline.image_size, cache)
+    size_mb = size / 2**20
     if mode == "on":
         return ResidentChoice(True, f"{field}: on ({size_mb:.1f} MB on {device})")
     free = _free_bytes(device)
     if free is None:
         return ResidentChoice(False, f"{field}: auto -> off (on {device.type} the host path is the device path)")
-    if size_mb * 2**20 > FREE_MEMORY_SHARE * free:
-        limit = FREE_MEMORY_SHARE * free / 2**20
-        return ResidentChoice(False, f"{field}: auto -> off ({size_mb:.1f} MB > {limit:.0f} MB, a quarter of free)")
+    limit = FREE_MEMORY_SHARE * free
+    if size > limit:
+        why = f"{size_mb:.1f} MB > {limit / 2**20:.0f} MB, a quarter of free"
+        return ResidentChoice(False, f"{field}: auto -> off ({why})")
     return ResidentChoice(True, f"{field}: auto -> on ({size_mb:.1f} MB on {device})")
 
 
