@@ -4,12 +4,13 @@ Both run the same teacher, student, batch and number of steps in this process; t
 feeds pre-made in-memory tensors, so the ratio is the loop's overhead (augmentation, indexing,
 metrics, scheduling). Also prints what the exit branches cost relative to the student alone, and
 the speed options of ``ofasearch.training.speed`` side by side on the same steps: img/s of the
-student-alone, KD and OFA steps plain, compiled, under mixed precision (bf16 autocast; on CUDA what
-``optim.amp: auto`` picks) and, on CUDA, channels-last, each as a ratio to the plain step (the
+student-alone, KD and OFA steps plain, compiled, under mixed precision (bf16 autocast; fp16 on a
+GPU without bf16) and, on CUDA, channels-last, each as a ratio to the plain step (the
 compile time is printed apart: it is paid once per run); then fit() from a teacher-logit cache
 with the data on the host and on the device (``optim.data_on_device``).
 
     python scripts/bench_step.py            # 24 steps of batch 128 (about 2 minutes on 2 cores)
+    python scripts/bench_step.py --image-size 32 --batch 256   # a CIFAR-sized step
     python scripts/bench_step.py --smoke-test
 """
 
@@ -28,7 +29,7 @@ from ofasearch.distill import OFADistiller
 from ofasearch.models import build_model
 from ofasearch.training.logit_cache import LogitCache, open_or_build
 from ofasearch.training.loop import fit
-from ofasearch.training.speed import amp_dtype, compile_distiller, to_channels_last
+from ofasearch.training.speed import compile_distiller, to_channels_last
 
 STUDENT = ("vit_tiny_patch16_224", {"patch_size": 4, "embed_dim": 96, "depth": 4, "num_heads": 3})
 TEACHER = "resnet10t"
@@ -65,6 +66,8 @@ def bare_images_per_second(
         compile_distiller(d)
     opt = torch.optim.AdamW([p for p in d.parameters() if p.requires_grad], lr=1e-3)
     x = (splits.train.images[:batch].float() / 255.0).to(device)
+    if x.shape[-1] != splits.image_size:  # digits are stored at 8 px: the loop resizes them, so must this
+        x = torch.nn.functional.interpolate(x, size=splits.image_size, mode="bilinear", align_corners=False)
     if channels_last and device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     y = splits.train.labels[:batch].to(device)
@@ -100,7 +103,8 @@ def _sync(device: torch.device) -> None:
 
 def options_table(splits, batch: int, steps: int, device: torch.device, compile_too: bool = True) -> None:
     """img/s of each step kind under each speed option, as ratios to the plain step."""
-    half = amp_dtype("auto", device) if device.type == "cuda" else torch.bfloat16
+    cuda_bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    half = torch.bfloat16 if cuda_bf16 else torch.float16
     options: dict[str, dict] = {"plain": {}}
     if compile_too:  # about a minute per step kind on 2 CPU cores: not in the smoke test
         options["compile"] = {"compiled": True}
@@ -181,11 +185,15 @@ def main() -> None:
     parser.add_argument("--smoke-test", action="store_true", help="tiny run for CI")
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--image-size", type=int, help="resize the images to this many pixels (default: the data's)")
     parser.add_argument("--no-options", action="store_true", help="skip the compile / AMP / channels-last table")
     args = parser.parse_args()
     steps, batch = (3, 32) if args.smoke_test else (args.steps, args.batch)
     dataset = "fashion-mnist" if find_fashion_mnist() else "digits"
-    splits = load_splits(DataSpec(dataset=dataset, train_subset=max(steps * batch + 200, 400), val_fraction=0.05))
+    size = {} if args.image_size is None else {"image_size": args.image_size}
+    splits = load_splits(
+        DataSpec(dataset=dataset, train_subset=max(steps * batch + 200, 400), val_fraction=0.05, **size)
+    )
     print(
         f"data {dataset} {splits.input_size}, teacher {TEACHER}, student {STUDENT[0]} {STUDENT[1]}, "
         f"batch {batch}, {steps} steps, {torch.get_num_threads()} threads"

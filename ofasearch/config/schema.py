@@ -516,8 +516,9 @@ class OptimSpec(Strict):
     clip_grad: NonNegativeFloat = 5.0
     min_lr: NonNegativeFloat = 0.0  # where the cosine schedule ends
     ema_decay: UnitFloat = 0.0  # > 0: timm's ModelEmaV3 of the student, which is then scored and shipped
-    # mixed precision, CUDA only (a CPU trains in float32 whatever this says): auto is bf16 where
-    # the GPU supports it, else fp16 with loss scaling; true/false from older specs mean auto/off
+    # mixed precision, CUDA only (a CPU trains in float32 whatever this says): auto is float32 up
+    # to 64 px (bf16 measured slower there) and above it bf16 where the GPU supports it, else fp16
+    # with loss scaling (ofasearch.training.speed); true/false from older specs mean auto/off
     amp: Annotated[
         Literal["auto", "bf16", "fp16", "off"], BeforeValidator(lambda v: {True: "auto", False: "off"}.get(v, v))
     ] = "auto"

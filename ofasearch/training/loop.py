@@ -34,7 +34,7 @@ from ofasearch.training.logit_cache import LogitCache
 from ofasearch.training.resident import ResidentTrainSet, resident_choice
 from ofasearch.training.speed import (
     PROBE_STEPS,
-    amp_dtype,
+    amp_choice,
     compile_choice,
     compile_distiller,
     to_channels_last,
@@ -212,11 +212,14 @@ def _start(
     batch_size = per_worker_batch(int(optim.batch_size), world)
     sampler = DistributedSampler(range(len(data.train)), num_replicas=world, rank=rank, shuffle=True, seed=seed)
     steps_per_epoch = max(1, math.ceil(len(sampler) / batch_size))
-    autocast = amp_dtype(str(optim.amp), device)
+    amp = amp_choice(str(optim.amp), device, data.image_size)
+    autocast = amp.dtype
     channels_last = to_channels_last(distiller, device)
     clip = float(optim.clip_grad)
     placement = resident_choice(str(optim.data_on_device), pipeline, data.train, logit_cache, device)
     if rank == 0:
+        if device.type == "cuda":
+            log.info(amp.reason)
         log.info(placement.reason)
     return _Training(
         distiller=distiller,

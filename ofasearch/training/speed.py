@@ -2,11 +2,11 @@
 student and exit branches (``optim.compile``), mixed precision on CUDA (``optim.amp``) and
 channels-last memory for CNNs on CUDA.
 
-``compile: auto`` decides from measurement, not a guess: the loop times a few eager steps, then
-compiles only when the run's remaining steps at the expected speed-up repay the compile time
-(see :data:`COMPILE_SPEEDUP` for what was measured).
-The CUDA branches (autocast dtypes, loss scaling, channels-last) follow the torch docs; they
-could not be run on the machine this was written on (no GPU): ``scripts/gpu_check.py`` checks them.
+``compile: auto`` and ``amp: auto`` decide from measurement, not a guess: the loop times a few
+eager steps, then compiles only when the run's remaining steps at the measured speed-up repay the
+compile time (:data:`COMPILE_SPEEDUP`); bf16 autocast is used only for inputs large enough that
+it was measured to pay (:data:`AMP_AUTO_ABOVE_PIXELS`). The figures are ``scripts/bench_step.py``
+on a 2-core CPU and on one H100 (``scripts/gpu_check.py`` runs it there).
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from torch import nn
 from ofasearch.distill import OFADistiller
 
 __all__ = [
+    "AMP_AUTO_ABOVE_PIXELS",
     "COMPILE_SECONDS",
     "COMPILE_SPEEDUP",
     "PROBE_STEPS",
-    "amp_dtype",
+    "amp_choice",
     "compile_choice",
     "compile_distiller",
     "cpu_threads",
@@ -36,13 +37,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# what one compile of the OFA step costs (seconds) and gains (eager time / compiled time). CPU:
-# measured on 2 cores, 1 thread (resnet10t -> ViT 4x64, 28 px, batch 128, student forward and
-# branches compiled): 54 s to compile, 0.96-1.04x (issue 15 saw 1.31x compiling more of the step),
-# so auto compiles on a CPU only for very long runs. CUDA: not measured yet (no GPU here), an
-# estimate for scripts/gpu_check.py to replace
-COMPILE_SECONDS = {"cpu": 55.0, "cuda": 60.0}
-COMPILE_SPEEDUP = {"cpu": 1.05, "cuda": 1.5}
+# what one compile of the OFA step costs (seconds) and gains (eager time / compiled time), from
+# scripts/bench_step.py (resnet10t -> ViT 4x96, OFA step, student forward and branches compiled).
+# CPU, 2 cores, 1 thread, 28 px, batch 128: 54 s to compile, 0.96-1.04x (issue 15 saw 1.31x
+# compiling more of the step), so auto compiles on a CPU only for very long runs. H100, batch 256:
+# first compiled step 21-27 s; 0.89x at 16 px (batch 128), 1.11x at 32 px, 1.29x at 64 px (one
+# run of 8-20 steps each, about +-5 %): 1.1 is the CIFAR-sized figure
+COMPILE_SECONDS = {"cpu": 55.0, "cuda": 27.0}
+COMPILE_SPEEDUP = {"cpu": 1.05, "cuda": 1.1}
+# bf16 autocast against float32 on the OFA step, same H100 runs: 0.57x at 16 px, 0.82x at 32 px,
+# 0.98x at 64 px (vanilla KD 0.86x, 0.82x, 0.91x): these steps are too small for bf16 tensor
+# cores to repay autocast's casts, so amp: auto keeps float32 up to this image side and uses bf16
+# above it (ImageNet-sized inputs, not measured here, where the torch docs' advice holds)
+AMP_AUTO_ABOVE_PIXELS = 64
 PROBE_STEPS = 3  # eager steps timed (after a first warm-up step) before auto decides
 
 
@@ -92,17 +99,34 @@ def uncompile_distiller(distiller: OFADistiller) -> None:
         distiller.teacher._compiled_call_impl = None
 
 
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``optim.amp`` on ``device`` (None: float32). CPU: always None (bf16
-    autocast made the OFA step slower on the CPU measured, issue 15). CUDA: ``auto`` is bf16 where
-    the GPU supports it (``torch.cuda.is_bf16_supported``), else fp16."""
-    if device.type != "cuda" or mode == "off":
-        return None
-    if mode == "bf16":
-        return torch.bfloat16
-    if mode == "fp16":
-        return torch.float16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+@dataclass(frozen=True)
+class AmpChoice:
+    """The autocast dtype (None: float32), and the one line that says why."""
+
+    dtype: torch.dtype | None
+    reason: str
+
+
+def amp_choice(mode: str, device: torch.device, image_size: int) -> AmpChoice:
+    """``optim.amp`` on ``device`` for ``image_size``-pixel inputs. CPU: always float32 (bf16
+    autocast made the OFA step slower on the CPU measured, issue 15). CUDA: ``bf16``/``fp16`` as
+    asked; ``auto`` is float32 up to :data:`AMP_AUTO_ABOVE_PIXELS` (measured slower there), above
+    it bf16 where the GPU supports it (``torch.cuda.is_bf16_supported``), else fp16."""
+    if device.type != "cuda":
+        return AmpChoice(None, f"optim.amp: {mode} -> off (a {device.type} trains in float32)")
+    if mode == "off":
+        return AmpChoice(None, "optim.amp: off")
+    if mode in ("bf16", "fp16"):
+        return AmpChoice(torch.bfloat16 if mode == "bf16" else torch.float16, f"optim.amp: {mode}")
+    if image_size <= AMP_AUTO_ABOVE_PIXELS:
+        return AmpChoice(
+            None,
+            f"optim.amp: auto -> off ({image_size} px: at most {AMP_AUTO_ABOVE_PIXELS} px, bf16 autocast "
+            "measured 0.6-1.0x the float32 step on an H100)",
+        )
+    half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    name = "bf16" if half == torch.bfloat16 else "fp16 with loss scaling (no bf16 on this GPU)"
+    return AmpChoice(half, f"optim.amp: auto -> {name} ({image_size} px > {AMP_AUTO_ABOVE_PIXELS} px)")
 
 
 def is_cnn(model: nn.Module) -> bool:

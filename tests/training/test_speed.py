@@ -12,7 +12,7 @@ from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
 from ofasearch.models import build_model
 from ofasearch.training.loop import fit
-from ofasearch.training.speed import amp_dtype, compile_choice, is_cnn, to_channels_last
+from ofasearch.training.speed import AMP_AUTO_ABOVE_PIXELS, amp_choice, compile_choice, is_cnn, to_channels_last
 
 CPU = torch.device("cpu")
 
@@ -48,9 +48,19 @@ def test_auto_compiles_only_when_the_steps_repay_the_compile_time():
     assert not compile_choice("auto", 3, None, CPU).compile
 
 
+def test_amp_auto_keeps_float32_for_small_inputs_on_cuda():
+    """bf16 autocast measured slower than float32 on an H100 up to 64 px (speed.py): auto keeps
+    float32 there and says so; bf16 / fp16 / off are taken as asked (no GPU is touched to decide)."""
+    cuda = torch.device("cuda")
+    small = amp_choice("auto", cuda, AMP_AUTO_ABOVE_PIXELS)
+    assert small.dtype is None and "auto -> off (64 px" in small.reason
+    assert amp_choice("bf16", cuda, 32).dtype == torch.bfloat16 and amp_choice("fp16", cuda, 32).dtype == torch.float16
+    assert amp_choice("off", cuda, 224).dtype is None
+
+
 def test_amp_and_channels_last_leave_the_cpu_path_alone():
     """A CPU trains in float32 and the default memory layout whatever optim.amp says."""
-    assert all(amp_dtype(mode, CPU) is None for mode in ("auto", "bf16", "fp16", "off"))
+    assert all(amp_choice(mode, CPU, 224).dtype is None for mode in ("auto", "bf16", "fp16", "off"))
     assert is_cnn(build_model("resnet10t", num_classes=10, in_chans=1, image_size=16))
     assert not is_cnn(
         build_model("vit_tiny_patch16_224", {"patch_size": 4, "depth": 1}, num_classes=10, in_chans=1, image_size=16)
