@@ -200,6 +200,7 @@ def main() -> None:
     )
     bare = {m: bare_images_per_second(splits, m, batch, steps) for m in ("ofa", "kd", "none")}
     loop = loop_images_per_second(splits, batch, steps)
+    print(f"on the CPU ({torch.get_num_threads()} threads), both loops on the same steps:")
     print(f"bare OFADistiller loop : {bare['ofa']:8.1f} images/s")
     print(f"ofasearch fit() loop   : {loop:8.1f} images/s")
     print(f"ratio loop / bare      : {loop / bare['ofa']:8.3f}   (target >= 0.9)")
