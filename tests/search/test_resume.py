@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,6 +14,7 @@ import ray
 import yaml
 
 from ofasearch.cluster.ray_session import recorded_sessions, session_processes
+from ofasearch.results.tune_folders import read_experiment
 from ofasearch.search.run import resume_search
 from ofasearch.utils.killpoints import KILL_AT_VAR
 from tests.background import run_driver, start_search, table_rows, wait_for
@@ -28,6 +28,15 @@ NUM_SAMPLES = 6
 ENDED = ("completed", "stopped", "diverged", "error")
 
 
+def _saved_as_finished(folder) -> set[str]:
+    """The trials Tune's saved search state (what a resume restores) holds as finished."""
+    try:
+        trials = read_experiment(folder / "search").trials
+    except (OSError, ValueError):  # not written yet, or caught mid-write
+        return set()
+    return {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
+
+
 def test_sigkill_then_resume_finishes_the_search(tmp_path):
     spec = {
         **SPEC,
@@ -38,11 +47,12 @@ def test_sigkill_then_resume_finishes_the_search(tmp_path):
     }
     driver, folder = start_search(tmp_path, spec)
     wait_for(driver, lambda: sum(r["status"] in ENDED for r in table_rows(folder)) >= 2, "two trials ended")
-    # Tune saves its experiment state every TUNE_STATE_PERIOD_S (2 s): trials that ended longer
-    # ago than that must survive the crash unchanged.
+    # Tune saves its experiment state every TUNE_STATE_PERIOD_S (2 s): the trials its saved state
+    # holds as finished must survive the crash unchanged (waited for, not slept for: a loaded
+    # machine may save later than a fixed sleep allows)
     kept = {r["trial_id"]: r for r in table_rows(folder) if r["status"] in ENDED}
     assert len(kept) >= 2
-    time.sleep(4)
+    wait_for(driver, lambda: set(kept) <= _saved_as_finished(folder), "Tune's saved state with them finished")
     seen_before_kill = table_rows(folder)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
