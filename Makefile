@@ -38,6 +38,7 @@ bench: install data
 	$(BIN)/python scripts/bench_step.py
 	$(BIN)/python scripts/bench_teacher_cache.py
 	$(BIN)/python scripts/bench_search.py
+	$(BIN)/python scripts/bench_recipes.py
 
 clean:
 	rm -rf $(VENV) runs *.egg-info
