@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ofasearch.config import DataSpec, OptimSpec
-from ofasearch.data import find_fashion_mnist, load_splits
+from ofasearch.data import find_fashion_mnist, load_splits, resize_images
 from ofasearch.distill import OFADistiller
 from ofasearch.models import build_model
 from ofasearch.training.logit_cache import LogitCache, open_or_build
@@ -65,9 +65,8 @@ def bare_images_per_second(
     if compiled:
         compile_distiller(d)
     opt = torch.optim.AdamW([p for p in d.parameters() if p.requires_grad], lr=1e-3)
-    x = (splits.train.images[:batch].float() / 255.0).to(device)
-    if x.shape[-1] != splits.image_size:  # digits are stored at 8 px: the loop resizes them, so must this
-        x = torch.nn.functional.interpolate(x, size=splits.image_size, mode="bilinear", align_corners=False)
+    # at the run's size, as the loop sees them (digits are stored at 8 px)
+    x = (resize_images(splits.train.images[:batch], splits.image_size).float() / 255.0).to(device)
     if channels_last and device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     y = splits.train.labels[:batch].to(device)

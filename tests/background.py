@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ofasearch.results.tables import TRIALS_FILE, read_rows
+from ofasearch.results.tune_folders import read_experiment
 from ofasearch.utils.storage import Location, as_location
 
 
@@ -47,6 +48,12 @@ def table_rows(folder: Location) -> list[dict[str, Any]]:
     """``trials.parquet`` as rows ([] before it exists), read as ``status`` reads it: every read
     must succeed mid-search."""
     return read_rows(folder / TRIALS_FILE)
+
+
+def saved_as_finished(folder: Path, statuses: tuple[str, ...] = ("TERMINATED",)) -> set[str]:
+    """The search trials whose status in Tune's saved state (what a resume restores) is one of
+    ``statuses``; a damaged state raises ``ValueError``, as it would for the resume."""
+    return {t.trial_id for t in read_experiment(folder / "search").trials if t.status in statuses}
 
 
 def wait_for(driver: subprocess.Popen, condition: Callable[[], bool], what: str, timeout_s: float = 300) -> None:

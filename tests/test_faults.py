@@ -60,13 +60,12 @@ from ofasearch.cli import failed_search_lines, main
 from ofasearch.config import parse_spec
 from ofasearch.errors import SpecError
 from ofasearch.results.tables import EPOCH_COLUMNS, EPOCHS_FILE, TRIAL_COLUMNS, TRIALS_FILE, read_rows, write_table
-from ofasearch.results.tune_folders import read_experiment
 from ofasearch.search.run import SPEC_HASH_KEY, claim_folder
 from ofasearch.search.state import Phase, read_state, update_state
 from ofasearch.utils.faults import describe_fault
 from ofasearch.utils.files import file_digest
 from ofasearch.utils.killpoints import INTERRUPT_AT_VAR
-from tests.background import start_search, table_rows
+from tests.background import saved_as_finished, start_search, table_rows
 from tests.rebuilt import assert_rebuild_matches
 from tests.specs import MIXER, SPEC, TEACHER
 
@@ -166,7 +165,7 @@ def test_ctrl_c_then_an_edited_spec_then_resume(store, undisturbed, tmp_path, ca
     assert not [r for r in rows if r["role"] == "baseline"], "no phase starts after an interrupt"
     # Like a crash, Ctrl-C keeps what Tune saved (every TUNE_STATE_PERIOD_S, 2 s): the trials its
     # saved state holds as finished must survive unchanged; the others run again
-    saved = {t.trial_id for t in read_experiment(folder / "search").trials if t.status == "TERMINATED"}
+    saved = saved_as_finished(folder)
     done_before = {r["trial_id"]: r["val_acc"] for r in rows if r["trial_id"] in saved}
     with capsys.disabled():
         print(f"\ninterrupted as search trial 4 started: {len(saved)} of 3 finished trials in Tune's saved state")

@@ -432,8 +432,9 @@ def stop_abandoned_instances() -> None:
             for r in _read_records()["live"]
             if _here(r) and "started_by" in r and _gcs_alive(r) and not psutil.pid_exists(r["started_by"])
         ]
+    discovered = _discovered_address() if abandoned else None
     for record in abandoned:
-        if record["address"] != _discovered_address():
+        if record["address"] != discovered:
             continue  # joined as Ray's discovery finds it (ray.init then finds the local auth token)
         logger.info(f"the driver that started the local Ray instance at {record['address']} is gone")
         with ray_session(worker_output=False):

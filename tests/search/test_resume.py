@@ -14,10 +14,9 @@ import ray
 import yaml
 
 from ofasearch.cluster.ray_session import recorded_sessions, session_processes
-from ofasearch.results.tune_folders import read_experiment
 from ofasearch.search.run import resume_search
 from ofasearch.utils.killpoints import KILL_AT_VAR
-from tests.background import run_driver, start_search, table_rows, wait_for
+from tests.background import run_driver, saved_as_finished, start_search, table_rows, wait_for
 from tests.logcapture import log_lines
 from tests.rebuilt import assert_rebuild_matches
 from tests.specs import MIXER, SPEC, TEACHER
@@ -26,15 +25,6 @@ pytestmark = pytest.mark.slow  # starts Ray or trains a model: not in the fast t
 
 NUM_SAMPLES = 6
 ENDED = ("completed", "stopped", "diverged", "error")
-
-
-def _saved_as_finished(folder) -> set[str]:
-    """The trials Tune's saved search state (what a resume restores) holds as finished."""
-    try:
-        trials = read_experiment(folder / "search").trials
-    except (OSError, ValueError):  # not written yet, or caught mid-write
-        return set()
-    return {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
 
 
 def test_sigkill_then_resume_finishes_the_search(tmp_path):
@@ -52,7 +42,14 @@ def test_sigkill_then_resume_finishes_the_search(tmp_path):
     # machine may save later than a fixed sleep allows)
     kept = {r["trial_id"]: r for r in table_rows(folder) if r["status"] in ENDED}
     assert len(kept) >= 2
-    wait_for(driver, lambda: set(kept) <= _saved_as_finished(folder), "Tune's saved state with them finished")
+
+    def saved_with_them_finished() -> bool:
+        try:
+            return set(kept) <= saved_as_finished(folder, ("TERMINATED", "ERROR"))
+        except (OSError, ValueError):  # not written yet, or caught mid-write
+            return False
+
+    wait_for(driver, saved_with_them_finished, "Tune's saved state with them finished")
     seen_before_kill = table_rows(folder)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
