@@ -12,12 +12,17 @@ from dataclasses import dataclass
 
 __all__ = [
     "BASELINE_METHODS",
+    "BASELINE_PRESETS",
+    "BRANCH_LOSSES",
     "DATASETS",
+    "LOSSES",
     "METHODS",
     "OPTIMIZERS",
     "RECIPES",
     "DatasetInfo",
+    "LossInfo",
     "MethodInfo",
+    "baseline_settings",
     "get_dataset",
     "get_method",
 ]
@@ -45,6 +50,17 @@ class MethodInfo:
     label: str
 
 
+@dataclass(frozen=True)
+class LossInfo:
+    """A loss one term of a composition can use: the ``distill.*`` settings it reads (by the
+    name of the loss object's own parameter), whether an exit branch may use it (DKD's warm-up and
+    target/non-target split are defined for the final logits only), and how tables name it."""
+
+    params: dict[str, str]
+    branch: bool
+    label: str
+
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's defaults
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -56,13 +72,91 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 METHODS: dict[str, MethodInfo] = {
-    "ofa": MethodInfo(teacher=True, branches=True, label="OFA-KD"),
+    "ofa": MethodInfo(teacher=True, branches=True, label="OFA-KD"),  # the frame of compositions
     "kd": MethodInfo(teacher=True, branches=False, label="vanilla KD"),
-    # settings distill.dkd_* and distill.dist_*, defaults from their papers (see the schema)
     "dkd": MethodInfo(teacher=True, branches=False, label="DKD"),
     "dist": MethodInfo(teacher=True, branches=False, label="DIST"),
     "none": MethodInfo(teacher=False, branches=False, label="student alone"),
 }
+
+# The losses a composition's terms choose from (``distill.logit_loss``, ``distill.branch_loss``);
+# each maps its own parameters to the distill settings that hold them. ofasearch.distill.criteria
+# registers one loss object per name.
+LOSSES: dict[str, LossInfo] = {
+    "ofa": LossInfo({"eps": "eps", "temperature": "temperature"}, branch=True, label="OFA"),
+    "kd": LossInfo({"temperature": "temperature"}, branch=True, label="KD"),
+    "dkd": LossInfo(
+        {"alpha": "dkd_alpha", "beta": "dkd_beta", "temperature": "dkd_temperature"}, branch=False, label="DKD"
+    ),
+    "dist": LossInfo(
+        {"beta": "dist_beta", "gamma": "dist_gamma", "temperature": "dist_temperature"}, branch=True, label="DIST"
+    ),
+}
+BRANCH_LOSSES: tuple[str, ...] = tuple(name for name, info in LOSSES.items() if info.branch)
+
+# Each baseline at its authors' settings, or at the settings the OFA paper ran it with. Values are
+# distill settings (dotted paths) applied over the pair's defaults; "cifar" holds for every
+# small-image dataset (CIFAR, Fashion-MNIST, digits), "imagenet" for imagefolder data.
+# - DKD, authors: mdistiller configs/cifar100/dkd/*.yaml (alpha 1, beta 8, T 4, warm-up 20 of 240
+#   epochs; beta 2 or 6 for some same-family pairs) and configs/imagenet/r34_r18/dkd.yaml (alpha 1,
+#   beta 0.5, T 1, warm-up 1 epoch; beta 2 for ResNet-50 -> MobileNet). The warm-up is left to
+#   dkd_warmup_epochs' default (the 20/240 share) on CIFAR and is one epoch on ImageNet.
+# - DIST, authors: github.com/hunto/DIST_KD (beta 1, gamma 1; CIFAR tau 4, ImageNet tau 1; loss
+#   weight 2 on both).
+# - KD, authors: Hinton et al. as mdistiller runs it: CIFAR-100 T 4, CE weight 0.1, KD weight 0.9
+#   (mdistiller/engine/cfg.py); ImageNet T 1, weights 0.5 and 0.5 (configs/imagenet/r34_r18/kd.yaml).
+# - ofa-paper: the OFA paper's own baseline runs (Hao et al. 2023, appendix; DESIGN section 7):
+#   KD T 1, DKD alpha 1, beta 2, T 1, DIST beta = gamma = T = 1, every loss weight 1.
+BASELINE_PRESETS: dict[str, dict[str, dict[str, dict[str, object]]]] = {
+    "authors": {
+        "cifar": {
+            "kd": {"distill.temperature": 4.0, "distill.gt_weight": 0.1, "distill.kd_weight": 0.9},
+            "dkd": {"distill.dkd_alpha": 1.0, "distill.dkd_beta": 8.0, "distill.dkd_temperature": 4.0},
+            "dist": {
+                "distill.dist_beta": 1.0,
+                "distill.dist_gamma": 1.0,
+                "distill.dist_temperature": 4.0,
+                "distill.kd_weight": 2.0,
+            },
+        },
+        "imagenet": {
+            "kd": {"distill.temperature": 1.0, "distill.gt_weight": 0.5, "distill.kd_weight": 0.5},
+            "dkd": {
+                "distill.dkd_alpha": 1.0,
+                "distill.dkd_beta": 0.5,
+                "distill.dkd_temperature": 1.0,
+                "distill.dkd_warmup_epochs": 1,
+            },
+            "dist": {
+                "distill.dist_beta": 1.0,
+                "distill.dist_gamma": 1.0,
+                "distill.dist_temperature": 1.0,
+                "distill.kd_weight": 2.0,
+            },
+        },
+    },
+    "ofa-paper": {
+        kind: {
+            "kd": {"distill.temperature": 1.0, "distill.kd_weight": 1.0},
+            "dkd": {"distill.dkd_alpha": 1.0, "distill.dkd_beta": 2.0, "distill.dkd_temperature": 1.0},
+            "dist": {
+                "distill.dist_beta": 1.0,
+                "distill.dist_gamma": 1.0,
+                "distill.dist_temperature": 1.0,
+                "distill.kd_weight": 1.0,
+            },
+        }
+        for kind in ("cifar", "imagenet")
+    },
+}
+
+
+def baseline_settings(preset: str, dataset: str, method: str) -> dict[str, object]:
+    """The distill settings (dotted paths) of baseline ``method`` under ``preset`` for ``dataset``;
+    {} for a method without settings (the student alone)."""
+    kind = "imagenet" if dataset == "imagefolder" else "cifar"
+    return dict(BASELINE_PRESETS[preset][kind].get(method, {}))
+
 
 # the methods a search can run as per-pair baselines: every one without exit branches
 BASELINE_METHODS: tuple[str, ...] = tuple(

@@ -37,7 +37,15 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import core_schema
 
-from ofasearch.config.registry import BASELINE_METHODS, METHODS, OPTIMIZERS, RECIPES
+from ofasearch.config.registry import (
+    BASELINE_METHODS,
+    BASELINE_PRESETS,
+    BRANCH_LOSSES,
+    LOSSES,
+    METHODS,
+    OPTIMIZERS,
+    RECIPES,
+)
 from ofasearch.config.registry import DATASETS as DATASET_REGISTRY
 from ofasearch.utils.storage import is_uri, uri_problem
 
@@ -248,7 +256,6 @@ def _non_negative(v: Any) -> bool:
 def _stage_list(v: Any) -> bool:
     return (
         isinstance(v, list)
-        and len(v) > 0
         and all(isinstance(s, int) and not isinstance(s, bool) and s in STAGES for s in v)
         and sorted(set(v)) == v
     )
@@ -303,10 +310,23 @@ SECTION_FIELDS: dict[str, tuple[str, ...]] = {}
 PositiveInt = Annotated[int, Tunable(int, lambda v: v >= 1, "must be an integer >= 1")]
 NonNegativeInt = Annotated[int, Tunable(int, lambda v: v >= 0, "must be an integer >= 0")]
 MethodName = Annotated[str, Tunable(str, _one_of(METHODS), f"allowed: {', '.join(METHODS)}")]
+LossName = Annotated[str, Tunable(str, _one_of(LOSSES), f"allowed: {', '.join(LOSSES)}")]
+BranchLossName = Annotated[
+    str,
+    Tunable(
+        str,
+        _one_of(BRANCH_LOSSES),
+        f"allowed: {', '.join(BRANCH_LOSSES)} (an exit branch has no DKD: its warm-up and target split are "
+        "defined for the final logits)",
+    ),
+]
+Switch = Annotated[bool, Tunable(bool, lambda v: isinstance(v, bool), "true or false", False)]
 OptimizerName = Annotated[str, Tunable(str, _one_of(OPTIMIZERS), f"allowed: {', '.join(OPTIMIZERS)}")]
 StageList = Annotated[
     list[int],
-    Tunable(list, _stage_list, "stages are a sorted list of distinct values in 1..4", False, _parse_stages),
+    Tunable(
+        list, _stage_list, "stages are a sorted list of distinct values in 1..4 ([]: no exit branches)", False, _parse_stages
+    ),
 ]
 EpsValue = Annotated[
     float | list[float],
@@ -475,23 +495,37 @@ class PairSpec(Strict):
 
 
 class DistillSpec(Strict):
-    """The OFA-KD settings of one training; ``method: kd | dkd | dist | none`` are the baselines."""
+    """How the student learns from the teacher: a composition of loss terms (``method: ofa``), or
+    one of the baselines (``method: kd | dkd | dist | none``).
+
+    ``method: ofa`` is the OFA-KD frame: ``gt_weight * CE + kd_weight * logit_loss(final logits) +
+    ofa_weight * sum over stages of branch_loss(exit branch logits)``. The paper's OFA-KD is
+    ``logit_loss: ofa``, ``branch_loss: ofa``; ``stages: []`` has no branches, so every baseline is
+    a point of this space too. Each loss reads its own settings (``config.registry.LOSSES``).
+    """
 
     method: MethodName = "ofa"
-    stages: StageList | None = None  # None: every stage the student has (1-4 for most models)
-    temperature: PositiveFloat = 1.0
+    # the loss on the final logits: ofa | kd | dkd | dist; None: the method's own (ofa for ofa)
+    logit_loss: LossName | None = None
+    # the loss of each exit branch (method ofa, stages not []): ofa | kd | dist
+    branch_loss: BranchLossName = "ofa"
+    # logit standardization (Sun et al., CVPR 2024) in front of each term's loss: z-scored logits
+    logit_standardize: Switch = False
+    branch_standardize: Switch = False
+    stages: StageList | None = None  # None: every stage the student has (1-4 for most models); []: none
+    temperature: PositiveFloat = 1.0  # of the ofa and kd losses
     eps: EpsValue = 1.0
     gt_weight: NonNegativeFloat = 1.0
-    kd_weight: NonNegativeFloat = 1.0
-    ofa_weight: NonNegativeFloat = 1.0
-    # method dkd (Zhao et al., CVPR 2022; its CIFAR-100 setting): kd_weight * (alpha * TCKD +
-    # beta * NCKD) at its own temperature, ramped up linearly over dkd_warmup_epochs (None: the
-    # paper's share of the budget, 20 of 240 epochs, at least 1)
+    kd_weight: NonNegativeFloat = 1.0  # the final-logit term's weight
+    ofa_weight: NonNegativeFloat = 1.0  # the exit-branch terms' weight
+    # the dkd loss (Zhao et al., CVPR 2022; its CIFAR-100 setting): alpha * TCKD + beta * NCKD at its
+    # own temperature, its weight ramped up linearly over dkd_warmup_epochs (None: the paper's share
+    # of the budget, 20 of 240 epochs, at least 1)
     dkd_alpha: NonNegativeFloat = 1.0
     dkd_beta: NonNegativeFloat = 8.0
     dkd_temperature: PositiveFloat = 4.0
     dkd_warmup_epochs: NonNegativeInt | None = None
-    # method dist (Huang et al., NeurIPS 2022; the paper's and its code's defaults): kd_weight *
+    # the dist loss (Huang et al., NeurIPS 2022; the paper's and its code's defaults):
     # T^2 * (beta * inter-class + gamma * intra-class relation loss)
     dist_beta: NonNegativeFloat = 1.0
     dist_gamma: NonNegativeFloat = 1.0
@@ -501,6 +535,57 @@ class DistillSpec(Strict):
         Literal["auto", "on", "off"], BeforeValidator(lambda v: {True: "on", False: "off"}.get(v, v))
     ] = "auto"
     cache_views: int | None = Field(default=None, ge=1)  # None: one view per epoch (at most 32)
+
+    @model_validator(mode="after")
+    def _logit_loss_fits_method(self) -> Self:
+        if self.logit_loss is not None and self.method not in ("ofa", self.logit_loss):
+            raise ValueError(
+                f"logit_loss: {self.logit_loss!r} with method {self.method!r}: a baseline's loss is its method; "
+                "compose losses with method: ofa"
+            )
+        return self
+
+    @property
+    def logit_loss_name(self) -> str | None:
+        """The loss on the final logits (None: the student alone)."""
+        if self.method == "none":
+            return None
+        return self.logit_loss or self.method
+
+    @property
+    def has_branches(self) -> bool:
+        """Whether exit branches are trained (``stages`` None means every stage)."""
+        return METHODS[self.method].branches and self.stages != []
+
+    def active_settings(self) -> set[str]:
+        """The distill settings this config's terms read: what a search suggests for it and what
+        its table row shows (the others are left at their defaults and mean nothing here)."""
+        active = {"method", "gt_weight"}
+        logit = self.logit_loss_name
+        if logit is not None:
+            active |= {"logit_standardize", "kd_weight", *LOSSES[logit].params.values()}
+            if self.method == "ofa":
+                active.add("logit_loss")
+        if METHODS[self.method].branches:
+            active.add("stages")
+        if self.has_branches:
+            active |= {"branch_loss", "branch_standardize", "ofa_weight", *LOSSES[self.branch_loss].params.values()}
+        if "dkd_temperature" in active:
+            active.add("dkd_warmup_epochs")
+        return active
+
+    @property
+    def composition(self) -> str:
+        """A short name of what trains the student: ``dist``, ``ofa + ofa@1,2,3,4``, ``dist~ + kd@3,4``
+        (``~``: logit standardization), ``none`` for the student alone."""
+        logit = self.logit_loss_name
+        if logit is None:
+            return "none"
+        text = logit + ("~" if self.logit_standardize else "")
+        if self.has_branches:
+            where = "all" if self.stages is None else ",".join(str(s) for s in self.stages)
+            text += f" + {self.branch_loss}{'~' if self.branch_standardize else ''}@{where}"
+        return text
 
 
 class OptimSpec(Strict):
@@ -645,6 +730,8 @@ class SearchSettings(Strict):
     baselines: Annotated[list[Literal[BASELINE_METHODS]], BeforeValidator(_baseline_list)] = Field(  # type: ignore[valid-type]
         default_factory=lambda: list(BASELINE_METHODS)
     )
+    # the settings the baselines train with: each method's authors' (per dataset) or the OFA paper's
+    baseline_preset: Literal[tuple(BASELINE_PRESETS)] = "authors"  # type: ignore[valid-type]
     searcher: Literal["tpe", "random"] = "tpe"
     # trials TPE draws at random before it models the results (not counting the paper defaults);
     # None: the rule in ofasearch.search.searcher.default_startup_trials

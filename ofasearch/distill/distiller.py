@@ -1,15 +1,13 @@
 """OFADistiller: a student, a frozen teacher and the student's exit branches in one module.
 
-The methods are named in ``ofasearch.config.registry.METHODS`` (whether each needs a teacher and
-exit branches); :data:`METHOD_LOSSES` holds each one's distillation terms under the same names,
-so a new baseline is one registry entry plus one function here.
+Its loss is a composition of terms, each a registered loss object (:mod:`.criteria`): the
+ground-truth cross-entropy, a loss on the final logits, and a loss per exit branch. The paper's
+OFA-KD uses the OFA loss for both; the baselines (KD, DKD, DIST) are a logit loss without branches.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,82 +18,22 @@ from torch import nn
 from ofasearch.config import TrainConfig
 from ofasearch.config.registry import METHODS, get_method
 from ofasearch.distill.branches import ConvBranch, TokenBranch
-from ofasearch.distill.loss import dist_loss, dkd_loss, kd_loss, ofa_loss
+from ofasearch.distill.criteria import (
+    LOSSES,
+    DistillLoss,
+    KDLoss,
+    OFALoss,
+    Standardized,
+    build_loss,
+)
 from ofasearch.errors import SpecError
 from ofasearch.models import ModelInfo, build_model, describe_model, normalization
 
-__all__ = ["DKD_WARMUP_SHARE", "METHOD_LOSSES", "MethodLoss", "OFADistiller", "dkd_warmup_epochs", "gt_loss_for"]
+__all__ = ["OFADistiller", "gt_loss_for"]
 
-# DKD ramps its loss up linearly over its first 20 of 240 epochs (Zhao et al., CVPR 2022, CIFAR-100)
-DKD_WARMUP_SHARE = 20 / 240
-
-MethodLoss = Callable[
-    ["OFADistiller", torch.Tensor, dict[int, torch.Tensor], torch.Tensor, torch.Tensor],
-    dict[str, tuple[float, torch.Tensor]],
-]
-"""(distiller, student logits, exit-branch logits per stage, teacher logits, labels) -> the
-method's loss terms by name, each as (weight, unweighted value); the ground-truth CE is added
-by the distiller for every method."""
-
-
-def _ofa_terms(
-    d: OFADistiller, logits: torch.Tensor, exits: dict[int, torch.Tensor], teacher: torch.Tensor, labels: torch.Tensor
-) -> dict[str, tuple[float, torch.Tensor]]:
-    """OFA-KD (Hao et al., NeurIPS 2023): OFA loss on the final logits with ``eps[-1]`` plus, per
-    distilled stage, the OFA loss of that stage's exit branch with its own eps."""
-    terms = {"kd": (d.kd_weight, ofa_loss(logits, teacher, labels, d.eps[-1], d.temperature))}
-    if exits:
-        ofa = sum(
-            ofa_loss(exits[s], teacher, labels, e, d.temperature) for s, e in zip(d.stages, d.eps[:-1], strict=True)
-        )
-        assert isinstance(ofa, torch.Tensor)
-        terms["ofa"] = (d.ofa_weight, ofa)
-    return terms
-
-
-def _vanilla_kd_terms(
-    d: OFADistiller, logits: torch.Tensor, _exits: dict[int, torch.Tensor], teacher: torch.Tensor, _labels: torch.Tensor
-) -> dict[str, tuple[float, torch.Tensor]]:
-    """Hinton et al. (2015): KL divergence to the teacher's softened logits."""
-    return {"kd": (d.kd_weight, kd_loss(logits, teacher, d.temperature))}
-
-
-def _dkd_terms(
-    d: OFADistiller, logits: torch.Tensor, _exits: dict[int, torch.Tensor], teacher: torch.Tensor, labels: torch.Tensor
-) -> dict[str, tuple[float, torch.Tensor]]:
-    """Zhao et al. (CVPR 2022): alpha * TCKD + beta * NCKD, ramped up linearly over the first
-    ``dkd_warmup_epochs`` epochs (``set_epoch``; full weight when no loop calls it)."""
-    ramp = 1.0 if d.epoch is None or d.dkd_warmup_epochs <= 0 else min((d.epoch + 1) / d.dkd_warmup_epochs, 1.0)
-    value = dkd_loss(logits, teacher, labels, d.dkd_alpha, d.dkd_beta, d.dkd_temperature)
-    return {"kd": (d.kd_weight * ramp, value)}
-
-
-def _dist_terms(
-    d: OFADistiller, logits: torch.Tensor, _exits: dict[int, torch.Tensor], teacher: torch.Tensor, _labels: torch.Tensor
-) -> dict[str, tuple[float, torch.Tensor]]:
-    """Huang et al. (NeurIPS 2022): inter- and intra-class Pearson relations to the teacher."""
-    return {"kd": (d.kd_weight, dist_loss(logits, teacher, d.dist_beta, d.dist_gamma, d.dist_temperature))}
-
-
-def _no_terms(
-    _d: OFADistiller, _logits: torch.Tensor, _exits: dict[int, torch.Tensor], _t: torch.Tensor, _labels: torch.Tensor
-) -> dict[str, tuple[float, torch.Tensor]]:
-    """The student alone: ground-truth cross-entropy only."""
-    return {}
-
-
-METHOD_LOSSES: dict[str, MethodLoss] = {
-    "ofa": _ofa_terms,
-    "kd": _vanilla_kd_terms,
-    "dkd": _dkd_terms,
-    "dist": _dist_terms,
-    "none": _no_terms,
-}
-
-
-def dkd_warmup_epochs(given: int | None, epochs: int) -> int:
-    """DKD's warm-up length: ``given``, or the paper's share of the budget (at least one epoch)."""
-    return given if given is not None else max(1, math.ceil(epochs * DKD_WARMUP_SHARE))
+LossChoice = DistillLoss | str | None
+"""A term's loss: an object, a registered name (its parameters at their defaults, OFA's eps and
+the temperature from the distiller's own arguments), or None for the method's own."""
 
 
 def gt_loss_for(config: TrainConfig) -> nn.Module | None:
@@ -109,19 +47,22 @@ def gt_loss_for(config: TrainConfig) -> nn.Module | None:
 
 
 class OFADistiller(nn.Module):
-    """Distil ``teacher`` into ``student`` (any timm models) with OFA-KD, or a baseline.
+    """Distil ``teacher`` into ``student`` (any timm models) with OFA-KD, a composition of loss
+    terms, or a baseline.
 
-    ``method="ofa"``: gt CE + kd_weight * OFA(final logits, eps_last) + ofa_weight * sum over the
-    ``stages`` of OFA(branch logits, eps_k); ``"kd"``: gt CE + kd_weight * Hinton KD (T^2);
-    ``"dkd"``: gt CE + kd_weight * DKD (``dkd_alpha``, ``dkd_beta``, ``dkd_temperature``, warm-up
-    over ``dkd_warmup_epochs`` counted by :meth:`set_epoch`); ``"dist"``: gt CE + kd_weight * DIST
-    (``dist_beta``, ``dist_gamma``, ``dist_temperature``); ``"none"``: the student alone. The teacher may also be None
+    ``method="ofa"``: ``gt_weight * CE + kd_weight * logit_loss(final logits) + ofa_weight * sum
+    over stages of branch_loss(branch logits)``; by default both losses are OFA's, with
+    ``eps[-1]`` on the final logits and ``eps[k]`` on stage k's branch (the paper's OFA-KD).
+    ``logit_loss`` / ``branch_loss``: a loss object of :mod:`ofasearch.distill.criteria` or its
+    registered name; ``logit_standardize`` / ``branch_standardize`` put logit standardization in
+    front. ``"kd"``, ``"dkd"``, ``"dist"``: that method's loss on the final logits (``logit_loss``
+    gives its settings), no branches; ``"none"``: the student alone. The teacher may also be None
     when its logits always come from a cache (``forward(..., teacher_logits=...)``);
     ``teacher_features`` then sizes the branches.
-    ``stages=None`` uses every stage the student has. ``eps`` is one value or one per stage plus
-    one for the final logits. Images are expected in [0, 1]; each model gets its own timm
-    normalisation unless ``normalize=False``. The teacher stays in eval mode without gradients
-    whatever ``train()`` is called with.
+    ``stages=None`` uses every stage the student has; ``()`` none. ``eps`` is one value or one per
+    stage plus one for the final logits. Images are expected in [0, 1]; each model gets its own
+    timm normalisation unless ``normalize=False``. The teacher stays in eval mode without
+    gradients whatever ``train()`` is called with.
     """
 
     def __init__(
@@ -139,18 +80,15 @@ class OFADistiller(nn.Module):
         method: str = "ofa",
         normalize: bool = True,
         teacher_features: int | None = None,
-        dkd_alpha: float = 1.0,
-        dkd_beta: float = 8.0,
-        dkd_temperature: float = 4.0,
-        dkd_warmup_epochs: int = 20,
-        dist_beta: float = 1.0,
-        dist_gamma: float = 1.0,
-        dist_temperature: float = 1.0,
+        logit_loss: LossChoice = None,
+        branch_loss: LossChoice = None,
+        logit_standardize: bool = False,
+        branch_standardize: bool = False,
         mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
         gt_loss: nn.Module | None = None,
     ):
         super().__init__()
-        if method not in METHODS or method not in METHOD_LOSSES:
+        if method not in METHODS:
             raise SpecError([f"distill.method: {method!r} is not allowed (allowed: {', '.join(METHODS)})"])
         needs = get_method(method)
         if teacher is None and needs.teacher and teacher_features is None:
@@ -164,19 +102,17 @@ class OFADistiller(nn.Module):
         self.num_classes = num_classes
         self.temperature = float(temperature)
         self.gt_weight, self.kd_weight, self.ofa_weight = float(gt_weight), float(kd_weight), float(ofa_weight)
-        self.dkd_alpha, self.dkd_beta, self.dkd_warmup_epochs = (
-            float(dkd_alpha),
-            float(dkd_beta),
-            int(dkd_warmup_epochs),
-        )
-        self.dist_beta, self.dist_gamma = float(dist_beta), float(dist_gamma)
-        self.dkd_temperature, self.dist_temperature = float(dkd_temperature), float(dist_temperature)
         self.epoch: int | None = None  # 0-based; set by the training loop (set_epoch)
         info = describe_model(student, input_size) if needs.branches else None
         if info is not None and stages is None:
             stages = sorted(info.stage_shapes)
         self.stages = tuple(sorted(stages or ())) if info is not None else ()
         self.eps = self._per_stage_eps(eps)
+        self.logit_loss = self._term_loss(logit_loss, self.eps[-1], logit_standardize) if needs.teacher else None
+        self.branch_losses = {
+            stage: self._term_loss(branch_loss or "ofa", e, branch_standardize)
+            for stage, e in zip(self.stages, self.eps[:-1], strict=True)
+        }
         if teacher is not None:
             teacher.eval()
             teacher.requires_grad_(False)
@@ -192,6 +128,22 @@ class OFADistiller(nn.Module):
         self._head_map_stage: int | None = None
         if info is not None:
             self._build_branches(info)
+
+    def _term_loss(self, choice: LossChoice, eps: float, standardized: bool) -> DistillLoss:
+        """One term's loss object: given, named (OFA/KD at this distiller's eps and temperature,
+        the others at their defaults), or None: the method's own (OFA for the frame)."""
+        if choice is None:
+            choice = "ofa" if self.method == "ofa" else self.method
+        if isinstance(choice, str):
+            if choice not in LOSSES:
+                raise SpecError([f"distill.logit_loss: {choice!r} is not allowed (allowed: {', '.join(LOSSES)})"])
+            if choice == "ofa":
+                choice = OFALoss(eps, self.temperature)
+            elif choice == "kd":
+                choice = KDLoss(self.temperature)
+            else:
+                choice = LOSSES[choice]()
+        return Standardized(choice) if standardized and not isinstance(choice, Standardized) else choice
 
     @classmethod
     def from_config(
@@ -225,7 +177,7 @@ class OFADistiller(nn.Module):
             in_chans=in_chans,
             image_size=image_size,
         )
-        return cls(
+        distiller = cls(
             student,
             teacher if get_method(d.method).teacher else None,
             num_classes,
@@ -238,21 +190,29 @@ class OFADistiller(nn.Module):
             input_size=(in_chans, image_size, image_size),
             method=d.method,
             teacher_features=teacher_features,
-            dkd_alpha=d.dkd_alpha,
-            dkd_beta=d.dkd_beta,
-            dkd_temperature=d.dkd_temperature,
-            dkd_warmup_epochs=dkd_warmup_epochs(d.dkd_warmup_epochs, config.optim.epochs),
-            dist_beta=d.dist_beta,
-            dist_gamma=d.dist_gamma,
-            dist_temperature=d.dist_temperature,
             mean_std=mean_std,
             gt_loss=gt_loss_for(config),
         )
+        distiller.compose(config)
+        return distiller
+
+    def compose(self, config: TrainConfig) -> None:
+        """The terms' loss objects as ``config.distill`` says, each with its own settings."""
+        d, epochs = config.distill, config.optim.epochs
+        logit = d.logit_loss_name
+        if logit is not None:
+            self.logit_loss = build_loss(logit, d, eps=self.eps[-1], standardized=d.logit_standardize, epochs=epochs)
+        self.branch_losses = {
+            stage: build_loss(d.branch_loss, d, eps=e, standardized=d.branch_standardize, epochs=epochs)
+            for stage, e in zip(self.stages, self.eps[:-1], strict=True)
+        }
 
     # ----------------------------------------------------------------------------- building
     def _per_stage_eps(self, eps: float | Sequence[float]) -> tuple[float, ...]:
         n = len(self.stages) + 1
         values = [float(eps)] * n if isinstance(eps, (int, float)) else [float(e) for e in eps]
+        if not self.stages:  # no branches: only the final logits' value is used
+            values = values[-1:]
         if len(values) != n:
             raise SpecError(
                 [
@@ -311,7 +271,7 @@ class OFADistiller(nn.Module):
     # ----------------------------------------------------------------------------- running
     def set_epoch(self, epoch: int) -> None:
         """The 0-based epoch about to be trained (like a DistributedSampler's): losses with a
-        schedule over epochs (DKD's warm-up) read it."""
+        schedule over epochs (DKD's warm-up, :meth:`DistillLoss.weight_at`) read it."""
         self.epoch = int(epoch)
 
     def train(self, mode: bool = True) -> OFADistiller:
@@ -359,10 +319,15 @@ class OFADistiller(nn.Module):
             gt = F.cross_entropy(logits.float(), labels.float() if labels.ndim == 2 else labels)
         total = self.gt_weight * gt
         parts = {"gt": gt.detach()}
-        if get_method(self.method).teacher:
+        if self.logit_loss is not None:
             t = teacher_logits if teacher_logits is not None else self.teacher_logits(images)
-            for name, (weight, value) in METHOD_LOSSES[self.method](self, logits, exits, t, labels).items():
-                total = total + weight * value
-                parts[name] = value.detach()
+            value = self.logit_loss(logits, t, labels)
+            total = total + self.kd_weight * self.logit_loss.weight_at(self.epoch) * value
+            parts["kd"] = value.detach()
+            if exits:
+                branch = sum(self.branch_losses[s](exits[s], t, labels) for s in self.stages)
+                assert isinstance(branch, torch.Tensor)
+                total = total + self.ofa_weight * branch
+                parts["ofa"] = branch.detach()
         parts["logits"] = logits.detach()
         return total, parts

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["dist_loss", "dkd_loss", "dkd_parts", "kd_loss", "ofa_loss", "target_mask"]
+__all__ = ["dist_loss", "dkd_loss", "dkd_parts", "kd_loss", "ofa_loss", "standardize", "target_mask"]
 
 
 def target_mask(target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -137,3 +137,18 @@ def dist_loss(
     inter = 1.0 - _pearson(p_s, p_t).mean()
     intra = 1.0 - _pearson(p_s.T, p_t.T).mean() if p_s.shape[0] > 1 else p_s.new_zeros(())
     return temperature**2 * (beta * inter + gamma * intra)
+
+
+def standardize(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Logit standardization: each sample's logits z-scored, ``(z - mean(z)) / std(z)`` over the
+    classes (Sun, Zhu, Ren, Guo, Chen, Zhou, "Logit Standardization in Knowledge Distillation",
+    CVPR 2024, Eq. 9 and Algorithm 1), with the population standard deviation of their equation.
+
+    A student then only has to match the teacher's logit *relations*, not their magnitude, which a
+    small student of another architecture often cannot reach; the loss's temperature acts as the
+    base temperature of the standardized logits. Half precision is computed in float32.
+    """
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    mean = z.mean(dim=-1, keepdim=True)
+    std = z.std(dim=-1, keepdim=True, correction=0)
+    return (z - mean) / (std + eps)

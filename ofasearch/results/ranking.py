@@ -10,7 +10,9 @@ from ofasearch.results.outcome import COMPLETED, is_full_budget
 from ofasearch.results.seeds import seed_runs
 
 __all__ = [
+    "CANDIDATE_ROLES",
     "best_trial",
+    "composition_of",
     "pair_baseline",
     "ranked_trials",
     "status_counts",
@@ -35,14 +37,27 @@ def student_latency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def ranked_trials(rows: list[dict[str, Any]], max_epochs: int) -> list[dict[str, Any]]:
-    """Search trials that ran the full budget, best first (never diverged/stopped/failed ones).
+# What a search hands over is chosen among both: a baseline that beats every searched config is the winner
+CANDIDATE_ROLES = ("search", "baseline")
+
+
+def composition_of(row: dict[str, Any]) -> str:
+    """What trained the row's student (``dist``, ``ofa + ofa@1,2,3,4``; see
+    ``DistillSpec.composition``); rows of earlier versions have only their method."""
+    return str(row.get("composition") or row["method"])
+
+
+def ranked_trials(
+    rows: list[dict[str, Any]], max_epochs: int, roles: tuple[str, ...] = CANDIDATE_ROLES
+) -> list[dict[str, Any]]:
+    """Trials of ``roles`` (search trials and baselines: the candidates a search hands over) that
+    ran the full budget, best first (never diverged/stopped/failed ones).
 
     Each row gains ``val_acc_mean``, ``val_acc_std`` and ``seeds`` (its runs over seeds, see
     :mod:`ofasearch.results.seeds`). Configs the confirmation phase trained on several seeds come
     first, by their mean (one lucky run cannot outrank them); then the others by their single
     run. Ties go to the faster trial."""
-    full = [r for r in rows if r["role"] == "search" and is_full_budget(r, max_epochs)]
+    full = [r for r in rows if r["role"] in roles and is_full_budget(r, max_epochs)]
     ranked = []
     for r in full:
         runs = seed_runs(rows, r)
@@ -51,9 +66,11 @@ def ranked_trials(rows: list[dict[str, Any]], max_epochs: int) -> list[dict[str,
     return sorted(ranked, key=lambda r: (r["seeds"] < 2, -r["val_acc_mean"], r["seconds"] or 0.0))
 
 
-def best_trial(rows: list[dict[str, Any]], max_epochs: int) -> dict[str, Any] | None:
-    """The best full-budget search trial (rank 1 of :func:`ranked_trials`)."""
-    ranked = ranked_trials(rows, max_epochs)
+def best_trial(
+    rows: list[dict[str, Any]], max_epochs: int, roles: tuple[str, ...] = CANDIDATE_ROLES
+) -> dict[str, Any] | None:
+    """The best full-budget candidate, search trial or baseline (rank 1 of :func:`ranked_trials`)."""
+    ranked = ranked_trials(rows, max_epochs, roles)
     return ranked[0] if ranked else None
 
 

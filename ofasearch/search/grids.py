@@ -41,7 +41,7 @@ def confirm_points(spec: Spec, folder: Location) -> list[dict[str, Any]]:
     assert spec.search.confirm is not None
     rows = [r for r in read_rows(folder / TRIALS_FILE) if r["role"] != "confirm"]  # the same on resume
     chosen: dict[str, dict[str, Any]] = {}
-    for row in ranked_trials(rows, spec.optim.epochs):  # best first; identical configs once
+    for row in ranked_trials(rows, spec.optim.epochs, roles=("search",)):  # best first; identical configs once
         if len(chosen) < spec.search.confirm.top_k:
             chosen.setdefault(row["config"], row)
     baselines = [r for r in rows if r["role"] == "baseline" and r["status"] == COMPLETED]

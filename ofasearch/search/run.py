@@ -133,6 +133,7 @@ def run_search(
     update_state(
         folder,
         phase=Phase.TEACHERS,
+        phases=[p.value for p in _phases(spec)],
         **{SPEC_HASH_KEY: location_digest(folder / SPEC_FILE)},
         stages=space.available_stages,
         address=address,
@@ -196,11 +197,21 @@ def check_claimable(folder: Location) -> None:
 
 
 def _phases(spec: Spec) -> list[Phase]:
-    """The phases this spec runs, in order."""
-    order = [Phase.SEARCH]
-    order += [Phase.BASELINES] if spec.search.baselines else []
+    """The phases this spec runs, in order: the baselines first, so the search's study starts
+    from what they reached (:func:`ofasearch.search.warm_start.tell_baselines`)."""
+    order = [Phase.BASELINES] if spec.search.baselines else []
+    order += [Phase.SEARCH]
     order += [Phase.CONFIRM] if spec.search.confirm else []
     return [*order, Phase.DONE]
+
+
+def _phase_order(spec: Spec, state: dict[str, Any]) -> list[Phase]:
+    """The order this folder's search runs its phases in: as recorded when it started (searches of
+    earlier versions ran the search before the baselines and recorded none)."""
+    if "phases" in state:
+        return [Phase(p) for p in state["phases"]]
+    legacy = [Phase.SEARCH] + ([Phase.BASELINES] if spec.search.baselines else [])
+    return [*legacy, *([Phase.CONFIRM] if spec.search.confirm else []), Phase.DONE]
 
 
 def _execute(
@@ -235,9 +246,9 @@ def _run_phases(spec: Spec, space: SearchSpace, folder: Location, *, verbose: in
     # was damaged since; an intact one costs a hash per file.
     teachers = prepare_teachers(spec, space, folder)
     kill_point("teachers")  # the teachers are ready, state.json still says `teachers`
-    phase = state["phase"] if restore else Phase.SEARCH
-    update_state(folder, teachers=teachers, phase=Phase.SEARCH if phase is Phase.TEACHERS else phase)
-    order = _phases(spec)
+    order = _phase_order(spec, state)
+    phase = state["phase"] if restore else order[0]
+    update_state(folder, teachers=teachers, phase=order[0] if phase is Phase.TEACHERS else phase)
     mlflow = read_state(folder).get("mlflow")  # a tracking URI: every phase's trials are logged there
     with _tune_settings(verbose), mlflow_environment(mlflow):
         for phase, following in zip(order, order[1:], strict=False):

@@ -1,5 +1,12 @@
 """From a search spec to Optuna: the define-by-run space, paper defaults, and back to a config.
 
+The space is conditional: a parameter exists only where a choice makes it matter. The
+composition's structure is drawn first (``distill.method``, ``distill.logit_loss``,
+``distill.stages``, ``distill.branch_loss``); then only the settings its terms read
+(``DistillSpec.active_settings``): ``dkd_beta`` only when DKD is on the logits, ``branch_loss``
+and ``ofa_weight`` only with branches (``stages: []`` has none), and so on. Every baseline is a
+point of such a space, so its result can be told to the study (:meth:`SearchSpace.params_of`).
+
 Parameter names are the dotted paths of the spec (``distill.eps``); stage choices are filtered
 per student (a 4-block ViT has all four stages, a 2-block one only 3 and 4), so their parameter
 is named per student (``distill.stages__<student>``), as Optuna needs a fixed value space per
@@ -12,25 +19,51 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ofasearch.config import AugmentSpec, Choices, DistillSpec, PairSpec, Range, Spec, TrainConfig, parse_config
-from ofasearch.config.registry import METHODS, RECIPES
+from ofasearch.config.registry import BASELINE_METHODS, METHODS, RECIPES, baseline_settings
 from ofasearch.errors import SpecError
 from ofasearch.utils.formatting import encode_list
 
-__all__ = ["PAPER_DEFAULTS", "SearchSpace", "decode", "encode"]
+__all__ = ["PAPER_DEFAULTS", "STRUCTURE", "NotInSpace", "SearchSpace", "as_composition", "decode", "encode"]
 
 # The reference code's defaults (Hao840/OFAKD, distillers/ofa.py); "stages": every stage the student has.
 PAPER_DEFAULTS: dict[str, Any] = {
     "distill.method": "ofa",
+    "distill.logit_loss": "ofa",
+    "distill.branch_loss": "ofa",
+    "distill.logit_standardize": False,
+    "distill.branch_standardize": False,
     "distill.temperature": 1.0,
     "distill.eps": 1.0,
     "distill.gt_weight": 1.0,
     "distill.kd_weight": 1.0,
     "distill.ofa_weight": 1.0,
 }
+
+
+# the values that decide which others exist, drawn first and in this order
+STRUCTURE = ("distill.method", "distill.logit_loss", "distill.stages", "distill.branch_loss")
+
+Distribution = Range | Choices
+Pick = Callable[[str, str, Distribution, list[Any] | None], Any]
+"""(Optuna name, dotted path, its distribution, the encoded choices of a categorical or None)
+-> the value (encoded) of one parameter of a point."""
+
+
+class NotInSpace(ValueError):
+    """A config that is not a point of the space (a value outside a range or the choices)."""
+
+
+def as_composition(distill: DistillSpec) -> DistillSpec:
+    """A baseline as the composition it is: its method's loss on the final logits, no branches
+    (``method: dist`` is ``method: ofa, logit_loss: dist, stages: []``)."""
+    if distill.method not in BASELINE_METHODS or distill.method == "none":
+        return distill
+    return distill.model_copy(update={"method": "ofa", "logit_loss": distill.method, "stages": []})
 
 
 def _is_int(path: str) -> bool:
@@ -48,7 +81,7 @@ def decode(value: Any) -> Any:
     """Inverse of :func:`encode`."""
     if isinstance(value, str) and re.fullmatch(r"[-0-9.eE+]+(,[-0-9.eE+]+)*", value):
         return [json.loads(v) for v in value.split(",")]
-    return value
+    return [] if value == "" else value
 
 
 def _slug(text: str) -> str:
@@ -75,6 +108,11 @@ class SearchSpace:
                     f"which has stages {self.available_stages[i]}"
                 )
         problems += self._eps_problems()
+        if self.spec.distill.logit_loss is not None and not self._method_can_be("ofa"):
+            problems.append(
+                f"distill.logit_loss: composes losses only with method ofa, but method is {self.spec.distill.method}; "
+                "a baseline's loss is its method"
+            )
         if problems:
             raise SpecError(problems)
 
@@ -89,7 +127,7 @@ class SearchSpace:
         problems = []
         for values in lists:
             for i, pair in enumerate(self.pairs):
-                for stages in self._stage_choices(i):
+                for stages in filter(None, self._stage_choices(i)):  # no branches: the last value is used
                     if len(values) != len(stages) + 1:
                         problems.append(
                             f"distill.eps: {values} has {len(values)} values, but stage choice {stages} of "
@@ -128,39 +166,121 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ Optuna define-by-run
     def define(self, trial: Any) -> dict[str, Any]:
-        """Optuna define-by-run function: suggest a pair, then each searched value."""
+        """Optuna define-by-run function: suggest a pair, the composition's structure, then each
+        searched value the drawn composition uses."""
+
+        def suggest(name: str, path: str, dist: Distribution, choices: list[Any] | None) -> Any:
+            if choices is not None:
+                return trial.suggest_categorical(name, choices)
+            assert isinstance(dist, Range)
+            if _is_int(path):
+                return trial.suggest_int(name, int(dist.low), int(dist.high), log=dist.log)
+            return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+
         pair = 0
         if len(self.pairs) > 1:
             labels = [p.label for p in self.pairs]
             pair = labels.index(trial.suggest_categorical("pair", labels))
-        for path, dist in self.spec.searched_values().items():
-            name = self.param_name(path, pair)
-            if path == "distill.stages":
-                trial.suggest_categorical(name, [encode(c) for c in self._stage_choices(pair)])
-            elif isinstance(dist, Choices):
-                trial.suggest_categorical(name, [encode(c) for c in dist.choices])
-            elif _is_int(path):
-                trial.suggest_int(name, int(dist.low), int(dist.high), log=dist.log)
-            else:
-                trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+        self._walk(pair, suggest)
         return {}
 
+    def _walk(self, pair: int, pick: Pick) -> dict[str, Any]:
+        """The params of one point of ``pair``: the structure first, then every searched value it
+        makes active, each value from ``pick``."""
+        searched = self.spec.searched_values()
+        order = [p for p in STRUCTURE if p in searched] + [p for p in searched if p not in STRUCTURE]
+        params: dict[str, Any] = {}
+        chosen: dict[str, Any] = {}
+        for path in order:
+            if not self._active(pair, path, chosen):
+                continue
+            name, dist = self.param_name(path, pair), searched[path]
+            params[name] = pick(name, path, dist, self._encoded_choices(pair, path, dist))
+            chosen[path] = decode(params[name])
+        return params
+
+    def _encoded_choices(self, pair: int, path: str, dist: Distribution) -> list[Any] | None:
+        if path == "distill.stages":
+            return [encode(c) for c in self._stage_choices(pair)]
+        return [encode(c) for c in dist.choices] if isinstance(dist, Choices) else None
+
+    def _constant(self, pair: int, path: str) -> Any:
+        """``path``'s value for ``pair`` when it is not searched (the pair's setting, else the spec's)."""
+        if path in self.pairs[pair].settings:
+            return self.pairs[pair].settings[path]
+        section, key = path.split(".", 1)
+        return getattr(getattr(self.spec, section), key)
+
+    def structure(self, pair: int, chosen: dict[str, Any]) -> DistillSpec:
+        """The composition so far: the structure values drawn (``chosen``, by path) or constant;
+        the ones not drawn yet at their defaults."""
+        values: dict[str, Any] = {}
+        for path in STRUCTURE:
+            value = chosen[path] if path in chosen else self._constant(pair, path)
+            if not isinstance(value, (Range, Choices)):
+                values[path.split(".", 1)[1]] = value
+        if values.get("method", "ofa") != "ofa":
+            values.pop("logit_loss", None)
+        return DistillSpec.model_construct(**values)
+
+    def _active(self, pair: int, path: str, chosen: dict[str, Any]) -> bool:
+        section, key = path.split(".", 1)
+        return section != "distill" or key in self.structure(pair, chosen).active_settings()
+
     def defaults(self, pair: int) -> dict[str, Any]:
-        """The paper's defaults for ``pair`` as Optuna params (clipped into the searched ranges)."""
+        """The paper's defaults for ``pair`` as Optuna params (clipped into the searched ranges):
+        OFA-KD on the logits and on every stage's branch."""
         point: dict[str, Any] = {}
         if len(self.pairs) > 1:
             point["pair"] = self.pairs[pair].label
-        for path, dist in self.spec.searched_values().items():
-            name = self.param_name(path, pair)
-            if path == "distill.stages":
-                choices = self._stage_choices(pair)
-                point[name] = encode(max(choices, key=len))
-            elif isinstance(dist, Choices):
-                wanted = self.paper_value(pair, path)
-                point[name] = encode(wanted if wanted in dist.choices else dist.choices[0])
-            else:
-                point[name] = _default_in_range(path, dist, self.paper_value(pair, path))
+        point.update(self._walk(pair, lambda _n, path, dist, choices: self._default(pair, path, dist, choices)))
         return point
+
+    def _default(self, pair: int, path: str, dist: Distribution, choices: list[Any] | None) -> Any:
+        if path == "distill.stages":
+            return encode(max(self._stage_choices(pair), key=len))
+        if choices is not None:
+            wanted = encode(self.paper_value(pair, path))
+            return wanted if wanted in choices else choices[0]
+        assert isinstance(dist, Range)
+        return _default_in_range(path, dist, self.paper_value(pair, path))
+
+    def params_of(self, config: TrainConfig) -> dict[str, Any]:
+        """``config`` as the params of a point of this space (a baseline's result told to the
+        study). A baseline is taken as the composition it is (:func:`as_composition`) unless the
+        spec searches its method. Raises :class:`NotInSpace`, saying which value does not fit:
+        a searched value outside its range or choices, or a setting the config's terms read that
+        differs from the spec's constant."""
+        try:
+            pair = self.pair_index_of(config)
+        except ValueError:
+            raise NotInSpace(f"pair {config.pair.label} is not in this spec") from None
+        distill = config.distill
+        method = self.spec.distill.method
+        if not (isinstance(method, Choices) and distill.method in method.choices):
+            distill = as_composition(distill)
+        point = config.model_copy(update={"distill": distill})
+        searched = self.spec.searched_values()
+        for key in sorted(distill.active_settings()):
+            path = f"distill.{key}"
+            constant = self._constant(pair, path)
+            if path not in searched and not isinstance(constant, (Range, Choices)) and constant != getattr(distill, key):
+                raise NotInSpace(f"{path} is {getattr(distill, key)!r}, the spec's is {constant!r}")
+
+        def read(_name: str, path: str, dist: Distribution, choices: list[Any] | None) -> Any:
+            value = encode(_dotted(point, path))
+            if choices is not None:
+                if value not in choices:
+                    raise NotInSpace(f"{path} {value!r} is not among the choices {choices}")
+                return value
+            assert isinstance(dist, Range)
+            if not (isinstance(value, (int, float)) and dist.low <= value <= dist.high):
+                raise NotInSpace(f"{path} {value!r} is outside [{dist.low:g}, {dist.high:g}]")
+            return value
+
+        params = {"pair": self.pairs[pair].label} if len(self.pairs) > 1 else {}
+        params.update(self._walk(pair, read))
+        return params
 
     def paper_value(self, pair: int, path: str) -> Any:
         """Where ``pair`` starts for the searched value ``path``: the pair's own setting, else its
@@ -183,11 +303,26 @@ class SearchSpace:
         data["pairs"] = [{**data["pairs"][pair], "settings": {}}]
         for path, value in self.pairs[pair].settings.items():  # the pair's own values (recipe)
             _set(data, path, value)
-        for path in self.spec.searched_values():
-            _set(data, path, decode(params[self.param_name(path, pair)]))
+        for path, dist in self.spec.searched_values().items():  # an inactive one: its default
+            name = self.param_name(path, pair)
+            value = params[name] if name in params else self._default(pair, path, dist, self._encoded_choices(pair, path, dist))
+            _set(data, path, decode(value))
         for path, value in overrides.items():
             _set(data, path.replace("__", "."), value)
         return parse_config(data, source=f"trial {params}")
+
+    def baseline_overrides(self, method: str) -> dict[str, Any]:
+        """What turns a pair's defaults into baseline ``method`` (dotted paths, for
+        :meth:`config_for`): the method, no exit branches, and its settings from
+        ``search.baseline_preset`` for this dataset (``config.registry.BASELINE_PRESETS``)."""
+        preset = self.spec.search.baseline_preset if isinstance(self.spec, Spec) else "authors"
+        return {
+            "distill.method": method,
+            "distill.logit_loss": None,
+            "distill.logit_standardize": False,
+            "distill.stages": [],
+            **baseline_settings(preset, self.spec.data.dataset, method),
+        }
 
     def cache_settings(self) -> DistillSpec:
         """The distill settings that decide the logit cache (method ofa unless only 'none' is searched)."""
@@ -216,6 +351,11 @@ def _default_in_range(path: str, dist: Range, wanted: Any) -> float | int:
     else:
         value = (dist.low + dist.high) / 2
     return int(round(value)) if _is_int(path) else value
+
+
+def _dotted(config: TrainConfig, path: str) -> Any:
+    section, key = path.split(".", 1)
+    return getattr(getattr(config, section), key)
 
 
 def _set(data: dict[str, Any], path: str, value: Any) -> None:

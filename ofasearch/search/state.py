@@ -19,11 +19,12 @@ __all__ = ["Phase", "read_state", "update_state"]
 
 
 class Phase(enum.StrEnum):
-    """The phases of a search, in order (stored by value in ``state.json``)."""
+    """The phases of a search (stored by value in ``state.json``); ``state.json``'s ``phases``
+    holds the order a search runs them in."""
 
     TEACHERS = "teachers"  # teachers and logit caches are prepared, before any trial
+    BASELINES = "baselines"  # each pair's baselines at full budget, told to the study
     SEARCH = "search"  # the Optuna/ASHA Tuner
-    BASELINES = "baselines"  # student alone and vanilla KD per pair, at full budget
     CONFIRM = "confirm"  # the best configs and the baselines again, on further seeds
     DONE = "done"
 

@@ -53,14 +53,15 @@ def trial_resources(resources: ResourcesSpec) -> dict[str, float]:
 
 
 def trial_config(space: SearchSpace, params: dict[str, Any]) -> TrainConfig:
-    """The train config a trial runs: the searcher's params (baselines override the method);
+    """The train config a trial runs: the searcher's params (a baseline: the pair's defaults with
+    its method and preset settings, :meth:`SearchSpace.baseline_overrides`);
     a confirmation run repeats a recorded config on another seed."""
     params = dict(params)
     if CONFIG_KEY in params:
         config = parse_config(yaml.safe_load(params[CONFIG_KEY]), f"trial {params.get(CONFIRMS_KEY)}")
     else:
         method = params.pop(BASELINE_KEY, None)
-        config = space.config_for(params, **({"distill.method": method} if method else {}))
+        config = space.config_for(params, **(space.baseline_overrides(method) if method else {}))
     if SEED_KEY in params:
         config = config.model_copy(update={"seed": int(params[SEED_KEY])})
     return config

@@ -81,7 +81,7 @@ def warm_start(searcher: OptunaSearcher, space: SearchSpace, folder: Path) -> Wa
     else:
         result = WarmStart(same_space=False)
         all_rows = read_rows(folder / TRIALS_FILE)
-        for row in ranked_trials(all_rows, old.optim.epochs)[:TOP_CONFIGS]:
+        for row in ranked_trials(all_rows, old.optim.epochs, roles=("search",))[:TOP_CONFIGS]:
             params, why = _fitting_params(space, row)
             if params is None:
                 result.skipped.append(f"{row['trial_id']} ({why})")

@@ -16,7 +16,7 @@ import logging
 
 from ofasearch.errors import SpecError
 from ofasearch.results.report import plots
-from ofasearch.results.report.data import load
+from ofasearch.results.report.data import decision_candidates, load
 from ofasearch.results.report.html import render_page
 from ofasearch.results.report.importance import param_importances
 from ofasearch.utils.files import atomic_write
@@ -26,7 +26,7 @@ __all__ = ["PLOT_NAMES", "write_report"]
 
 logger = logging.getLogger(__name__)
 
-PLOT_NAMES = ("learning_curves", "searched_values", "importance", "pareto")
+PLOT_NAMES = ("decision", "learning_curves", "searched_values", "importance", "pareto")
 
 
 def write_report(folder: str | Location, top_k: int = 10) -> Location:
@@ -41,6 +41,11 @@ def write_report(folder: str | Location, top_k: int = 10) -> Location:
     data = load(folder)
     pngs: dict[str, bytes] = {}
     notes: dict[str, str] = {}
+    candidates = decision_candidates(data)
+    if candidates[0]:
+        pngs["decision"] = plots.decision(data, candidates[0])
+    else:
+        notes["decision"] = "No searched config or baseline has run the full budget yet: nothing to choose from."
     if data.epochs:
         pngs["learning_curves"] = plots.learning_curves(data)
     else:
@@ -72,6 +77,6 @@ def write_report(folder: str | Location, top_k: int = 10) -> Location:
             (out / f"{name}.png").unlink(missing_ok=True)
     for name, png in pngs.items():
         (out / f"{name}.png").write_bytes(png)
-    path = atomic_write(folder / "report.html", render_page(data, top_k, pngs, notes).encode("utf-8"))
+    path = atomic_write(folder / "report.html", render_page(data, top_k, pngs, notes, candidates).encode("utf-8"))
     logger.info(f"report: {path} ({len(pngs)} plots; PNGs in {out})")
     return path

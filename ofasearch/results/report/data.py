@@ -1,9 +1,13 @@
 """What the report shows, computed from a results folder: the trials, the pairs and their legend
-names, rankings, gains over baselines, the Pareto front and the time spent."""
+names, a colour per method or searched composition, rankings, the winner among every confirmed
+candidate, gains over baselines, the Pareto front and the time spent."""
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from ofasearch.config import Choices, Range
@@ -11,28 +15,53 @@ from ofasearch.config.registry import BASELINE_METHODS
 from ofasearch.errors import SpecError
 from ofasearch.results.folder import SPEC_FILE, STATE_FILE, FolderSpec, PairNames, ResultsFolder, read_folder
 from ofasearch.results.outcome import is_full_budget
-from ofasearch.results.ranking import pair_baseline, ranked_trials, strongest_baseline, student_latency
-from ofasearch.results.seeds import Gain, paired_gain
+from ofasearch.results.ranking import (
+    best_trial,
+    composition_of,
+    pair_baseline,
+    ranked_trials,
+    strongest_baseline,
+    student_latency,
+)
+from ofasearch.results.seeds import Z95, Gain, paired_gain, seed_runs
 from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE
 from ofasearch.utils.formatting import encode_list
 from ofasearch.utils.storage import Location
 
 __all__ = [
+    "BASELINE_COLORS",
     "COLORS",
+    "DECISION_LIMIT",
+    "SEARCH_COLORS",
+    "SEARCH_ROLES",
+    "Candidate",
     "PairSummary",
     "ReportData",
+    "candidate_label",
     "category",
+    "decision_candidates",
     "elapsed",
+    "family",
+    "family_colors",
     "gains",
     "load",
+    "mean_interval",
     "pair_color",
     "pair_summaries",
     "pair_tags",
     "pareto_front",
     "ranked",
+    "single_run_noise",
 ]
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+# One colour per baseline method (cool hues and grey) and warm ones for the searched compositions,
+# so a searched config is never mistaken for the baseline it is compared with.
+BASELINE_COLORS = {"none": "#7f7f7f", "kd": "#1f77b4", "dkd": "#2ca02c", "dist": "#9467bd"}
+SEARCH_COLORS = ["#ff7f0e", "#d62728", "#e377c2", "#8c564b", "#bcbd22", "#17becf"]
+OTHER_COLOR = "#555555"  # a baseline method this version has no colour for
+SEARCH_ROLES = ("search",)  # the top table lists what the search tried; baselines have their own table
+DECISION_LIMIT = 20  # candidates in the decision figure when none was confirmed (one run each)
 
 
 @dataclass
@@ -82,12 +111,46 @@ class ReportData:
     def color(self, row: dict[str, Any]) -> str:
         return pair_color(self.pair_index(row))
 
+    @cached_property
+    def family_colors(self) -> dict[tuple[str, str], str]:
+        return family_colors(self.trials)
+
+    def family_color(self, row: dict[str, Any]) -> str:
+        """The colour of ``row``'s baseline method or searched composition (see :func:`family`)."""
+        return self.family_colors.get(family(row), OTHER_COLOR)
+
+    @cached_property
+    def winner(self) -> dict[str, Any] | None:
+        """What the search hands over as ``best.yaml``: the best candidate, searched config or baseline."""
+        return best_trial(self.trials, self.max_epochs)
+
+    def is_winner(self, row: dict[str, Any]) -> bool:
+        return self.winner is not None and row["trial_id"] == self.winner["trial_id"]
+
     def has(self, column: str) -> bool:
         return any(r.get(column) is not None for r in self.trials)
 
 
 def pair_color(index: int) -> str:
     return COLORS[index % len(COLORS)]
+
+
+def family(row: dict[str, Any]) -> tuple[str, str]:
+    """``("baseline", method)`` or ``("search", composition)``: what a row's colour stands for
+    (a confirmation run belongs to the search config it repeats)."""
+    if row["role"] == "baseline":
+        return ("baseline", str(row["method"]))
+    return ("search", composition_of(row))
+
+
+def family_colors(rows: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """Every baseline method's fixed colour, and one per searched composition by name (the same
+    composition keeps its colour across reports of a growing search as long as no new name sorts
+    before it; past six compositions the colours repeat)."""
+    colors = {("baseline", m): c for m, c in BASELINE_COLORS.items()}
+    searched = sorted({composition_of(r) for r in rows if r["role"] == "search"})
+    colors.update({("search", c): SEARCH_COLORS[i % len(SEARCH_COLORS)] for i, c in enumerate(searched)})
+    return colors
 
 
 def load(folder: str | Location) -> ReportData:
@@ -141,18 +204,85 @@ def gains(data: ReportData, row: dict[str, Any]) -> dict[str, Gain | None]:
     out: dict[str, Gain | None] = {}
     for method in BASELINE_METHODS:
         base = pair_baseline(data.trials, row, method)
-        out[method] = (
-            None if base is None else paired_gain(data.trials, row, base, val_images, max_epochs=data.max_epochs)
-        )
+        if base is None or base["trial_id"] == row["trial_id"]:  # a baseline is not compared with itself
+            out[method] = None
+            continue
+        out[method] = paired_gain(data.trials, row, base, val_images, max_epochs=data.max_epochs)
     return out
 
 
 def ranked(data: ReportData) -> list[dict[str, Any]]:
-    """Search trials: the full-budget ranking of ``ofasearch export``, then the others by val_acc."""
-    full = ranked_trials(data.trials, data.max_epochs)  # confirmation rows give the means
+    """Search configs only (baselines have their own table): the full-budget ranking, confirmed
+    ones by their mean over seeds, then the others by val_acc."""
+    full = ranked_trials(data.trials, data.max_epochs, roles=SEARCH_ROLES)  # confirmation rows give the means
     ids = {r["trial_id"] for r in full}
     rest = sorted((r for r in data.search if r["trial_id"] not in ids), key=lambda r: -(r["val_acc"] or 0.0))
     return full + rest
+
+
+def mean_interval(values: list[float]) -> float | None:
+    """Half-width of the 95 % t-interval of the mean of ``values`` (runs over seeds), None for
+    fewer than two: one run says nothing about the seed-to-seed spread."""
+    n = len(values)
+    if n < 2:
+        return None
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1)) * statistics.stdev(values) / math.sqrt(n)
+
+
+def single_run_noise(accuracy: float, val_images: int | None) -> float | None:
+    """Half-width of the 95 % binomial interval of one accuracy measured on ``val_images`` images
+    (the validation set's own noise, a floor under the spread over seeds); None when unknown."""
+    if not val_images:
+        return None
+    return Z95 * math.sqrt(accuracy * (1.0 - accuracy) / val_images)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate of the decision: a full-budget searched config or baseline, its accuracy on
+    each seed it ran, and the 95 % t-interval of its mean over those seeds."""
+
+    row: dict[str, Any]
+    label: str  # composition, "(baseline)" for baselines, the pair when the search has several
+    accuracies: list[float]  # one per seed, in seed order
+    mean: float
+    half_width: float | None  # None: one run, no interval over seeds
+    winner: bool
+
+    @property
+    def seeds(self) -> int:
+        return len(self.accuracies)
+
+    @property
+    def baseline(self) -> bool:
+        return self.row["role"] == "baseline"
+
+
+def candidate_label(data: ReportData, row: dict[str, Any]) -> str:
+    """``dist (baseline)`` or ``ofa + ofa@3,4``, prefixed ``P2 · `` when several pairs compete."""
+    name = composition_of(row) + (" (baseline)" if row["role"] == "baseline" else "")
+    return f"P{data.pair_index(row) + 1} \u00b7 {name}" if len(data.pairs) > 1 else name
+
+
+def decision_candidates(data: ReportData, limit: int = DECISION_LIMIT) -> tuple[list[Candidate], int]:
+    """The candidates the winner was chosen from, best first, and how many there are: those
+    confirmed on several seeds, or when none was, every full-budget one (the best ``limit``)."""
+    ranked_all = ranked_trials(data.trials, data.max_epochs)
+    confirmed = [r for r in ranked_all if r["seeds"] >= 2]
+    rows = confirmed or ranked_all[:limit]
+    out = []
+    for r in rows:
+        runs = seed_runs(data.trials, r).accuracies
+        accuracies = [runs[s] for s in sorted(runs)] or [float(r["val_acc_mean"])]
+        winner = data.is_winner(r)
+        out.append(
+            Candidate(
+                r, candidate_label(data, r), accuracies, float(r["val_acc_mean"]), mean_interval(accuracies), winner
+            )
+        )
+    return out, len(confirmed or ranked_all)
 
 
 def pareto_front(points: list[tuple[float, float, Any]]) -> list[tuple[float, float, Any]]:
@@ -192,19 +322,20 @@ class PairSummary:
     dkd_val_acc: float | None
     dist_val_acc: float | None
     strongest: str | None  # the method of the baseline with the highest mean accuracy over seeds
-    best_ofa_val_acc: float | None  # best full-budget OFA search trial
+    best_search_val_acc: float | None  # the pair's best full-budget searched config (mean over its seeds)
 
 
 def pair_summaries(data: ReportData) -> list[PairSummary]:
-    """Per pair, the teacher (from state.json) beside its student's baselines and best OFA trial."""
+    """Per pair, the teacher (from state.json) beside its student's baselines and best searched config."""
     teachers = data.state.get("teachers") or []
+    searched = ranked_trials(data.trials, data.max_epochs, roles=SEARCH_ROLES)
     out = []
     for i, (t, s) in enumerate(data.pairs):
         info = (teachers[i].get("info") or {}) if i < len(teachers) and teachers[i] else {}
         row = {"teacher": t, "student": s}
         base = {m: pair_baseline(data.trials, row, m) for m in BASELINE_METHODS}
         strongest = strongest_baseline(data.trials, row)
-        ofa = [r for r in data.search if (r["teacher"], r["student"]) == (t, s) and data.full_budget(r)]
+        best = next((r for r in searched if (r["teacher"], r["student"]) == (t, s)), None)
         out.append(
             PairSummary(
                 tag=data.tags[i],
@@ -220,7 +351,7 @@ def pair_summaries(data: ReportData) -> list[PairSummary]:
                 dkd_val_acc=base["dkd"]["val_acc"] if base["dkd"] else None,
                 dist_val_acc=base["dist"]["val_acc"] if base["dist"] else None,
                 strongest=strongest["method"] if strongest else None,
-                best_ofa_val_acc=max((r["val_acc"] or 0.0 for r in ofa), default=None),
+                best_search_val_acc=best["val_acc_mean"] if best else None,
             )
         )
     return out

@@ -10,17 +10,28 @@ from importlib import resources
 from string import Template
 from typing import Any
 
-from ofasearch.config.registry import BASELINE_METHODS
+from ofasearch.config.registry import BASELINE_METHODS, METHODS
 from ofasearch.results.outcome import STOPPED
-from ofasearch.results.ranking import best_trial, status_counts, strongest_baseline
-from ofasearch.results.report.data import ReportData, elapsed, gains, pair_color, pair_summaries, ranked
+from ofasearch.results.ranking import composition_of, status_counts, strongest_baseline
+from ofasearch.results.report.data import (
+    Candidate,
+    ReportData,
+    elapsed,
+    gains,
+    pair_color,
+    pair_summaries,
+    ranked,
+    single_run_noise,
+)
 from ofasearch.results.seeds import Gain
 from ofasearch.utils.formatting import format_duration
 
 __all__ = ["PLOT_ALTS", "render_page"]
 
 DASH = "\u2013"  # an empty cell
+WINNER_MARK = ' <b class="winner">\u2605 best.yaml</b>'  # the top table's row of the winner, when searched
 PLOT_ALTS = {
+    "decision": "every candidate's accuracy per seed, its mean and 95% interval over seeds, the winner marked",
     "learning_curves": "validation accuracy per epoch of every trial",
     "searched_values": "validation accuracy against each searched value",
     "importance": "parameter importance",
@@ -118,6 +129,39 @@ def _time_text(data: ReportData) -> str:
     return "; ".join(parts)
 
 
+def _what(row: dict[str, Any]) -> str:
+    """``the DIST baseline (dist)`` or ``searched config ofa + ofa@3,4``, HTML."""
+    if row["role"] == "baseline":
+        label = METHODS[row["method"]].label if row["method"] in METHODS else row["method"]
+        return f"the <b>{_esc(label)} baseline</b> (<code>{_esc(composition_of(row))}</code>)"
+    return f"searched config <code>{_esc(composition_of(row))}</code>"
+
+
+def _trial_html(data: ReportData, row: dict[str, Any]) -> str:
+    """What trained the row, its trial, its accuracy and pair, and its gains over the pair's baselines."""
+    return (
+        f"{_what(row)}: trial <code>{_esc(row['trial_id'])}</code>, val accuracy {_mean_text(row)} "
+        f"({_esc(data.tags[data.pair_index(row)])}); {_esc(_gain_text(gains(data, row)))}"
+    )
+
+
+def _winner_rows(data: ReportData) -> str:
+    """The header's winner (best.yaml), and when a baseline won, the best searched config beside it."""
+    winner = data.winner
+    if winner is None:
+        text = "none yet (no searched config or baseline has run the full budget)"
+        return f"<tr><th>winner (best.yaml)</th><td>{text}</td></tr>"
+    html_rows = f'<tr data-winner="{_esc(winner["trial_id"])}"><th>winner (best.yaml)</th><td>'
+    if winner["role"] == "baseline":
+        html_rows += "a baseline won: no searched config beat it, so best.yaml trains "
+    html_rows += f"{_trial_html(data, winner)}</td></tr>"
+    searched = next((r for r in ranked(data) if data.full_budget(r)), None)
+    if winner["role"] == "baseline":
+        best = _trial_html(data, searched) if searched else "none has run the full budget"
+        html_rows += f"<tr><th>best searched config</th><td>{best}</td></tr>"
+    return html_rows
+
+
 def _header(data: ReportData) -> str:
     spec = data.spec
     pair_rows = [
@@ -125,13 +169,6 @@ def _header(data: ReportData) -> str:
         for i, (t, s) in enumerate(data.pairs)
     ]
     baselines = [r for r in data.trials if r["role"] == "baseline"]
-    best = best_trial(data.trials, data.max_epochs)
-    best_html = (
-        f"trial <code>{_esc(best['trial_id'])}</code>, val accuracy {_mean_text(best)} "
-        f"({_esc(data.tags[data.pair_index(best)])}); {_esc(_gain_text(gains(data, best)))}"
-        if best
-        else "none yet (no search trial has run the full budget)"
-    )
     search = spec.search
     meta = [
         ("dataset", spec.dataset + (f", {spec.image_size} px" if spec.image_size else "")),
@@ -142,7 +179,7 @@ def _header(data: ReportData) -> str:
         ("time", _time_text(data)),
     ]
     rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in meta)
-    rows += f"<tr><th>best</th><td>{best_html}</td></tr>"
+    rows += _winner_rows(data)
     return (
         f"<h1>ofasearch report: {_esc(spec.name)}</h1>"
         f"<p>Experiment folder <code>{_esc(data.folder)}</code>.</p>"
@@ -167,7 +204,8 @@ def _cost_text(column: str, value: Any) -> str:
 def _top_table(data: ReportData, top_k: int) -> str:
     searched = list(data.searched)
     costs = [(c, h) for c, h in COST_HEADS if data.has(c)]
-    head = ["#", "trial", "proposed by", "pair", "status", "epochs", "val acc", "gain over baselines (95% CI)"]
+    head = ["#", "trial", "composition", "proposed by", "pair", "status", "epochs", "val acc"]
+    head += ["gain over baselines (95% CI)"]
     head += [_esc(p) for p in searched] + [h for _, h in costs]
     body = []
     for rank, r in enumerate(ranked(data)[:top_k], 1):
@@ -179,7 +217,8 @@ def _top_table(data: ReportData, top_k: int) -> str:
         gain_text = _gain_text(gain, strongest_method) if data.full_budget(r) else _not_compared(data, r)
         cells = [
             f'<td class="num">{rank}</td>',
-            f"<td><code>{_esc(r['trial_id'])}</code></td>",
+            f"<td><code>{_esc(r['trial_id'])}</code>{WINNER_MARK if data.is_winner(r) else ''}</td>",
+            f"<td>{_esc(composition_of(r))}</td>",
             f"<td>{_esc(r.get('proposed_by') or DASH)}</td>",
             _pair_cell(data, data.pair_index(r)),
             f'<td title="{_esc(r.get("error") or "")}">{_esc(r["status"])}</td>',
@@ -207,21 +246,68 @@ def _pairs_table(data: ReportData) -> str:
             f'<td class="num">{_fmt_acc(p.dkd_val_acc)}</td>',
             f'<td class="num">{_fmt_acc(p.dist_val_acc)}</td>',
             f"<td>{_esc(SHORT_NAMES.get(p.strongest or '', DASH))}</td>",
-            f'<td class="num">{_fmt_acc(p.best_ofa_val_acc)}</td>',
+            f'<td class="num best-search">{_fmt_acc(p.best_search_val_acc)}</td>',
         ]
         body.append(f'<tr data-pair="{i + 1}">' + "".join(cells) + "</tr>")
     head = ["pair", "teacher val acc", "teacher test acc", "teacher", "student alone", "vanilla KD", "DKD", "DIST"]
-    head += ["strongest baseline", "best OFA"]
+    head += ["strongest baseline", "best searched config"]
     return _table(head, body)
+
+
+def _seeds_text(counts: list[int]) -> str:
+    low, high = min(counts), max(counts)
+    return f"{low} seeds" if low == high else f"{low} to {high} seeds"
+
+
+def _decision_caption(data: ReportData, candidates: list[Candidate], total: int) -> str:
+    """The noise behind the decision: seeds, validation images, what the interval is over; and the winner."""
+    if not candidates:
+        return ""
+    val_images = data.state.get("val_images")
+    images = f"{val_images} validation images" if val_images else "a validation set of unknown size"
+    confirmed = candidates[0].seeds >= 2
+    if confirmed:
+        noise = (
+            f"{len(candidates)} candidates confirmed on {_seeds_text([c.seeds for c in candidates])} each, "
+            f"every dot one seed's best accuracy on {images}. The bar is the 95% t-interval of the mean "
+            "over those seeds (t quantile with n\u22121 degrees of freedom times std/\u221an): it measures "
+            "the seed-to-seed spread, not the validation set's own sampling noise."
+        )
+    else:
+        shown = f"the best {len(candidates)} of {total}" if total > len(candidates) else f"all {total}"
+        noise = (
+            f"No candidate was trained on several seeds, so there is no interval over seeds: {shown} "
+            f"full-budget candidates with their single run, on {images}."
+        )
+    winner = next((c for c in candidates if c.winner), None)
+    if winner is not None:
+        floor = single_run_noise(winner.mean, val_images)
+        if floor is not None:
+            noise += (
+                f" One run's accuracy on these images alone is uncertain by about \u00b1{floor:.4f} (binomial 95%)."
+            )
+        noise += f" Winner, handed over as best.yaml: {winner.label}, mean {winner.mean:.4f}"
+        noise += f" \u00b1 {winner.half_width:.4f}" if winner.half_width is not None else ""
+        noise += f" over {winner.seeds} seed{'s' if winner.seeds > 1 else ''}."
+        if winner.baseline:
+            noise += " A baseline won: no searched config beat it."
+    return f'<p class="caption" data-candidates="{len(candidates)}">{_esc(noise)}</p>'
 
 
 def _template() -> Template:
     return Template(resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8"))
 
 
-def render_page(data: ReportData, top_k: int, plots: dict[str, bytes], notes: dict[str, str]) -> str:
+def render_page(
+    data: ReportData,
+    top_k: int,
+    plots: dict[str, bytes],
+    notes: dict[str, str],
+    candidates: tuple[list[Candidate], int] = ([], 0),
+) -> str:
     """The whole page: ``plots`` (PNG bytes by name) embedded as data URIs; ``notes`` say why a
-    plot is missing (and ``importance_detail`` how importances were estimated)."""
+    plot is missing (and ``importance_detail`` how importances were estimated); ``candidates``
+    (those of the decision figure, and how many there are) give its caption."""
 
     def plot_or_note(name: str) -> str:
         if name in plots:
@@ -232,6 +318,8 @@ def render_page(data: ReportData, top_k: int, plots: dict[str, bytes], notes: di
     return _template().substitute(
         name=_esc(data.spec.name),
         header=_header(data),
+        decision=plot_or_note("decision"),
+        decision_caption=_decision_caption(data, *candidates),
         learning_curves=plot_or_note("learning_curves"),
         searched_values=plot_or_note("searched_values"),
         importance=plot_or_note("importance"),

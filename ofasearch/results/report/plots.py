@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ofasearch.config import Choices, Range
 from ofasearch.config.registry import METHODS
 from ofasearch.results.outcome import BROKEN, COMPLETED, DIVERGED, ERROR, RUNNING, STOPPED
-from ofasearch.results.ranking import best_trial
-from ofasearch.results.report.data import ReportData, category, pair_color, pareto_front
+from ofasearch.results.report.data import Candidate, ReportData, category, family, pair_color, pareto_front
 
 # how each baseline method is drawn: its learning curve's line style, its accuracy-latency marker
 BASELINE_LINES: dict[str, str | tuple] = {"none": "--", "kd": "-.", "dkd": (0, (5, 1, 1, 1, 1, 1)), "dist": (0, (8, 2))}
@@ -23,8 +22,9 @@ BASELINE_MARKERS = {"none": "s", "kd": "^", "dkd": "v", "dist": "D"}
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-__all__ = ["importance", "learning_curves", "pareto", "searched_values"]
+__all__ = ["decision", "decision_figure", "importance", "learning_curves", "pareto", "searched_values"]
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -42,50 +42,84 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def learning_curves(data: ReportData) -> bytes:
-    """Validation accuracy per epoch of every trial, coloured by pair, with where ASHA stopped a
-    trial, where one diverged or failed, and the best full-budget trial's peak."""
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
-
+def _curves(data: ReportData) -> dict[str, list[tuple[int, float]]]:
     curves: dict[str, list[tuple[int, float]]] = {}
     for e in data.epochs:
         if e.get("val_acc") is not None:
             curves.setdefault(e["trial_id"], []).append((int(e["epoch"]), float(e["val_acc"])))
-    fig = _figure(9, 6)
-    ax = fig.add_subplot()
-    styles = BASELINE_LINES
-    for row in data.trials:
-        points = sorted(curves.get(row["trial_id"], []))
-        if not points or row["role"] == "confirm":  # reruns on other seeds: their means are in the tables
-            continue
-        xs, ys = zip(*points, strict=True)
-        baseline = row["role"] == "baseline"
-        ax.plot(
-            xs,
-            ys,
-            color=data.color(row),
-            linestyle=styles.get(row["method"], "--") if baseline else ":" if row["status"] in BROKEN else "-",
-            linewidth=1.8 if baseline else 1.2,
-            alpha=0.95 if baseline else 0.75,
-            marker=".",
-            markersize=4,
+    return {k: sorted(v) for k, v in curves.items()}
+
+
+def _curve(ax: Axes, data: ReportData, row: dict[str, Any], points: list[tuple[int, float]]) -> None:
+    """One trial's curve in its method's or composition's colour, with how it ended."""
+    xs, ys = zip(*points, strict=True)
+    baseline = row["role"] == "baseline"
+    color = data.family_color(row)
+    ax.plot(
+        xs,
+        ys,
+        color=color,
+        linestyle=BASELINE_LINES.get(row["method"], "--") if baseline else ":" if row["status"] in BROKEN else "-",
+        linewidth=1.8 if baseline else 1.2,
+        alpha=0.95 if baseline else 0.75,
+        marker=".",
+        markersize=4,
+    )
+    marker = {STOPPED: ("x", color, 9), DIVERGED: ("v", "red", 9), ERROR: ("X", "black", 9)}
+    if row["status"] in marker:
+        m, c, size = marker[row["status"]]
+        ax.plot(xs[-1], ys[-1], marker=m, color=c, markersize=size, markeredgewidth=2, linestyle="none")
+
+
+def _family_handles(data: ReportData, rows: list[dict[str, Any]]) -> list[Line2D]:
+    """A legend entry per baseline method and searched composition that has a curve."""
+    from matplotlib.lines import Line2D
+
+    shown = {family(r) for r in rows}
+    handles = [
+        Line2D(
+            [], [], color=data.family_colors[k], linestyle=style, linewidth=1.8, label=f"baseline: {METHODS[m].label}"
         )
-        marker = {STOPPED: ("x", data.color(row), 9), DIVERGED: ("v", "red", 9), ERROR: ("X", "black", 9)}
-        if row["status"] in marker:
-            m, c, s = marker[row["status"]]
-            ax.plot(xs[-1], ys[-1], marker=m, color=c, markersize=s, markeredgewidth=2, linestyle="none")
-    best = best_trial(data.trials, data.max_epochs)
-    if best is not None and curves.get(best["trial_id"]):
-        ep, acc = max(curves[best["trial_id"]], key=lambda p: p[1])
-        ax.plot(ep, acc, marker="*", color="gold", markeredgecolor="black", markersize=15, linestyle="none")
-    handles = [Line2D([], [], color=pair_color(i), linewidth=3, label=data.tags[i]) for i in range(len(data.pairs))]
+        for m, style in BASELINE_LINES.items()
+        if (k := ("baseline", m)) in shown
+    ]
     handles += [
-        Line2D([], [], color="grey", linestyle="-", label="OFA search trial"),
-        *(
-            Line2D([], [], color="grey", linestyle=style, linewidth=1.8, label=f"baseline: {METHODS[m].label}")
-            for m, style in BASELINE_LINES.items()
-        ),
+        Line2D([], [], color=color, linestyle="-", linewidth=2, label=f"searched: {name}")
+        for (kind, name), color in data.family_colors.items()
+        if kind == "search" and (kind, name) in shown
+    ]
+    return handles
+
+
+def learning_curves(data: ReportData) -> bytes:
+    """Validation accuracy per epoch of every trial, one panel per pair, coloured by baseline
+    method or searched composition, with where ASHA stopped a trial, where one diverged or
+    failed, and the winner's peak."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    curves = _curves(data)
+    drawn = [r for r in data.trials if curves.get(r["trial_id"]) and r["role"] != "confirm"]  # reruns: in the tables
+    cols = min(2, len(data.pairs))
+    rows = math.ceil(len(data.pairs) / cols)
+    fig = _figure(9 if cols == 1 else 12, 4.2 * rows + 1.8)
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(len(data.pairs))]
+    for row in drawn:
+        _curve(axes[data.pair_index(row)], data, row, curves[row["trial_id"]])
+    winner = data.winner
+    if winner is not None and curves.get(winner["trial_id"]):
+        ep, acc = max(curves[winner["trial_id"]], key=lambda p: p[1])
+        axes[data.pair_index(winner)].plot(
+            ep, acc, marker="*", color="gold", markeredgecolor="black", markersize=15, linestyle="none"
+        )
+    for i, ax in enumerate(axes):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation accuracy")
+        ax.set_xlim(0.8, data.max_epochs + 0.2)
+        ax.grid(alpha=0.3)
+        ax.set_title(data.tags[i], fontsize=10)
+    handles = _family_handles(data, drawn) + [
         Line2D([], [], color="grey", marker="x", markeredgewidth=2, linestyle="none", label="stopped by ASHA"),
         Line2D([], [], color="red", marker="v", linestyle=":", label="diverged (NaN loss), dotted"),
         Line2D([], [], color="black", marker="X", linestyle=":", label="error, dotted"),
@@ -97,17 +131,71 @@ def learning_curves(data: ReportData) -> bytes:
             markeredgecolor="black",
             markersize=12,
             linestyle="none",
-            label="best full-budget trial",
+            label="winner (best.yaml), its best epoch",
         ),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.set_xlim(0.8, data.max_epochs + 0.2)
-    ax.grid(alpha=0.3)
-    ax.set_title("Validation accuracy per epoch")
+    fig.suptitle("Validation accuracy per epoch")
     return _png(fig)
+
+
+def decision_figure(data: ReportData, candidates: list[Candidate]) -> Figure:
+    """Every candidate on one accuracy axis, best at the top: a dot per seed, its mean, the 95 %
+    t-interval of that mean over seeds; the winner (best.yaml) on a gold band."""
+    from matplotlib.lines import Line2D
+
+    fig = _figure(9, 0.42 * len(candidates) + 2.2)
+    ax = fig.add_subplot()
+    for y, c in enumerate(candidates):
+        color = data.family_color(c.row)
+        if c.winner:
+            ax.axhspan(y - 0.45, y + 0.45, color="gold", alpha=0.25, linewidth=0)
+        if c.half_width is not None:
+            ax.errorbar(c.mean, y, xerr=c.half_width, color=color, capsize=4, linewidth=1.6, gid="interval")
+        jitter = [y + ((i % 3) - 1) * 0.12 for i in range(c.seeds)]  # equal seeds stay visible
+        ax.plot(c.accuracies, jitter, "o", color=color, alpha=0.55, markersize=5, linestyle="none", gid="seed")
+        mean_marker = ("*", 16) if c.winner else ("D", 8)
+        ax.plot(c.mean, y, mean_marker[0], color=color, markeredgecolor="black", markersize=mean_marker[1], gid="mean")
+    at_right = ax.get_yaxis_transform()  # x in axes fractions, y in data: a column right of the plot
+    for y, c in enumerate(candidates):
+        spread = f" \u00b1 {c.half_width:.4f}" if c.half_width is not None else ""
+        ax.text(1.01, y, f"{c.mean:.4f}{spread}", transform=at_right, va="center", fontsize=8)
+    ax.set_yticks(range(len(candidates)), [_candidate_tick(rank, c) for rank, c in enumerate(candidates, 1)])
+    for tick, c in zip(ax.get_yticklabels(), candidates, strict=True):
+        tick.set_color(data.family_color(c.row))
+        tick.set_fontweight("bold" if c.winner else "normal")
+    ax.set_ylim(len(candidates) - 0.5, -0.5)  # the best at the top
+    ax.set_xlabel("validation accuracy")
+    ax.grid(alpha=0.3, axis="x")
+    handles = [
+        Line2D([], [], color="grey", marker="o", alpha=0.55, linestyle="none", label="one seed's run"),
+        Line2D([], [], color="grey", marker="D", markeredgecolor="black", linestyle="none", label="mean over seeds"),
+        Line2D([], [], color="grey", marker="|", markersize=12, linewidth=1.6, label="95% t-interval of the mean"),
+        Line2D(
+            [],
+            [],
+            color="gold",
+            marker="*",
+            markeredgecolor="black",
+            markersize=14,
+            linestyle="none",
+            label="winner: handed over as best.yaml",
+        ),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
+    ax.set_title("The decision: every candidate, searched configs and baselines alike")
+    return fig
+
+
+def _candidate_tick(rank: int, c: Candidate) -> str:
+    """``1. ★ winner: dist (baseline)  (n=3)``: the rank is the one ``ofasearch export --rank`` takes."""
+    prefix = "\u2605 winner: " if c.winner else ""
+    return f"{rank}. {prefix}{c.label}  (n={c.seeds})"
+
+
+def decision(data: ReportData, candidates: list[Candidate]) -> bytes:
+    """:func:`decision_figure` as PNG bytes."""
+    return _png(decision_figure(data, candidates))
 
 
 def _log_axis(ax: Axes) -> None:
@@ -196,7 +284,7 @@ def importance(importances: dict[str, float]) -> bytes:
 
 
 def pareto(data: ReportData) -> bytes:
-    """Full-budget trials and baselines at their student's batch-1 latency, the Pareto front joined."""
+    """Full-budget searched configs and baselines at their student's batch-1 latency, the Pareto front joined."""
     from matplotlib.lines import Line2D
 
     fig = _figure(8, 5.5)
@@ -241,7 +329,7 @@ def pareto(data: ReportData) -> bytes:
     ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=pair_color(i), linewidth=3, label=data.tags[i]) for i in range(len(data.pairs))]
     handles += [
-        Line2D([], [], color="grey", marker="o", linestyle="none", label="OFA trial (full budget)"),
+        Line2D([], [], color="grey", marker="o", linestyle="none", label="searched config (full budget)"),
         Line2D([], [], color="black", marker="o", markerfacecolor="none", markersize=11, label="Pareto front"),
         *(
             Line2D(
