@@ -325,7 +325,11 @@ OptimizerName = Annotated[str, Tunable(str, _one_of(OPTIMIZERS), f"allowed: {', 
 StageList = Annotated[
     list[int],
     Tunable(
-        list, _stage_list, "stages are a sorted list of distinct values in 1..4 ([]: no exit branches)", False, _parse_stages
+        list,
+        _stage_list,
+        "stages are a sorted list of distinct values in 1..4 ([]: no exit branches)",
+        False,
+        _parse_stages,
     ),
 ]
 EpsValue = Annotated[

@@ -7,6 +7,7 @@ OFA-KD uses the OFA loss for both; the baselines (KD, DKD, DIST) are a logit los
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch

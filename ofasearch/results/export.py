@@ -12,7 +12,7 @@ import yaml
 from ofasearch.config import TrainConfig, parse_config
 from ofasearch.errors import SpecError
 from ofasearch.results.folder import ResultsFolder, read_folder, read_folder_spec, read_state
-from ofasearch.results.ranking import best_trial, ranked_trials, student_latency
+from ofasearch.results.ranking import best_trial, composition_of, ranked_trials, student_latency
 from ofasearch.utils.files import atomic_write, cached_file_digest
 from ofasearch.utils.storage import Location
 
@@ -27,7 +27,7 @@ def write_best(folder: Location, rows: list[dict[str, Any]], max_epochs: int) ->
     if best is None:
         return None
     score = f"val_acc {best['val_acc_mean']:.4f} ({_seeds_text(best)})"
-    header = f"# best of {folder.name}: trial {best['trial_id']}, {score}\n"
+    header = f"# best of {folder.name}: {_what(best)}, {score}\n"
     try:  # pinned to the search's teacher file; never a reason for a finished search to fail
         results = ResultsFolder(folder, read_folder_spec(folder), read_state(folder), rows)
         text = _config_yaml(best, None, results)
@@ -35,6 +35,12 @@ def write_best(folder: Location, rows: list[dict[str, Any]], max_epochs: int) ->
         logger.warning(f"best.yaml: teacher not pinned ({exc.problems[0]})")
         text = best["config"]
     return atomic_write(folder / "best.yaml", header + text)
+
+
+def _what(row: dict[str, Any]) -> str:
+    """``baseline 1a2b3c4d (dist)`` or ``trial 5e6f7a8b (dist + ofa@3,4)``: what the config is."""
+    role = "baseline" if row["role"] == "baseline" else "trial"
+    return f"{role} {row['trial_id']} ({composition_of(row)})"
 
 
 def _seeds_text(row: dict[str, Any]) -> str:
@@ -48,7 +54,8 @@ def choose_trial(
     max_latency_ms: float | None = None,
     max_params: int | None = None,
 ) -> dict[str, Any]:
-    """The ``rank``-th best full-budget search trial among those within the limits (latency: the
+    """The ``rank``-th best full-budget candidate (search trial or baseline, the ranking
+    ``best.yaml`` comes from) among those within the limits (latency: the
     batch-1 latency of the trial's student on its device, median over that student's trials)."""
     if rank < 1:
         raise SpecError([f"--rank: {rank} is not allowed; must be >= 1 (1 = best)"])
@@ -68,7 +75,9 @@ def choose_trial(
         limits.append(f"{flag} {limit:g}")
     if rank > len(ranked):
         within = f" within {' and '.join(limits)}" if limits else ""
-        raise SpecError([f"--rank: {rank} is not allowed; the search has {len(ranked)} full-budget trial(s){within}"])
+        raise SpecError(
+            [f"--rank: {rank} is not allowed; the search has {len(ranked)} full-budget candidate(s){within}"]
+        )
     return ranked[rank - 1]
 
 
@@ -135,7 +144,7 @@ def export_config(
     if row.get("latency_ms_b1") is not None:
         cost = f", {row['params'] / 1e6:.2f}M params, {row['latency_ms_b1']:.2f} ms/image ({row.get('device')})"
     header = (
-        f"# exported from {results.path} (rank {rank}): trial {row['trial_id']}, "
+        f"# exported from {results.path} (rank {rank}): {_what(row)}, "
         f"val_acc {row['val_acc_mean']:.4f} ({_seeds_text(row)}) after {row['epochs']} epochs{cost}\n"
         "# train it: ofasearch train THIS_FILE [--workers N --gpus-per-worker G]; raise optim.epochs for production\n"
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 from ofasearch.config.registry import BASELINE_METHODS, METHODS
 from ofasearch.results.outcome import STOPPED, is_full_budget
-from ofasearch.results.ranking import best_trial, pair_baseline, status_counts, strongest_baseline
+from ofasearch.results.ranking import best_trial, composition_of, pair_baseline, status_counts, strongest_baseline
 from ofasearch.results.seeds import mean_accuracy, paired_gain
 from ofasearch.utils.formatting import short
 
@@ -19,8 +19,9 @@ ROLE_ORDER = {"baseline": 0, "search": 1, "confirm": 2}
 def summary_lines(
     rows: list[dict[str, Any]], max_epochs: int, searched: list[str], val_images: int | None = None
 ) -> list[str]:
-    """All trials (baselines, then search trials best first, then confirmation runs), and the
-    best config's gains over its pair's baselines (:func:`gain_lines`)."""
+    """All trials (baselines, then search trials best first, then confirmation runs), the
+    winner among them and the best searched composition's gains over its pair's baselines
+    (:func:`gain_lines`)."""
     if not rows:
         return ["no trials yet"]
     # full-budget trials first: a score ASHA took after fewer epochs is listed, never ranked among them
@@ -29,16 +30,18 @@ def summary_lines(
         key=lambda r: (ROLE_ORDER.get(r["role"], 3), not is_full_budget(r, max_epochs), -(r["val_acc"] or 0.0)),
     )
     head = (
-        f"{'trial':>12} {'role':8} {'by':8} {'status':9} {'method':6} {'val_acc':>7} {'ep':>3} {'sec':>6} "
+        f"{'trial':>12} {'role':8} {'by':8} {'status':9} {'composition':18} {'val_acc':>7} {'ep':>3} {'sec':>6} "
         "cache  pair / values"
     )
     lines = [head, "-" * len(head)]
     for r in order:
-        values = " ".join(f"{p.split('.')[-1]}={short(r.get(p))}" for p in searched if r["role"] == "search")
+        values = " ".join(
+            f"{p.split('.')[-1]}={short(r.get(p))}" for p in searched if r["role"] == "search" and r.get(p) is not None
+        )
         if r["role"] == "confirm":
             values = f"seed {r['seed']} of {r.get('confirms')}"
         lines.append(
-            f"{r['trial_id']:>12} {r['role']:8} {r.get('proposed_by') or '-':8} {r['status']:9} {r['method']:6} "
+            f"{r['trial_id']:>12} {r['role']:8} {r.get('proposed_by') or '-':8} {r['status']:9} {composition_of(r):18} "
             f"{r['val_acc'] or 0:7.4f} {r['epochs']:>3} {r['seconds'] or 0:6.0f} "
             f"{'yes' if r.get('teacher_cache') else 'no':5}  {r['teacher']} -> {r['student']} {values}"
         )
@@ -54,17 +57,20 @@ def summary_lines(
 
 
 def gain_lines(rows: list[dict[str, Any]], max_epochs: int, val_images: int | None = None) -> list[str]:
-    """The best config (mean over its seeds) and, per baseline of its pair, the mean paired gain
-    with its 95 % interval and whether it is more than noise; the strongest baseline (highest mean
+    """What the search hands over: the best candidate, search config or baseline (mean over its
+    seeds); then the best searched composition and, per baseline of its pair, its mean paired gain
+    with the 95 % interval and whether it is more than noise. The strongest baseline (highest mean
     accuracy) is marked: beating it is the claim that counts."""
-    best = best_trial(rows, max_epochs)
-    if best is None:
+    winner = best_trial(rows, max_epochs)
+    if winner is None:
         return []
-    seeds = best["seeds"]
-    spread = f"mean of {seeds} seeds, std {best['val_acc_std']:.4f}" if seeds > 1 else "1 seed"
     images = f", {val_images} val images" if val_images else ""
-    head = f"best full-budget search trial: {best['trial_id']} val_acc {best['val_acc_mean']:.4f} ({spread}{images})"
-    lines = ["", head]
+    lines = ["", f"best: {_candidate(winner)} val_acc {_score(winner)}{images}: best.yaml"]
+    best = best_trial(rows, max_epochs, roles=("search",))
+    if best is None:
+        return lines
+    if best["trial_id"] != winner["trial_id"]:
+        lines.append(f"best searched composition: {_candidate(best)} val_acc {_score(best)}")
     strongest = strongest_baseline(rows, best)
     for method in BASELINE_METHODS:
         base = pair_baseline(rows, best, method)
@@ -78,3 +84,16 @@ def gain_lines(rows: list[dict[str, Any]], max_epochs: int, val_images: int | No
                 f"  vs {name}{mark}: {mean_accuracy(rows, base):.4f} -> gain {gain.text()}: {gain.verdict(name)}"
             )
     return lines
+
+
+def _candidate(row: dict[str, Any]) -> str:
+    """``dist (baseline 1a2b3c4d)`` or ``dist + ofa@3,4 (search trial 5e6f7a8b)``."""
+    role = "baseline" if row["role"] == "baseline" else "search trial"
+    return f"{composition_of(row)} ({role} {row['trial_id']})"
+
+
+def _score(row: dict[str, Any]) -> str:
+    """``0.5683 ± 0.0100 (mean of 4 seeds, std)`` or ``0.5683 (1 seed)``."""
+    if row["seeds"] > 1:
+        return f"{row['val_acc_mean']:.4f} ± {row['val_acc_std']:.4f} (mean ± std of {row['seeds']} seeds)"
+    return f"{row['val_acc_mean']:.4f} (1 seed)"

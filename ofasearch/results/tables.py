@@ -39,6 +39,7 @@ TRIAL_COLUMNS = [
     "teacher",
     "student",
     "method",
+    "composition",  # what trained the student: "dist", "ofa + ofa@1,2,3,4" (DistillSpec.composition)
     "val_acc",
     "val_acc_last",
     "epochs",

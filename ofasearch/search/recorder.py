@@ -65,6 +65,7 @@ class ResultTables:
                 "teacher": config.pair.teacher.label,
                 "student": config.pair.student.label,
                 "method": config.distill.method,
+                "composition": config.distill.composition,
                 "val_acc": 0.0,
                 "val_acc_last": 0.0,
                 "epochs": 0,
@@ -76,7 +77,11 @@ class ResultTables:
                 "node": None,
                 "config": config.to_yaml(),
             }
+            active = config.distill.active_settings()
             for path in self.space.spec.searched_values():
+                if path.startswith("distill.") and path.split(".", 1)[1] not in active:
+                    row[path] = None  # not a setting of this composition: its value means nothing
+                    continue
                 value = _dotted_value(config, path)
                 row[path] = str(encode(value)) if isinstance(value, list) else value
             self.trials[trial_id] = row

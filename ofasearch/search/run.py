@@ -50,7 +50,7 @@ from ofasearch.search.trial import (
     run_trial,
     trial_resources,
 )
-from ofasearch.search.warm_start import warm_start
+from ofasearch.search.warm_start import tell_baselines, warm_start
 from ofasearch.utils.claims import create_exclusive
 from ofasearch.utils.faults import note_results_folder
 from ofasearch.utils.killpoints import kill_point
@@ -336,6 +336,7 @@ def _tuner(
             logger.info(f"{journal}: the search starts over; so does its Optuna study")
             journal.unlink()
         scheduler, searcher = build_scheduler(spec), build_searcher(spec, space, journal=journal)
+        tell_baselines(searcher, space, read_rows(folder / TRIALS_FILE))  # they ran first: TPE starts from them
         if spec.search.warm_start is not None:
             warm_start(searcher, space, Path(spec.search.warm_start))
         _say_who_proposes(searcher, expected)

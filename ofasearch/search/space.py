@@ -264,7 +264,8 @@ class SearchSpace:
         for key in sorted(distill.active_settings()):
             path = f"distill.{key}"
             constant = self._constant(pair, path)
-            if path not in searched and not isinstance(constant, (Range, Choices)) and constant != getattr(distill, key):
+            fixed = path not in searched and not isinstance(constant, (Range, Choices))
+            if fixed and constant != getattr(distill, key):
                 raise NotInSpace(f"{path} is {getattr(distill, key)!r}, the spec's is {constant!r}")
 
         def read(_name: str, path: str, dist: Distribution, choices: list[Any] | None) -> Any:
@@ -305,7 +306,10 @@ class SearchSpace:
             _set(data, path, value)
         for path, dist in self.spec.searched_values().items():  # an inactive one: its default
             name = self.param_name(path, pair)
-            value = params[name] if name in params else self._default(pair, path, dist, self._encoded_choices(pair, path, dist))
+            if name in params:
+                value = params[name]
+            else:
+                value = self._default(pair, path, dist, self._encoded_choices(pair, path, dist))
             _set(data, path, decode(value))
         for path, value in overrides.items():
             _set(data, path.replace("__", "."), value)

@@ -1,4 +1,9 @@
-"""Warm start: a new search's Optuna study learns from a finished search (``search.warm_start``).
+"""What a search's Optuna study starts from besides its own trials: this search's baselines
+(:func:`tell_baselines`) and a finished search (``search.warm_start``, :func:`warm_start`).
+
+The baselines run before the search; each one that is a point of the composition space (its loss
+among the choices, its settings within the ranges) is added to the study as a COMPLETE trial, so
+TPE models what already works from its first proposal instead of re-discovering it.
 
 Same space (the same pairs, searched values with the same distributions, and budget): every
 finished search trial of the old folder is added to the new study as the trial it was for Optuna
@@ -22,15 +27,15 @@ import yaml
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState, create_trial
 
-from ofasearch.config import Choices, Range, Spec
+from ofasearch.config import Choices, Range, Spec, parse_config
 from ofasearch.results.folder import load_folder_spec
-from ofasearch.results.outcome import COMPLETED, DIVERGED, STOPPED
+from ofasearch.results.outcome import COMPLETED, DIVERGED, STOPPED, is_full_budget
 from ofasearch.results.ranking import ranked_trials
 from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE, read_rows
 from ofasearch.search.searcher import OptunaSearcher
-from ofasearch.search.space import SearchSpace, encode
+from ofasearch.search.space import NotInSpace, SearchSpace, encode
 
-__all__ = ["TOP_CONFIGS", "WarmStart", "same_space", "warm_start"]
+__all__ = ["TOP_CONFIGS", "WarmStart", "same_space", "tell_baselines", "warm_start"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +95,37 @@ def warm_start(searcher: OptunaSearcher, space: SearchSpace, folder: Path) -> Wa
             result.enqueued += 1
     logger.info(result.line(folder))
     return result
+
+
+def tell_baselines(searcher: OptunaSearcher, space: SearchSpace, rows: list[dict[str, Any]]) -> list[str]:
+    """Add every completed full-budget baseline of ``rows`` that is a point of ``space`` to the
+    study as a COMPLETE trial with its final score (what a search trial tells Optuna) and its
+    curve; one line says what was told and what was not a point of the space, and why. Returns
+    the lines of the skipped ones."""
+    told, skipped = [], []
+    for row in rows:
+        if row["role"] != "baseline" or row["status"] != COMPLETED or not is_full_budget(row, searcher.max_epochs):
+            continue
+        config = parse_config(yaml.safe_load(row["config"]), f"baseline {row['trial_id']}", check_models=False)
+        try:
+            params = space.params_of(config)
+        except NotInSpace as exc:
+            skipped.append(f"{row['method']} of {row['student']} ({exc})")
+            continue
+        last = row.get("val_acc_last")
+        trial = create_trial(
+            params=params,
+            distributions=_distributions(space, params),
+            value=float(last if last is not None else row["val_acc"] or 0.0),
+            state=TrialState.COMPLETE,
+            user_attrs={"baseline": str(row["method"]), "trial_id": str(row["trial_id"])},
+        )
+        searcher.study.add_trial(trial)
+        told.append(str(row["method"]))
+    if told or skipped:
+        text = f"the study starts from {len(told)} baseline(s): {', '.join(told) or 'none'}"
+        logger.info(text + (f"; not points of the search space: {'; '.join(skipped)}" if skipped else ""))
+    return skipped
 
 
 def _pair_index(space: SearchSpace, row: dict[str, Any]) -> int | None:

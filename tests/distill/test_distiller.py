@@ -85,11 +85,13 @@ def test_stage_missing_from_a_shallow_student_is_a_spec_error(teacher):
         OFADistiller(student, teacher, 10, stages=(1, 2, 3, 4), input_size=(1, SIZE, SIZE))
 
 
-def test_a_loss_for_every_registered_method_and_no_other():
-    from ofasearch.config.registry import METHODS
-    from ofasearch.distill import METHOD_LOSSES
+def test_a_loss_object_for_every_registered_loss_and_no_other():
+    from ofasearch.config.registry import LOSSES as NAMES
+    from ofasearch.distill import LOSSES
 
-    assert set(METHOD_LOSSES) == set(METHODS)
+    assert set(LOSSES) == set(NAMES)
+    for name, cls in LOSSES.items():  # each object takes the parameters the registry maps to settings
+        assert set(NAMES[name].params) <= set(cls.__dataclass_fields__)
 
 
 def test_from_config_seeds_the_student_and_drops_a_teacher_the_method_does_not_use(teacher):

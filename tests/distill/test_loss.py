@@ -220,7 +220,7 @@ def test_dist_relations_ignore_scale_and_shift_and_see_rank_reversal():
 
 
 def test_distiller_runs_dkd_with_its_warm_up_and_dist():
-    from ofasearch.distill import OFADistiller
+    from ofasearch.distill import DISTLoss, DKDLoss, OFADistiller
 
     g = torch.Generator().manual_seed(0)
     student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
@@ -234,7 +234,7 @@ def test_distiller_runs_dkd_with_its_warm_up_and_dist():
         method="dkd",
         teacher_features=8,
         temperature=2.0,  # OFA/KD's; DKD has its own (paper default 4)
-        dkd_warmup_epochs=4,
+        logit_loss=DKDLoss(warmup_epochs=4),
         normalize=False,
     )
     full = dkd_loss(student(images), t, labels, 1.0, 8.0, 4.0)
@@ -253,8 +253,7 @@ def test_distiller_runs_dkd_with_its_warm_up_and_dist():
         teacher_features=8,
         normalize=False,
         kd_weight=2.0,
-        dist_gamma=0.5,
-        dist_temperature=2.0,
+        logit_loss=DISTLoss(gamma=0.5, temperature=2.0),
     )
     total, _ = d(images, labels, teacher_logits=t)
     expected = gt + 2.0 * dist_loss(student(images), t, beta=1.0, gamma=0.5, temperature=2.0)

@@ -1,5 +1,7 @@
 """``report.html`` from a real finished digits search: self-contained, numbers that match the tables,
-and every embedded plot decoding in a real browser (headless Chromium)."""
+and every embedded plot decoding in a real browser (headless Chromium). The decision among
+confirmed candidates is checked on a hand-made folder where a baseline beats every searched config
+over three seeds (the shared digits search trains each candidate on one seed only)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from scipy.stats import t as student_t
 
 from ofasearch.config import parse_spec
 from ofasearch.errors import SpecError
-from ofasearch.results.report import write_report
+from ofasearch.results.ranking import best_trial, ranked_trials
+from ofasearch.results.report import plots, write_report
+from ofasearch.results.report.data import decision_candidates, load, mean_interval
+from ofasearch.results.tables import EPOCH_COLUMNS, EPOCHS_FILE, TRIAL_COLUMNS, TRIALS_FILE, write_table
+from ofasearch.utils.storage import as_location
 from tests.logcapture import log_lines
 from tests.specs import SPEC
 
@@ -48,6 +55,10 @@ def report(digits_search: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     }
 
 
+def _figure_lines(fig, gid: str) -> list:
+    return [line for ax in fig.axes for line in ax.get_lines() if line.get_gid() == gid]
+
+
 def _rows(page: str) -> list[tuple[str, str]]:
     """(trial id, row html) of the top-k table, in order."""
     return re.findall(r'<tr(?: class="partial")? data-trial="([^"]+)">(.*?)</tr>', page)
@@ -72,7 +83,7 @@ def test_report_is_self_contained_with_one_png_per_plot(report):
     images = IMG.findall(page)
     assert len(images) == page.count("<img"), "every image is a data-plot PNG"
     trials = report["trials"]
-    expected = {"learning_curves", "searched_values"}  # digits searches 4 values; trials finished
+    expected = {"decision", "learning_curves", "searched_values"}  # digits searches 4 values; trials finished
     if "Not enough to estimate importances" not in page:
         expected.add("importance")
     if any(t.get("latency_ms_b1") is not None for t in trials):
@@ -106,9 +117,13 @@ def test_header_names_the_search_and_counts_trials(report):
 def test_top_k_lists_best_first_with_gains_recomputed_from_the_table(report):
     page, trials, folder = report["html"], report["trials"], report["folder"]
     rows = _rows(page)
-    best_line = (folder / "best.yaml").read_text().splitlines()[0]
-    assert rows and rows[0][0] in best_line
     max_epochs = _max_epochs(folder)
+    winner = best_trial(trials, max_epochs)  # searched config or baseline
+    assert f"trial {winner['trial_id']}," in (folder / "best.yaml").read_text().splitlines()[0]
+    marked = [trial_id for trial_id, row in rows if "\u2605 best.yaml" in row]
+    assert marked == ([winner["trial_id"]] if winner["role"] == "search" else [])  # the table lists searches only
+    if winner["role"] == "search":
+        assert rows[0][0] == winner["trial_id"]
     search = _search(trials)
 
     def full(t):
@@ -220,3 +235,203 @@ def test_bad_folders_give_one_clear_line(tmp_path):
         write_report(tmp_path)
     assert len(exc.value.problems) == 1 and "no trials yet" in exc.value.problems[0]
     assert not (tmp_path / "report.html").exists()
+
+
+def test_decision_without_confirmation_shows_each_full_budget_candidate_once(report):
+    """The digits search confirms nothing: its decision figure is every full-budget candidate's
+    single run, baselines included, and says that there is no interval over seeds."""
+    page, trials, folder = report["html"], report["trials"], report["folder"]
+    candidates = ranked_trials(trials, _max_epochs(folder))
+    assert {c["role"] for c in candidates} == {"search", "baseline"}
+    assert f'data-candidates="{min(len(candidates), 20)}"' in page
+    assert "No candidate was trained on several seeds, so there is no interval over seeds" in page
+    winner = best_trial(trials, _max_epochs(folder))
+    assert f'<tr data-winner="{winner["trial_id"]}">' in page
+    assert ("a baseline won" in page) == (winner["role"] == "baseline")
+    assert "OFA trial" not in page and "best OFA" not in page
+
+
+def test_learning_curves_colour_each_method_and_composition_apart(report):
+    data = load(report["folder"])
+    fig = plots.learning_curves_figure(data)
+    assert [ax.get_title() for ax in fig.axes] == data.tags  # one panel per pair
+    colours: dict[tuple[str, str], set[str]] = {}
+    for row in data.trials:
+        if row["role"] == "confirm":
+            continue
+        (line,) = _figure_lines(fig, row["trial_id"])
+        assert line.axes is fig.axes[data.pair_index(row)]
+        kind = ("baseline", row["method"]) if row["role"] == "baseline" else ("search", "")
+        colours.setdefault(kind, set()).add(line.get_color())
+    base = [colours[("baseline", m)] for m in ("none", "kd", "dkd", "dist")]
+    assert all(len(c) == 1 for c in base) and len(set.union(*base)) == 4  # one colour per method
+    assert not colours[("search", "")] & set.union(*base)  # a searched config never looks like a baseline
+    legend = {text.get_text() for text in fig.legends[0].get_texts()}
+    assert {"baseline: DIST", "baseline: student alone"} <= legend
+    assert any(label.startswith("searched: ") for label in legend)
+
+
+VIT_LABEL = "vit_tiny_patch16_224(depth=4,embed_dim=48,num_heads=2,patch_size=4)"
+MIXER_LABEL = "MlpMixer(embed_dim=48,num_blocks=2,patch_size=4)"
+VAL_IMAGES = 360
+# trial id -> (student, role, method, composition, accuracy per seed); one seed: not confirmed
+CONFIRMED = {
+    "b_none": (VIT_LABEL, "baseline", "none", "none", [0.50, 0.52, 0.51]),
+    "b_kd": (VIT_LABEL, "baseline", "kd", "kd", [0.60, 0.62, 0.61]),
+    "b_dkd": (VIT_LABEL, "baseline", "dkd", "dkd", [0.63, 0.60, 0.62]),
+    "b_dist": (VIT_LABEL, "baseline", "dist", "dist", [0.74, 0.76, 0.75]),
+    "s_ofa": (VIT_LABEL, "search", "ofa", "ofa + ofa@3,4", [0.70, 0.73, 0.72]),
+    "s_kd": (VIT_LABEL, "search", "ofa", "kd + ofa@4", [0.66, 0.69]),
+    "s_lucky": (VIT_LABEL, "search", "ofa", "ofa + ofa@1,2,3,4", [0.90]),
+    "m_none": (MIXER_LABEL, "baseline", "none", "none", [0.55, 0.56, 0.54]),
+    "m_ofa": (MIXER_LABEL, "search", "ofa", "ofa + ofa@4", [0.58]),
+}
+
+
+def _trial(trial_id: str, seed: int, acc: float, *, epochs: int = 3, status: str = "completed", **extra) -> dict:
+    student, role, method, composition, _ = CONFIRMED.get(trial_id) or (VIT_LABEL, "search", "ofa", "ofa + ofa@4", [])
+    return {
+        "trial_id": trial_id,
+        "role": role,
+        "status": status,
+        "teacher": "resnet10t",
+        "student": student,
+        "method": method,
+        "composition": composition,
+        "val_acc": acc,
+        "val_acc_last": acc,
+        "epochs": epochs,
+        "seconds": 10.0,
+        "seed": seed,
+        "config": f"name: {trial_id}\n",
+        **extra,
+    }
+
+
+def _hand_rows(confirm: bool = True) -> list[dict]:
+    rows = [_trial(tid, 0, accs[0]) for tid, (*_, accs) in CONFIRMED.items()]
+    rows.append(_trial("s_stop", 0, 0.40, epochs=1, status="stopped"))
+    for tid, (*_, accs) in CONFIRMED.items():
+        rows += [
+            {**_trial(tid, seed, acc), "trial_id": f"{tid}_s{seed}", "role": "confirm", "confirms": tid}
+            for seed, acc in enumerate(accs[1:] if confirm else [], 1)
+        ]
+    return rows
+
+
+def _write_folder(folder: Path, rows: list[dict]) -> Path:
+    folder.mkdir()
+    (folder / "spec.yaml").write_text(parse_spec(SPEC).to_yaml())
+    (folder / "state.json").write_text(json.dumps({"phase": "done", "val_images": VAL_IMAGES, "teachers": []}))
+    epochs = [
+        {"trial_id": r["trial_id"], "role": r["role"], "epoch": e, "val_acc": r["val_acc"] * e / r["epochs"]}
+        for r in rows
+        for e in range(1, r["epochs"] + 1)
+    ]
+    write_table(rows, TRIAL_COLUMNS, as_location(folder / TRIALS_FILE))
+    write_table(epochs, EPOCH_COLUMNS, as_location(folder / EPOCHS_FILE))
+    return folder
+
+
+@pytest.fixture
+def baseline_wins(tmp_path: Path) -> Path:
+    """A folder whose DIST baseline beats every searched config over three seeds, and whose
+    unconfirmed searched config had one lucky run above them all."""
+    return _write_folder(tmp_path / "baseline-wins", _hand_rows())
+
+
+def _half_width(accs: list[float]) -> float | None:
+    n = len(accs)
+    if n < 2:
+        return None
+    mean = sum(accs) / n
+    std = (sum((a - mean) ** 2 for a in accs) / (n - 1)) ** 0.5
+    return float(student_t.ppf(0.975, n - 1)) * std / n**0.5
+
+
+def test_mean_interval_is_the_t_interval_over_seeds():
+    assert mean_interval([0.7]) is None
+    assert mean_interval([0.74, 0.76, 0.75]) == pytest.approx(_half_width([0.74, 0.76, 0.75]))
+    assert mean_interval([0.74, 0.76, 0.75]) == pytest.approx(4.302653 * 0.01 / 3**0.5, rel=1e-6)
+
+
+def test_decision_figure_shows_every_confirmed_candidate_and_a_baseline_winner(baseline_wins):
+    data = load(baseline_wins)
+    candidates, total = decision_candidates(data)
+    confirmed = {tid: v for tid, v in CONFIRMED.items() if len(v[-1]) >= 2}
+    by_mean = sorted(confirmed, key=lambda tid: -sum(confirmed[tid][-1]) / len(confirmed[tid][-1]))
+    assert [c.row["trial_id"] for c in candidates] == by_mean and total == len(confirmed)
+    assert [c.winner for c in candidates] == [True] + [False] * (len(by_mean) - 1)
+    assert candidates[0].row["role"] == "baseline" and candidates[0].label == "P1 \u00b7 dist (baseline)"
+
+    fig = plots.decision_figure(data, candidates)
+    (ax,) = fig.axes
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert ticks[0] == "1. \u2605 winner: P1 \u00b7 dist (baseline)  (n=3)"
+    assert ticks[1] == "2. P1 \u00b7 ofa + ofa@3,4  (n=3)" and "kd + ofa@4  (n=2)" in ticks[2]
+    assert not any("1,2,3,4" in t for t in ticks)  # one lucky run is not a confirmed candidate
+    dots = _figure_lines(fig, "seed")
+    assert [list(d.get_xdata()) for d in dots] == [confirmed[tid][-1] for tid in by_mean]
+    assert sum(len(d.get_xdata()) for d in dots) == 20
+    means = _figure_lines(fig, "mean")
+    assert [m.get_xdata()[0] for m in means] == pytest.approx([c.mean for c in candidates])
+    assert [m.get_marker() for m in means] == ["*"] + ["D"] * (len(means) - 1)
+    assert len(ax.containers) == len(candidates)  # one interval each
+    for bar, tid in zip(ax.containers, by_mean, strict=True):
+        (low, _), (high, _) = bar.lines[2][0].get_segments()[0]
+        assert (high - low) / 2 == pytest.approx(_half_width(confirmed[tid][-1]))
+    legend = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert "winner: handed over as best.yaml" in legend
+
+
+def test_report_names_a_baseline_winner_and_states_the_noise(baseline_wins):
+    page = write_report(baseline_wins).read_text()
+    assert 'data-plot="decision"' in page and (baseline_wins / "report" / "decision.png").is_file()
+    half = _half_width(CONFIRMED["b_dist"][-1])
+    caption = re.search(r'<p class="caption" data-candidates="7">(.*?)</p>', page).group(1)
+    assert "7 candidates confirmed on 2 to 3 seeds each" in caption
+    assert f"on {VAL_IMAGES} validation images" in caption
+    assert "95% t-interval of the mean over those seeds" in caption
+    assert f"Winner, handed over as best.yaml: P1 \u00b7 dist (baseline), mean 0.7500 \u00b1 {half:.4f}" in caption
+    assert "over 3 seeds. A baseline won: no searched config beat it." in caption
+    winner = re.search(r'<tr data-winner="b_dist"><th>winner \(best.yaml\)</th><td>(.*?)</td></tr>', page).group(1)
+    assert winner.startswith("a baseline won") and "DIST baseline" in winner
+    assert "vs alone" in winner and "vs DIST" not in winner  # never compared with itself
+    assert "<th>best searched config</th><td>searched config <code>ofa + ofa@3,4</code>" in page
+    # the top table lists searched configs only: confirmed first, by mean; none carries the winner's star
+    rows = _rows(page)
+    assert [tid for tid, _ in rows] == ["s_ofa", "s_kd", "s_lucky", "m_ofa", "s_stop"]
+    assert not any("\u2605" in row for _, row in rows)
+    assert "<td>ofa + ofa@3,4</td>" in rows[0][1] and "0.7167 ± 0.0153 (3 seeds)" in rows[0][1]
+    best_search = re.findall(r'<td class="num best-search">([^<]*)</td>', page)
+    assert best_search == ["0.7167", "0.5800"]
+    assert "OFA trial" not in page and "best OFA" not in page
+
+
+def test_unconfirmed_candidates_each_show_their_single_run(tmp_path):
+    data = load(_write_folder(tmp_path / "one-seed", _hand_rows(confirm=False)))
+    candidates, total = decision_candidates(data)
+    assert total == len(CONFIRMED) == len(candidates)  # every full-budget candidate, the stopped one left out
+    assert candidates[0].row["trial_id"] == "s_lucky" and candidates[0].winner
+    assert all(c.seeds == 1 and c.half_width is None for c in candidates)
+    assert not plots.decision_figure(data, candidates).axes[0].containers  # no interval over seeds
+    shown, total = decision_candidates(data, limit=3)
+    assert [c.row["trial_id"] for c in shown] == ["s_lucky", "b_dist", "s_ofa"] and total == len(CONFIRMED)
+    page = write_report(data.folder).read_text()
+    floor = 1.959964 * (0.9 * 0.1 / VAL_IMAGES) ** 0.5  # the lucky run's binomial 95 % half-width
+    assert "No candidate was trained on several seeds" in page
+    assert f"on these images alone is uncertain by about \u00b1{floor:.4f} (binomial 95%)" in page
+    assert [tid for tid, row in _rows(page) if "\u2605 best.yaml" in row] == ["s_lucky"]
+
+
+def test_learning_curves_colour_baselines_and_compositions_apart(baseline_wins):
+    data = load(baseline_wins)
+    fig = plots.learning_curves_figure(data)
+    colour = {line.get_gid(): line.get_color() for ax in fig.axes for line in ax.get_lines() if line.get_gid()}
+    assert not any(gid.endswith(("_s1", "_s2")) for gid in colour)  # confirmation reruns are not drawn
+    baselines = [colour[t] for t in ("b_none", "b_kd", "b_dkd", "b_dist")]
+    assert len(set(baselines)) == 4
+    assert colour["b_dist"] != colour["s_ofa"] != colour["s_kd"]
+    assert colour["b_none"] == colour["m_none"]  # a method keeps its colour across pairs
+    legend = {text.get_text() for text in fig.legends[0].get_texts()}
+    assert {"baseline: DIST", "searched: ofa + ofa@3,4", "searched: kd + ofa@4"} <= legend

@@ -24,7 +24,15 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-__all__ = ["decision", "decision_figure", "importance", "learning_curves", "pareto", "searched_values"]
+__all__ = [
+    "decision",
+    "decision_figure",
+    "importance",
+    "learning_curves",
+    "learning_curves_figure",
+    "pareto",
+    "searched_values",
+]
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -64,6 +72,7 @@ def _curve(ax: Axes, data: ReportData, row: dict[str, Any], points: list[tuple[i
         alpha=0.95 if baseline else 0.75,
         marker=".",
         markersize=4,
+        gid=row["trial_id"],
     )
     marker = {STOPPED: ("x", color, 9), DIVERGED: ("v", "red", 9), ERROR: ("X", "black", 9)}
     if row["status"] in marker:
@@ -92,9 +101,14 @@ def _family_handles(data: ReportData, rows: list[dict[str, Any]]) -> list[Line2D
 
 
 def learning_curves(data: ReportData) -> bytes:
-    """Validation accuracy per epoch of every trial, one panel per pair, coloured by baseline
-    method or searched composition, with where ASHA stopped a trial, where one diverged or
-    failed, and the winner's peak."""
+    """:func:`learning_curves_figure` as PNG bytes."""
+    return _png(learning_curves_figure(data))
+
+
+def learning_curves_figure(data: ReportData) -> Figure:
+    """Validation accuracy per epoch of every trial (its line's gid is its trial id), one panel
+    per pair, coloured by baseline method or searched composition, with where ASHA stopped a
+    trial, where one diverged or failed, and the winner's peak."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
@@ -136,7 +150,7 @@ def learning_curves(data: ReportData) -> bytes:
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     fig.suptitle("Validation accuracy per epoch")
-    return _png(fig)
+    return fig
 
 
 def decision_figure(data: ReportData, candidates: list[Candidate]) -> Figure:
@@ -151,7 +165,7 @@ def decision_figure(data: ReportData, candidates: list[Candidate]) -> Figure:
         if c.winner:
             ax.axhspan(y - 0.45, y + 0.45, color="gold", alpha=0.25, linewidth=0)
         if c.half_width is not None:
-            ax.errorbar(c.mean, y, xerr=c.half_width, color=color, capsize=4, linewidth=1.6, gid="interval")
+            ax.errorbar(c.mean, y, xerr=c.half_width, color=color, capsize=4, linewidth=1.6)
         jitter = [y + ((i % 3) - 1) * 0.12 for i in range(c.seeds)]  # equal seeds stay visible
         ax.plot(c.accuracies, jitter, "o", color=color, alpha=0.55, markersize=5, linestyle="none", gid="seed")
         mean_marker = ("*", 16) if c.winner else ("D", 8)
