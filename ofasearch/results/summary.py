@@ -65,12 +65,12 @@ def gain_lines(rows: list[dict[str, Any]], max_epochs: int, val_images: int | No
     if winner is None:
         return []
     images = f", {val_images} val images" if val_images else ""
-    lines = ["", f"best: {_candidate(winner)} val_acc {_score(winner)}{images}: best.yaml"]
+    lines = ["", f"best: {_candidate(winner)} val_acc {_score(winner, images)}: best.yaml"]
     best = best_trial(rows, max_epochs, roles=("search",))
     if best is None:
         return lines
     if best["trial_id"] != winner["trial_id"]:
-        lines.append(f"best searched composition: {_candidate(best)} val_acc {_score(best)}")
+        lines.append(f"best searched composition: {_candidate(best)} val_acc {_score(best, images)}")
     strongest = strongest_baseline(rows, best)
     for method in BASELINE_METHODS:
         base = pair_baseline(rows, best, method)
@@ -92,8 +92,8 @@ def _candidate(row: dict[str, Any]) -> str:
     return f"{composition_of(row)} ({role} {row['trial_id']})"
 
 
-def _score(row: dict[str, Any]) -> str:
-    """``0.5683 ± 0.0100 (mean of 4 seeds, std)`` or ``0.5683 (1 seed)``."""
+def _score(row: dict[str, Any], images: str) -> str:
+    """``0.5683 ± 0.0100 (mean ± std of 4 seeds, 2500 val images)`` or ``0.5683 (1 seed)``."""
     if row["seeds"] > 1:
-        return f"{row['val_acc_mean']:.4f} ± {row['val_acc_std']:.4f} (mean ± std of {row['seeds']} seeds)"
-    return f"{row['val_acc_mean']:.4f} (1 seed)"
+        return f"{row['val_acc_mean']:.4f} ± {row['val_acc_std']:.4f} (mean ± std of {row['seeds']} seeds{images})"
+    return f"{row['val_acc_mean']:.4f} (1 seed{images})"

@@ -39,7 +39,7 @@ def test_status_export_and_report_read_an_s3_folder(trial_rows, s3_bucket, tmp_p
     local_lines, local_rows = status_lines(local)
     assert lines[0] == f"{remote}: phase done"
     assert lines[1:] == local_lines[1:] and rows == local_rows
-    assert any(line.startswith("best full-budget search trial: ") for line in lines), lines
+    assert any(line.startswith("best: ") for line in lines), lines
     assert main(["status", str(remote)]) == 0
     assert capsys.readouterr().out.splitlines() == lines
 

@@ -2,13 +2,30 @@
 
 import pytest
 
-from ofasearch.results.ranking import best_trial, pair_baseline, ranked_trials, status_counts, student_latency
+from ofasearch.results.ranking import (
+    best_trial,
+    composition_of,
+    pair_baseline,
+    ranked_trials,
+    status_counts,
+    student_latency,
+)
 
 
-def test_ranking_keeps_full_budget_search_trials_best_first_ties_to_the_faster(trial_rows):
+def test_ranking_keeps_full_budget_candidates_best_first_ties_to_the_faster(trial_rows):
     ranked = ranked_trials(trial_rows, 3)
-    # stopped/diverged trials with higher accuracy, baselines and the failed trial are never ranked
-    assert [r["trial_id"] for r in ranked] == ["mix_tie", "mix_best", "vit_done"]
+    # stopped/diverged trials with higher accuracy and the failed trial are never ranked
+    assert [r["trial_id"] for r in ranked] == [
+        "mix_tie",
+        "mix_best",
+        "base_3",
+        "base_2",
+        "vit_done",
+        "base_1",
+        "base_0",
+    ]
+    search = ranked_trials(trial_rows, 3, roles=("search",))
+    assert [r["trial_id"] for r in search] == ["mix_tie", "mix_best", "vit_done"]
     assert best_trial(trial_rows, 3)["trial_id"] == "mix_tie"
     assert best_trial(trial_rows, 4) is None
     assert ranked_trials([], 3) == []
@@ -39,3 +56,12 @@ def test_latency_is_the_students_median_over_its_trials_on_one_device(trial_rows
 def test_status_counts(trial_rows):
     assert status_counts(trial_rows) == "7 completed, 1 diverged, 1 error, 1 stopped"
     assert status_counts([]) == "none"
+
+
+def test_a_baseline_that_beats_every_searched_config_is_the_best_candidate(trial_rows):
+    """What a search hands over is the best of everything trained, baselines included."""
+    rows = [{**r, "val_acc": 0.9} if r["trial_id"] == "base_3" else r for r in trial_rows]
+    assert best_trial(rows, 3)["trial_id"] == "base_3"
+    assert best_trial(rows, 3, roles=("search",))["trial_id"] == "mix_tie"
+    assert composition_of(best_trial(rows, 3)) == "kd"
+    assert composition_of({**rows[0], "composition": "dist~ + ofa@3,4"}) == "dist~ + ofa@3,4"

@@ -12,7 +12,7 @@ def test_baselines_first_then_best_first_with_the_gains_of_the_best(trial_rows):
         "role",
         "by",
         "status",
-        "method",
+        "composition",
         "val_acc",
         "ep",
         "sec",
@@ -35,7 +35,7 @@ def test_baselines_first_then_best_first_with_the_gains_of_the_best(trial_rows):
         "(1 trial(s) stopped early by ASHA: their val_acc is after 'ep' of 3 epochs, listed after the full-budget "
         "ones and never compared with a baseline)",
         "",
-        "best full-budget search trial: mix_tie val_acc 0.6300 (1 seed)",
+        "best: ofa (search trial mix_tie) val_acc 0.6300 (1 seed): best.yaml",
         "  vs student alone: 0.5200 -> gain +0.1100 (1 seed, no interval: validation size unknown): noise not measured",
         "  vs vanilla KD (strongest baseline): 0.5300 -> gain +0.1000 (1 seed, no interval: validation size unknown): "
         "noise not measured",
@@ -53,7 +53,7 @@ def test_no_best_line_without_a_full_budget_trial(trial_rows):
 def test_one_seed_gain_has_the_val_set_interval(trial_rows):
     """p = 0.63 vs q = 0.52 on 500 images: half-width 1.96 * sqrt((p(1-p) + q(1-q)) / 500) = 0.0609."""
     lines = gain_lines(trial_rows, 3, val_images=500)
-    assert lines[1] == "best full-budget search trial: mix_tie val_acc 0.6300 (1 seed, 500 val images)"
+    assert lines[1] == "best: ofa (search trial mix_tie) val_acc 0.6300 (1 seed, 500 val images): best.yaml"
     assert lines[2] == (
         "  vs student alone: 0.5200 -> gain +0.1100 [95% CI +0.0491, +0.1709; 1 seed, val-set noise only]: "
         "better than student alone"
@@ -95,14 +95,19 @@ def test_confirmed_gains_are_paired_t_intervals_over_seeds():
         _confirm("c8", "kd", 2, 0.66, "kd"),
     ]
     lines = gain_lines(rows, 3, val_images=500)
-    assert (
-        lines[1] == "best full-budget search trial: best val_acc 0.6200 (mean of 3 seeds, std 0.0200, 500 val images)"
+    # KD's mean over its seeds (0.6233) is above the best searched config's (0.6200): KD is handed over
+    assert lines[1] == (
+        "best: kd (baseline kd) val_acc 0.6233 ± 0.0321 (mean ± std of 3 seeds, 500 val images): best.yaml"
     )
     assert lines[2] == (
+        "best searched composition: ofa (search trial best) val_acc 0.6200 ± 0.0200 (mean ± std of 3 seeds, "
+        "500 val images)"
+    )
+    assert lines[3] == (
         "  vs student alone: 0.5200 -> gain +0.1000 [95% CI +0.0255, +0.1745; 3 paired seeds]: "
         "better than student alone"
     )
-    assert lines[3] == (
+    assert lines[4] == (
         "  vs vanilla KD (strongest baseline): 0.6233 -> gain -0.0033 [95% CI -0.0550, +0.0484; 3 paired seeds]: "
         "within noise"
     )

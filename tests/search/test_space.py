@@ -101,8 +101,13 @@ def test_baseline_points_run_each_chosen_method_per_pair_at_its_defaults():
     ]
     configs = [trial_config(chosen, p) for p in points]
     assert [c.distill.method for c in configs] == ["dist", "none", "dist", "none"]
-    assert all(c.distill.dist_temperature == 1.0 and c.distill.temperature == 1.0 for c in configs)
+    assert all(c.distill.stages == [] and not c.distill.has_branches for c in configs)
+    # the authors' settings for a small-image dataset (DIST's code on CIFAR: tau 4, loss weight 2)
+    assert [(c.distill.dist_temperature, c.distill.kd_weight) for c in configs[::2]] == [(4.0, 2.0)] * 2
     assert len(baseline_points(space())) == 2 * 4, "default: none, kd, dkd, dist for each pair"
+    paper = SearchSpace(parse_spec({**SPEC, "search": {"baselines": ["dkd"], "baseline_preset": "ofa-paper"}}), STAGES)
+    dkd = trial_config(paper, baseline_points(paper)[0]).distill
+    assert (dkd.dkd_alpha, dkd.dkd_beta, dkd.dkd_temperature) == (1.0, 2.0, 1.0), "the OFA paper's own DKD runs"
 
 
 def test_each_pair_starts_at_its_recipe_and_settings():
@@ -134,3 +139,79 @@ def test_each_pair_starts_at_its_recipe_and_settings():
     assert (vit.optim.name, vit.optim.lr, vit.augment.mixup, vit.pair.settings) == ("adamw", 5e-4, 0.8, {})
     cnn = space.config_for({**starts[1], "optim.lr": 0.02})
     assert (cnn.optim.name, cnn.optim.lr, cnn.distill.ofa_weight, cnn.augment.mixup) == ("sgd", 0.02, 0.1, 0.0)
+
+
+COMPOSED = {
+    **SPEC,
+    "distill": {
+        "logit_loss": {"choices": ["ofa", "kd", "dkd", "dist"]},
+        "stages": {"choices": [[], [3, 4], [1, 2, 3, 4]]},
+        "branch_loss": {"choices": ["ofa", "dist"]},
+        "logit_standardize": {"choices": [False, True]},
+        "eps": {"low": 1.0, "high": 1.6},
+        "temperature": {"low": 1.0, "high": 4.0},
+        "kd_weight": {"low": 0.5, "high": 4.0, "log": True},
+        "ofa_weight": {"low": 0.1, "high": 1.0, "log": True},
+        "dkd_beta": {"low": 1.0, "high": 8.0},
+        "dist_temperature": {"low": 1.0, "high": 4.0},
+    },
+    "search": {"baselines": ["none", "kd", "dkd", "dist"]},
+}
+
+
+def test_a_parameter_exists_only_where_the_drawn_composition_reads_it():
+    s = SearchSpace(parse_spec(COMPOSED), STAGES)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
+    kinds = set()
+    for _ in range(40):
+        trial = study.ask()
+        s.define(trial)
+        params = {k.split("__")[0]: v for k, v in trial.params.items()}
+        logit, stages = params["distill.logit_loss"], decode(params[next(k for k in params if "stages" in k)])
+        assert ("distill.dkd_beta" in params) == (logit == "dkd")
+        assert ("distill.branch_loss" in params) == bool(stages) == ("distill.ofa_weight" in params)
+        branch = params.get("distill.branch_loss")
+        assert ("distill.eps" in params) == ("ofa" in (logit, branch))
+        assert ("distill.dist_temperature" in params) == ("dist" in (logit, branch))
+        config = s.config_for(trial.params)
+        assert s.params_of(config) == trial.params, "a config maps back to the point it came from"
+        kinds.add(config.distill.composition.split(" ")[0])
+        study.tell(trial, 0.5)
+    assert {"ofa", "kd", "dkd", "dist"} <= {k.rstrip("~") for k in kinds}
+
+
+def test_the_paper_defaults_are_the_first_point_and_baselines_are_points_or_say_why_not():
+    from ofasearch.search.grids import baseline_points
+    from ofasearch.search.space import NotInSpace
+
+    s = SearchSpace(parse_spec(COMPOSED), STAGES)
+    first = s.config_for(s.defaults(0)).distill
+    assert first.composition == "ofa + ofa@1,2,3,4" and first.eps == 1.0 and first.temperature == 1.0
+    found = {}
+    for point in baseline_points(s)[:4]:
+        config = trial_config(s, point)
+        try:
+            found[config.distill.method] = s.params_of(config)
+        except NotInSpace as exc:
+            found[config.distill.method] = str(exc)
+    assert found["dist"]["distill.logit_loss"] == "dist" and found["dist"]["distill.kd_weight"] == 2.0
+    assert found["dkd"]["distill.dkd_beta"] == 8.0
+    assert found["kd"] == "distill.gt_weight is 0.1, the spec's is 1.0", "mdistiller's KD weighs CE by 0.1"
+    assert found["none"] == "distill.method is 'none', the spec's is 'ofa'"
+
+
+@pytest.mark.parametrize(
+    ("distill", "message"),
+    [
+        (
+            {"branch_loss": {"choices": ["ofa", "dkd"]}},
+            "distill.branch_loss: 'dkd' is not allowed; allowed: ofa, kd, dist",
+        ),
+        ({"logit_loss": "mse"}, "distill.logit_loss: 'mse' is not allowed; allowed: ofa, kd, dkd, dist"),
+        ({"method": "kd", "logit_loss": "dist"}, "distill.logit_loss: composes losses only with method ofa"),
+    ],
+)
+def test_a_composition_the_schema_cannot_train_is_one_line_naming_the_field(distill, message):
+    with pytest.raises(SpecError) as err:
+        SearchSpace(parse_spec({**SPEC, "distill": distill}), STAGES)
+    assert len(err.value.problems) == 1 and err.value.problems[0].startswith(message), err.value.problems

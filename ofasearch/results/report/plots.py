@@ -166,10 +166,11 @@ def decision_figure(data: ReportData, candidates: list[Candidate]) -> Figure:
             ax.axhspan(y - 0.45, y + 0.45, color="gold", alpha=0.25, linewidth=0)
         if c.half_width is not None:
             ax.errorbar(c.mean, y, xerr=c.half_width, color=color, capsize=4, linewidth=1.6)
-        jitter = [y + ((i % 3) - 1) * 0.12 for i in range(c.seeds)]  # equal seeds stay visible
+        step = min(0.12, 0.6 / c.seeds)  # spread over the row so equal accuracies stay visible
+        jitter = [y + (i - (c.seeds - 1) / 2) * step for i in range(c.seeds)]
         ax.plot(c.accuracies, jitter, "o", color=color, alpha=0.55, markersize=5, linestyle="none", gid="seed")
-        mean_marker = ("*", 16) if c.winner else ("D", 8)
-        ax.plot(c.mean, y, mean_marker[0], color=color, markeredgecolor="black", markersize=mean_marker[1], gid="mean")
+        marker, face, size = ("*", "gold", 18) if c.winner else ("D", color, 8)
+        ax.plot(c.mean, y, marker, color=face, markeredgecolor="black", markersize=size, gid="mean", zorder=3)
     at_right = ax.get_yaxis_transform()  # x in axes fractions, y in data: a column right of the plot
     for y, c in enumerate(candidates):
         spread = f" \u00b1 {c.half_width:.4f}" if c.half_width is not None else ""
