@@ -1,16 +1,21 @@
-"""Replay benchmark of the searcher: does TPE+ASHA find good configs with fewer epochs than random?
+"""Replay benchmark of the searcher over the composition space: does TPE+ASHA find good configs
+with fewer epochs than random search, does telling it the baselines first help, and which
+smoothing of val_acc should ASHA's rungs read?
 
 Training is too slow to run a search dozens of times, so a grid of configs (a discrete version
-of the test spec's space: digits at 16 px, resnet10t teacher, tiny ViT and Mixer students) is
-trained once, every config to the full budget, and its per-epoch validation curves are stored
-in ``scripts/data/bench_search.parquet``. Replay then drives the product's own search path
-(``build_searcher``, ``build_scheduler``, the enqueued paper defaults) many times with training
-replaced by a lookup into that table, so searchers are compared over seeds at no training cost.
+of a composition space: digits at 16 px, resnet10t teacher, tiny ViT and Mixer students) is
+trained once, every config to the full budget, and so is each pair's every baseline (none, kd,
+dkd, dist at the ``authors`` presets, as ``search.baselines`` runs them). Their per-epoch
+validation curves are stored in ``scripts/data/bench_compositions.parquet``. Replay then drives
+the product's own search path (``build_searcher``, ``build_scheduler``, the enqueued paper
+defaults, ``tell_baselines``) many times with training replaced by a lookup into that table, so
+searchers are compared over seeds at no training cost.
 
-    python scripts/bench_search.py record      # train the grid (resumable; 14 min on 2 cores)
-    python scripts/bench_search.py             # replay: 5 methods x 100 seeds (15 s)
-    python scripts/bench_search.py --tune      # also a few values of each search default (2 min)
-    python scripts/bench_search.py --smoke-test  # 3 seeds, seconds, for CI
+    nice -n 10 python scripts/bench_search.py record   # train the grid (resumable; about 12 min on 2 cores)
+    python scripts/bench_search.py             # replay: 16/24/32 trials, 100 seeds per row (about 2 min)
+    python scripts/bench_search.py --tune      # also a few values of each search default
+    python scripts/bench_search.py --warm-start  # TPE+ASHA from a cold and from a warm start
+    python scripts/bench_search.py --smoke-test  # 3 seeds, 16 trials, seconds, for CI
 """
 
 from __future__ import annotations
@@ -27,59 +32,85 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pyarrow as pa
 import pyarrow.parquet as pq
 from optuna.trial import TrialState
 
-from ofasearch.config import Choices, Spec, TrainConfig
+from ofasearch.config import Spec
+from ofasearch.results.outcome import COMPLETED
+from ofasearch.search.grids import baseline_points
 from ofasearch.search.searcher import METRIC, PROPOSED_BY, build_scheduler, build_searcher
 from ofasearch.search.space import SearchSpace, encode
-from ofasearch.search.trial import trial_config
+from ofasearch.search.trial import BASELINE_KEY, trial_config
+from ofasearch.search.warm_start import tell_baselines
 
 REPO = Path(__file__).resolve().parents[1]
-TABLE = REPO / "scripts" / "data" / "bench_search.parquet"
+TABLE = REPO / "scripts" / "data" / "bench_compositions.parquet"
 META_KEY = b"bench_search"  # the Parquet schema-metadata key of the recording's JSON description
 
 VIT = {"model": "vit_tiny_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 48, "depth": 4, "num_heads": 2}}
 MIXER = {"model": "MlpMixer", "kwargs": {"patch_size": 4, "num_blocks": 2, "embed_dim": 48}}
 TEACHER = {"model": "resnet10t", "checkpoint": "auto", "recipe": {"epochs": 4, "batch_size": 64}}
-# tests/specs.py SPEC made discrete: every searched value is a list of choices, so every proposal
-# is a table point. lr's first choice is the test spec's range's default (its geometric mean:
-# SearchSpace.defaults takes choices[0] for a value the paper does not fix); 0.01 is added
-# because the Mixer still gains from it in 6 epochs (the ViT's best is 0.005).
+# A discrete composition space (DESIGN section 7): every searched value is a list of choices, so
+# every proposal is a table point. The structure: the loss on the final logits x the exit-branch
+# stages ([]: none; the 2-block Mixer has stages 3 and 4 only) x the branches' loss, with or without
+# logit standardization, at kd_weight 1 or 2. The constants make the dkd and dist baselines of the
+# ``authors`` preset (digits reads its CIFAR settings) points of the space: DKD alpha 1, beta 8,
+# T 4 (the schema's defaults), DIST beta 1, gamma 1, T 4 with loss weight 2 (kd_weight's second
+# choice); kd (CE weight 0.1, T 4) and none (no teacher) are not, and are recorded all the same.
+# lr is each pair's own: its best of the previous grid's lr choices (tiny ViT 0.005, Mixer 0.01).
 # val_fraction 0.25 (450 images): one image is 0.22 points, finer than the 0.5-point target.
 GRID_SPEC: dict[str, Any] = {
-    "name": "bench-search",
+    "name": "bench-compositions",
     "seed": 0,
     "data": {"dataset": "digits", "image_size": 16, "val_fraction": 0.25},
-    "pairs": [{"teacher": TEACHER, "student": VIT}, {"teacher": TEACHER, "student": MIXER}],
+    "pairs": [
+        {"teacher": TEACHER, "student": VIT, "settings": {"optim.lr": 0.005}},
+        {"teacher": TEACHER, "student": MIXER, "settings": {"optim.lr": 0.01}},
+    ],
     "distill": {
-        "stages": {"choices": [[1, 2, 3, 4], [3, 4], [4]]},
-        "eps": {"choices": [1.0, 1.25, 1.5]},
-        "temperature": {"choices": [1.0, 2.0, 3.0]},
+        "method": "ofa",
+        "logit_loss": {"choices": ["ofa", "kd", "dkd", "dist"]},
+        "stages": {"choices": [[], [3, 4], [1, 2, 3, 4]]},
+        "branch_loss": {"choices": ["ofa", "dist"]},
+        "logit_standardize": {"choices": [False, True]},
+        "kd_weight": {"choices": [1.0, 2.0]},
+        "dist_temperature": 4.0,
     },
-    "optim": {"lr": {"choices": [0.002236, 0.001, 0.005, 0.01]}, "epochs": 6, "batch_size": 64},
-    "search": {"num_samples": 16, "reduction_factor": 3, "max_concurrent": 2},  # grace: the product's default
+    "optim": {"epochs": 6, "batch_size": 64},
+    # grace: the product's default; baselines: all four, at the product's default preset (authors)
+    "search": {
+        "num_samples": 16,
+        "reduction_factor": 3,
+        "max_concurrent": 2,
+        "baselines": ["none", "kd", "dkd", "dist"],
+    },
 }
+GRID, BASELINE = "grid", "baseline"  # a row's role: a point of the space, or a pair's baseline
 WITHIN = 0.005  # "found the best": within half a point of the table's best
 NOTHING_FOUND = 0.0  # best val_acc before any full-budget trial finished (regret = the table best)
+SAMPLES = (16, 24, 32)  # num_samples the replay reports (budget B = num_samples x epochs)
 
 
 # ---------------------------------------------------------------------------------------- table
 @dataclass
 class Table:
-    """The recorded curves: ``curves[key]`` is a config's val_acc per epoch (1..max)."""
+    """The recorded curves: ``curves[key]`` is a grid point's val_acc per epoch (1..max),
+    ``baselines[key]`` a baseline's, ``configs[key]`` the YAML of the config each one trained."""
 
     spec: Spec
     available_stages: list[list[int]]
     curves: dict[str, list[float]]
+    baselines: dict[str, list[float]]
+    configs: dict[str, str]
     meta: dict[str, Any]
 
     @property
@@ -87,30 +118,62 @@ class Table:
         return self.spec.optim.epochs
 
     def best(self) -> float:
-        """The best any config reaches, ranked as the product ranks a trial (its best epoch)."""
+        """The best any grid point reaches, ranked as the product ranks a trial (its best epoch)."""
         return max(max(curve) for curve in self.curves.values())
 
+    def baseline_rows(self) -> list[dict[str, Any]]:
+        """The baselines as ``trials.parquet`` rows: what ``tell_baselines`` reads after they ran."""
+        rows = []
+        for n, (key, curve) in enumerate(sorted(self.baselines.items())):
+            method, pair = json.loads(key)["baseline"], json.loads(key)["pair"]
+            teacher, student = pair.split(" -> ")
+            rows.append(
+                {
+                    "role": "baseline",
+                    "status": COMPLETED,
+                    "trial_id": f"baseline{n}",
+                    "method": method,
+                    "teacher": teacher,
+                    "student": student,
+                    "config": self.configs[key],
+                    "epochs": len(curve),
+                    "val_acc": max(curve),
+                    "val_acc_last": curve[-1],
+                }
+            )
+        return rows
 
-def config_key(config: TrainConfig, paths: list[str]) -> str:
-    """A config's identity in the table: its pair and the value of every searched path."""
-    values = [getattr(getattr(config, section), key) for section, key in (p.split(".", 1) for p in paths)]
-    return json.dumps([config.pair.label, *values])
+
+def point_key(params: dict[str, Any]) -> str:
+    """A grid point's identity in the table: its Optuna params (only those its composition reads)."""
+    return json.dumps({k: v for k, v in params.items() if k != PROPOSED_BY}, sort_keys=True)
+
+
+def baseline_key(method: str, pair: str) -> str:
+    return json.dumps({"baseline": method, "pair": pair}, sort_keys=True)
 
 
 def grid_points(space: SearchSpace) -> Iterator[dict[str, Any]]:
-    """Every Optuna params dict of the discrete space (each pair's own stage choices)."""
+    """Every point of the discrete space, each pair's own stage choices, as the Optuna params a
+    search proposes for it (the choices product, each combination reduced by ``params_of`` to
+    the values its composition reads; duplicates dropped)."""
     searched = space.spec.searched_values()
+    seen: set[str] = set()
     for pair in range(len(space.pairs)):
         axes: list[tuple[str, list[Any]]] = []
         for path, dist in searched.items():
-            assert isinstance(dist, Choices), f"{path}: the benchmark's space must be discrete"
-            choices = dist.choices
+            choices = getattr(dist, "choices", None)
+            assert choices is not None, f"{path}: the benchmark's space must be discrete"
             if path == "distill.stages":
-                choices = [c for c in choices if set(c) <= set(space.available_stages[pair])]
+                choices = space.stage_choices(pair)
             axes.append((space.param_name(path, pair), [encode(c) for c in choices]))
         for values in itertools.product(*(c for _, c in axes)):
-            point = {"pair": space.pairs[pair].label} if len(space.pairs) > 1 else {}
-            yield {**point, **dict(zip([name for name, _ in axes], values, strict=True))}
+            raw = {"pair": space.pairs[pair].label} if len(space.pairs) > 1 else {}
+            raw.update(zip([name for name, _ in axes], values, strict=True))
+            point = space.params_of(space.config_for(raw))
+            if point_key(point) not in seen:
+                seen.add(point_key(point))
+                yield point
 
 
 def load_table(path: Path = TABLE) -> Table:
@@ -118,16 +181,20 @@ def load_table(path: Path = TABLE) -> Table:
     data = pq.read_table(path)
     meta = json.loads(data.schema.metadata[META_KEY])
     curves: dict[str, list[float]] = {}
+    baselines: dict[str, list[float]] = {}
+    configs: dict[str, str] = {}
     for row in sorted(data.to_pylist(), key=lambda r: (r["key"], r["epoch"])):
-        curves.setdefault(row["key"], []).append(row["val_acc"])
+        (curves if row["role"] == GRID else baselines).setdefault(row["key"], []).append(row["val_acc"])
+        configs[row["key"]] = row["config"]
     spec = Spec.model_validate(meta["spec"])
-    return Table(spec, meta["available_stages"], curves, meta)
+    return Table(spec, meta["available_stages"], curves, baselines, configs, meta)
 
 
 # ------------------------------------------------------------------------------------- record
 def _curve_settings(spec: dict[str, Any]) -> dict[str, Any]:
     """What a recorded curve depends on: everything but the search settings (each grid config
-    trains to the full budget), so a table stays valid when the searcher's defaults change."""
+    trains to the full budget; each row keeps the config it trained), so a table stays valid when
+    the searcher's defaults change."""
     return {key: value for key, value in spec.items() if key != "search"}
 
 
@@ -145,16 +212,23 @@ def _write_table(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -
     tmp.replace(path)  # a kill mid-write leaves the previous table intact
 
 
+def recording_points(space: SearchSpace) -> list[tuple[str, str, dict[str, Any]]]:
+    """(key, role, params) of every run the table holds: each pair's baselines, then the grid."""
+    baselines = [
+        (baseline_key(p[BASELINE_KEY], trial_config(space, p).pair.label), BASELINE, p) for p in baseline_points(space)
+    ]
+    return baselines + [(point_key(p), GRID, p) for p in grid_points(space)]
+
+
 def record(path: Path, cache: Path, limit: int | None) -> None:
-    """Train every grid config to the full budget with ``ofasearch train`` (the product's stable
-    contract) and append its curve to the table; configs already in the table are skipped."""
+    """Train every grid config and baseline to the full budget with ``ofasearch train`` (the
+    product's stable contract) and append its curve to the table; runs already in it are skipped."""
     os.environ["OFASEARCH_CACHE"] = str(cache)  # the teacher is trained once, its logits reused
     from ofasearch.cli import main as ofasearch_main
     from ofasearch.search.plan import plan
 
     spec = Spec.model_validate(GRID_SPEC)
     space = plan(spec)
-    paths = list(spec.searched_values())
     rows: list[dict[str, Any]] = []
     meta: dict[str, Any] = {"record_seconds": 0.0, "session_seconds": []}
     session_start = time.perf_counter()
@@ -163,22 +237,24 @@ def record(path: Path, cache: Path, limit: int | None) -> None:
         if _curve_settings(meta["spec"]) != _curve_settings(GRID_SPEC):
             sys.exit(f"{path} was recorded from another grid; move it away to record this one")
     done = {r["key"] for r in rows}
-    points = list(grid_points(space))
+    points = recording_points(space)
     meta.update(
         spec=GRID_SPEC,
         available_stages=space.available_stages,
         command=f"nice -n {os.nice(0)} python scripts/bench_search.py {' '.join(sys.argv[1:])}",
         software=software_versions(),
         machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {_threads()}",
-        configs=len(points),
+        configs=sum(role == GRID for _, role, _ in points),
+        baselines=sum(role == BASELINE for _, role, _ in points),
     )
     meta.setdefault("session_seconds", []).append(0.0)
-    todo = [p for p in points if config_key(trial_config(space, p), paths) not in done][:limit]
-    print(f"{len(points)} configs in the grid, {len(done)} recorded, {len(todo)} to train", flush=True)
+    todo = [p for p in points if p[0] not in done][:limit]
+    print(
+        f"{len(points)} runs in the table (grid and baselines), {len(done)} recorded, {len(todo)} to train", flush=True
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        for n, params in enumerate(todo, 1):
+        for n, (key, role, params) in enumerate(todo, 1):
             config = trial_config(space, params)
-            key = config_key(config, paths)
             yaml_path, out = Path(tmp) / "config.yaml", Path(tmp) / f"run{n}"
             yaml_path.write_text(config.to_yaml())
             start = time.perf_counter()
@@ -187,12 +263,17 @@ def record(path: Path, cache: Path, limit: int | None) -> None:
             if code != 0:
                 sys.exit(f"ofasearch train failed ({code}) for {key}")
             history = json.loads((out / "metrics.json").read_text())["history"]
+            method = params.get(BASELINE_KEY, config.distill.method)
             for h in history:
                 rows.append(
                     {
                         "key": key,
+                        "role": role,
+                        "method": method,
+                        "pair": config.pair.label,
                         "student": config.pair.student.label,
-                        **{p: json.dumps(v) if isinstance(v, list) else v for p, v in _values(config, paths).items()},
+                        "composition": config.distill.composition,
+                        "config": config.to_yaml(),
                         "epoch": h["epoch"],
                         "val_acc": h["val_acc"],
                         "epoch_seconds": h["seconds"],
@@ -202,13 +283,14 @@ def record(path: Path, cache: Path, limit: int | None) -> None:
             meta["record_seconds"] += seconds
             meta["session_seconds"][-1] = time.perf_counter() - session_start
             _write_table(rows, meta, path)
-            print(f"[{len(done) + n}/{len(points)}] {key}: {history[-1]['val_acc']:.4f} in {seconds:.1f}s", flush=True)
+            name = f"{method} (baseline)" if role == BASELINE else config.distill.composition
+            print(
+                f"[{len(done) + n}/{len(points)}] {config.pair.student.model} {name} kd_weight "
+                f"{config.distill.kd_weight:g}: {history[-1]['val_acc']:.4f} in {seconds:.1f}s",
+                flush=True,
+            )
     _write_table(rows, meta, path)
     print(f"table: {path} ({path.stat().st_size / 1024:.0f} KiB, {len(rows)} rows)")
-
-
-def _values(config: TrainConfig, paths: list[str]) -> dict[str, Any]:
-    return {p: getattr(getattr(config, p.split(".")[0]), p.split(".")[1]) for p in paths}
 
 
 def _threads() -> int:
@@ -218,14 +300,28 @@ def _threads() -> int:
 
 
 # ------------------------------------------------------------------------------------- replay
+RungFn = Callable[[list[float]], float]
+# ASHA rung metrics measured against each other (the val_acc curve so far -> the value a rung reads)
+RUNGS: dict[str, RungFn] = {
+    "last": lambda curve: curve[-1],
+    "mean2": lambda curve: sum(curve[-2:]) / len(curve[-2:]),
+    "best": max,
+}
+RUNG_KEY = "rung_candidate"  # the result key a candidate rung metric is replayed under
+
+
 @dataclass(frozen=True)
 class Method:
-    """A way to search: which proposer, whether ASHA stops trials, or only the paper defaults."""
+    """A way to search: which proposer, whether ASHA stops trials (``rung``: a replayed candidate
+    of :data:`RUNGS` instead of the product's rung metric), whether the baselines are told to the
+    study first (as a search does), or only the paper defaults."""
 
     name: str
     searcher: str  # tpe | random
     asha: bool
     defaults_only: bool = False
+    told: bool = True
+    rung: str | None = None
 
 
 METHODS = (
@@ -235,6 +331,7 @@ METHODS = (
     Method("TPE+FIFO", "tpe", asha=False),
     Method("paper defaults only", "tpe", asha=False, defaults_only=True),
 )
+NOT_TOLD = Method("TPE+ASHA, baselines not told", "tpe", asha=True, told=False)
 
 
 @dataclass
@@ -275,29 +372,70 @@ def replay_spec(table: Table, method: Method, seed: int, settings: dict[str, Any
     return Spec.model_validate(data)
 
 
+def _scheduler(spec: Spec, method: Method) -> Any:
+    """The product's ASHA (``build_scheduler``), ASHA reading a candidate rung metric, or FIFO;
+    given Tune's metric and mode as ``TuneConfig(metric=METRIC, mode="max")`` gives them."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if not method.asha:
+        scheduler = FIFOScheduler()
+    elif method.rung is None:
+        scheduler = build_scheduler(spec)
+    else:
+        scheduler = ASHAScheduler(
+            time_attr="epoch",
+            metric=RUNG_KEY,
+            mode="max",
+            max_t=spec.optim.epochs,
+            grace_period=spec.search.grace_epochs,
+            reduction_factor=spec.search.reduction_factor,
+        )
+        return scheduler  # Tune would refuse a TuneConfig metric on top of it
+    if not scheduler.set_search_properties(METRIC, "max"):
+        raise ValueError("the scheduler refuses Tune's metric: tune.Tuner would raise")
+    return scheduler
+
+
+def _result(curve_so_far: list[float], method: Method) -> dict[str, Any]:
+    """What a trial reports after its latest epoch, as ``fit_for_search`` reports it."""
+    epoch = len(curve_so_far)
+    result = {"epoch": epoch, "training_iteration": epoch, METRIC: curve_so_far[-1]}
+    result.update(report_extras(curve_so_far))
+    if method.rung is not None:
+        result[RUNG_KEY] = RUNGS[method.rung](curve_so_far)
+    return result
+
+
+def report_extras(curve_so_far: list[float]) -> dict[str, float]:
+    """The product's extra per-epoch metrics (its rung metric) for this curve."""
+    return {}
+
+
 def replay(
     table: Table, method: Method, seed: int, budget: int, settings: dict[str, Any], warm: list[Any] | None = None
 ) -> Run:
     """Drive the product's searcher (and ASHA) as Ray Tune does, training replaced by the table.
 
-    Up to ``max_concurrent`` trials run at once, one epoch each in turn (launch order), so the
-    interleaving is deterministic. Per result, as Tune's controller: the scheduler decides first;
-    the searcher sees the result only if the trial continues; a stopped or finished trial is
-    completed in the scheduler, then in the searcher. New trials start until ``budget`` epochs are
-    spent (ASHA methods thereby run more than ``num_samples`` trials for the same epochs)."""
-    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+    The baselines ran before the search (their epochs are not counted): with ``method.told`` they
+    are told to the study first, as a search does (``tell_baselines``). Up to ``max_concurrent``
+    trials run at once, one epoch each in turn (launch order), so the interleaving is
+    deterministic. Per result, as Tune's controller: the scheduler decides first; the searcher
+    sees the result only if the trial continues; a stopped or finished trial is completed in the
+    scheduler, then in the searcher. New trials start until ``budget`` epochs are spent (ASHA
+    methods thereby run more than ``num_samples`` trials for the same epochs)."""
+    from ray.tune.schedulers import TrialScheduler
 
     spec = replay_spec(table, method, seed, settings)
     space = SearchSpace(spec, table.available_stages)
     searcher = build_searcher(spec, space)
-    scheduler = build_scheduler(spec) if method.asha else FIFOScheduler()
-    scheduler.set_search_properties(METRIC, "max")
-    paths = list(spec.searched_values())
+    scheduler = _scheduler(spec, method)
     max_trials = searcher.defaults if method.defaults_only else math.inf
     running: list[ReplayTrial] = []
     trials: list[ReplayTrial] = []
     curve: list[tuple[int, float]] = []
     spent, best = 0, NOTHING_FOUND
+    if method.told:
+        tell_baselines(searcher, space, table.baseline_rows())
     for finished in warm or []:  # a warm start from the same space: what warm_start() adds from a folder
         searcher.study.add_trial(finished)
     while spent < budget:
@@ -305,7 +443,7 @@ def replay(
             trial_id = f"{len(trials):05d}"
             params = searcher.suggest(trial_id)
             proposer = params.pop(PROPOSED_BY)
-            key = config_key(trial_config(space, params), paths)
+            key = point_key(params)
             if key not in table.curves:
                 raise KeyError(f"the table has no config {key}: record the grid first")
             trial = ReplayTrial(trial_id, key, proposer)
@@ -318,7 +456,7 @@ def replay(
             trial.epoch += 1
             spent += 1
             curve_so_far = table.curves[trial.key][: trial.epoch]
-            result = {"epoch": trial.epoch, "training_iteration": trial.epoch, METRIC: curve_so_far[-1]}
+            result = _result(curve_so_far, method)
             decision = scheduler.on_trial_result(None, trial, result)
             if decision != TrialScheduler.STOP:
                 searcher.on_trial_result(trial.trial_id, result)
@@ -332,51 +470,234 @@ def replay(
             if spent >= budget:
                 break
     done = searcher.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    return Run(curve, trials, spent, [t for t in done if "warm" not in t.user_attrs])
+    own = [t for t in done if not {"warm", "baseline"} & set(t.user_attrs)]
+    return Run(curve, trials, spent, own)
 
 
-def quartiles(values: list[float]) -> tuple[float, float, float]:
-    """25th, 50th and 75th percentile (linear); an infinite value ("never") stays infinite."""
-    data = sorted(values)
-
-    def at(q: float) -> float:
-        pos = q * (len(data) - 1)
-        low, high = data[math.floor(pos)], data[math.ceil(pos)]
-        return low if low == high else low + (high - low) * (pos - math.floor(pos))
-
-    return at(0.25), at(0.5), at(0.75)
-
-
+# ------------------------------------------------------------------------------------ summaries
 @dataclass
 class Summary:
-    """One method's replays over seeds, reduced to what the benchmark prints."""
+    """One method's replays over seeds: ``regret[s, e]`` is seed s's regret in points after e epochs."""
 
     method: Method
     runs: list[Run]
     table_best: float
     budget: int
     fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
-    regret: dict[float, tuple[float, float, float]] = field(default_factory=dict)
-    to_best: tuple[float, float, float] = (math.inf, math.inf, math.inf)
-    never: int = 0
+    regret: np.ndarray = field(init=False)
+    reach: np.ndarray = field(init=False)  # epochs until a trial within WITHIN of the table best
 
     def __post_init__(self) -> None:
-        for f in self.fractions:
-            self.regret[f] = quartiles([self.regret_at(run, round(f * self.budget)) for run in self.runs])
-        reach = [run.epochs_to_reach(self.table_best - WITHIN) for run in self.runs]
-        self.to_best, self.never = quartiles(reach), sum(math.isinf(r) for r in reach)
+        self.regret = np.array(
+            [[100 * (self.table_best - run.best_by(e)) for e in range(self.budget + 1)] for run in self.runs]
+        )
+        self.reach = np.array([run.epochs_to_reach(self.table_best - WITHIN) for run in self.runs])
 
-    def regret_at(self, run: Run, epochs: int) -> float:
-        """Regret in accuracy points: the table's best minus the best found within ``epochs``."""
-        return 100 * (self.table_best - run.best_by(epochs))
+    def at(self, fraction: float) -> np.ndarray:
+        """Each seed's regret after ``fraction`` of the budget."""
+        return self.regret[:, round(fraction * self.budget)]
 
-    def median_regret_curve(self) -> list[float]:
-        """Median regret over seeds after 0, 1, ..., budget epochs."""
-        return [quartiles([self.regret_at(run, e) for run in self.runs])[1] for e in range(self.budget + 1)]
+    def epochs_to_median(self, regret: float, rows: np.ndarray | None = None) -> float:
+        """Fewest epochs after which the median regret (over ``rows``, default all seeds) is at
+        most ``regret`` (inf: not within the budget)."""
+        medians = np.median(self.regret if rows is None else self.regret[rows], axis=0)
+        hits = np.flatnonzero(medians <= regret + 1e-9)
+        return float(hits[0]) if hits.size else math.inf
 
-    def epochs_to_median(self, regret: float) -> float:
-        """Fewest epochs after which the median regret is at most ``regret`` (inf: not within the budget)."""
-        return next((e for e, r in enumerate(self.median_regret_curve()) if r <= regret + 1e-9), math.inf)
+    @property
+    def trials(self) -> float:
+        return statistics.median(len(r.trials) for r in self.runs)
+
+
+def run_method(table: Table, method: Method, seeds: int, budget: int, settings: dict[str, Any]) -> Summary:
+    runs = [replay(table, method, seed, budget, settings) for seed in range(seeds)]
+    return Summary(method, runs, table.best(), budget)
+
+
+def _q(values: np.ndarray, digits: int = 2) -> str:
+    """median [IQR]; an infinite value ("never") stays infinite."""
+
+    def show(v: float) -> str:
+        return "never" if math.isinf(v) else f"{v:.{digits}f}"
+
+    data = np.sort(values)
+    quart = [
+        np.quantile(data, q) if np.isfinite(data).all() else data[round(q * (len(data) - 1))] for q in (0.25, 0.5, 0.75)
+    ]
+    return f"{show(quart[1])} [{show(quart[0])}, {show(quart[2])}]"
+
+
+def _mean_se(values: np.ndarray) -> str:
+    se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return f"{values.mean():.2f} ± {se:.2f}"
+
+
+def match_epochs(default: Summary, goal_of: Summary, draws: int = 1000) -> tuple[float, float, float]:
+    """Epochs ``default`` needs until its median regret is at most ``goal_of``'s final median regret,
+    with a 95% bootstrap interval (seeds of both resampled; inf: not within the budget)."""
+    point = default.epochs_to_median(float(np.median(goal_of.regret[:, -1])))
+    rng = np.random.default_rng(0)
+    n, m = len(default.runs), len(goal_of.runs)
+    samples = sorted(
+        default.epochs_to_median(float(np.median(goal_of.regret[rng.integers(0, m, m), -1])), rng.integers(0, n, n))
+        for _ in range(draws)
+    )
+    return point, samples[int(0.025 * draws)], samples[math.ceil(0.975 * draws) - 1]
+
+
+def _epochs(value: float) -> str:
+    return "never" if math.isinf(value) else f"{value:g}"
+
+
+def _match_text(match: tuple[float, float, float], budget: int) -> str:
+    point, low, high = match
+    ratio = "" if math.isinf(point) else f" ({point / budget:.2f})"
+    return f"{_epochs(point)}{ratio} [{_epochs(low)}, {_epochs(high)}]"
+
+
+def print_summaries(summaries: list[Summary], budget: int) -> None:
+    head = [f"regret@{f:g}B ({round(f * budget)} ep)" for f in summaries[0].fractions]
+    print(
+        f"{'method':<30}" + "".join(f"{h:>22}" for h in head) + f"{'mean@1B ± s.e.':>16}"
+        f"{'epochs to <=0.5 pt':>22}{'never':>7}{'trials':>8}"
+    )
+    for s in summaries:
+        cells = "".join(f"{_q(s.at(f)):>22}" for f in s.fractions)
+        print(
+            f"{s.method.name:<30}{cells}{_mean_se(s.at(1.0)):>16}{_q(s.reach, 0):>22}"
+            f"{int(np.isinf(s.reach).sum()):>7}{s.trials:>8g}"
+        )
+
+
+def target_check(default: Summary, reference: Summary) -> tuple[float, float, float]:
+    """Epochs the default needs to reach the reference's final median regret, over the reference's epochs."""
+    goal = float(np.median(reference.regret[:, -1]))
+    match = match_epochs(default, reference)
+    ratio = match[0] / reference.budget
+    verdict = "MET" if ratio <= 1 / 3 else "NOT met"
+    print(
+        f"target (<= 1/3): {default.method.name} reaches {reference.method.name}'s final median regret "
+        f"({goal:.2f} pt after {reference.budget} epochs) in {_epochs(match[0])} epochs "
+        f"[95% bootstrap CI {_epochs(match[1])}, {_epochs(match[2])}]: ratio {ratio:.2f} -> {verdict}"
+    )
+    return match
+
+
+def proposers(summary: Summary) -> str:
+    counts: dict[str, int] = {}
+    for run in summary.runs:
+        for trial in run.trials:
+            counts[trial.proposed_by] = counts.get(trial.proposed_by, 0) + 1
+    return ", ".join(f"{name} {n / len(summary.runs):.1f}" for name, n in sorted(counts.items()))
+
+
+def _paired(a: Summary, b: Summary, fraction: float) -> str:
+    """Mean ± s.e. of a's regret minus b's over the same seeds (negative: a is better)."""
+    return _mean_se(a.at(fraction) - b.at(fraction))
+
+
+# ------------------------------------------------------------------------------------- sections
+def compare_searchers(
+    table: Table, seeds: int, samples: list[int], settings: dict[str, Any]
+) -> dict[int, dict[str, Summary]]:
+    """Every method at each num_samples: the full table, then TPE+ASHA against random+FIFO."""
+    out: dict[int, dict[str, Summary]] = {}
+    for n in samples:
+        budget = n * table.epochs
+        print(
+            f"\nnum_samples {n}: B = {budget} epochs (random+FIFO's {n} trials x {table.epochs} epochs), {seeds} seeds"
+        )
+        summaries = [run_method(table, m, seeds, budget, {**settings, "num_samples": n}) for m in METHODS]
+        print_summaries(summaries, budget)
+        for s in summaries:
+            print(f"  {s.method.name}: trials per search by proposer: {proposers(s)}")
+        out[n] = {s.method.name: s for s in summaries}
+        target_check(summaries[0], out[n]["random+FIFO"])
+    print(f"\nTPE+ASHA vs random+FIFO ({seeds} seeds; regret in points, mean ± s.e.; epochs to match: TPE+ASHA's")
+    print(
+        "epochs until its median regret is at most random+FIFO's final median regret, its share of B, 95% bootstrap CI)"
+    )
+    head = f"{'TPE+ASHA @1B':>16}{'random+FIFO @1B':>18}{'TPE+ASHA @1/2B':>17}{'epochs to match':>26}"
+    print(f"{'num_samples':>11}{'B':>5}{head}")
+    for n, by_name in out.items():
+        tpe, rnd = by_name["TPE+ASHA (default)"], by_name["random+FIFO"]
+        match = match_epochs(tpe, rnd)
+        print(
+            f"{n:>11}{tpe.budget:>5}{_mean_se(tpe.at(1.0)):>16}{_mean_se(rnd.at(1.0)):>18}"
+            f"{_mean_se(tpe.at(0.5)):>17}{_match_text(match, tpe.budget):>26}"
+        )
+    return out
+
+
+def compare_told(table: Table, seeds: int, by_samples: dict[int, dict[str, Summary]], settings: dict[str, Any]) -> None:
+    """TPE+ASHA with the baselines told to the study first (the product) and without."""
+    print(
+        f"\nbaselines told to the study first or not (TPE+ASHA, {seeds} seeds; regret over the search's own trials, "
+        "the baselines' epochs not counted; mean ± s.e.; paired: told minus not told, same seeds)"
+    )
+    print(
+        f"{'num_samples':>11}{'':>2}{'told @1/4B':>14}{'not @1/4B':>14}{'paired @1/4B':>15}{'told @1/2B':>14}"
+        f"{'not @1/2B':>14}{'paired @1/2B':>15}{'told @1B':>14}{'not @1B':>14}{'paired @1B':>15}"
+        f"{'epochs to match: told':>28}{'not told':>22}"
+    )
+    for n, by_name in by_samples.items():
+        told = by_name["TPE+ASHA (default)"]
+        cold = run_method(table, NOT_TOLD, seeds, told.budget, {**settings, "num_samples": n})
+        cells = "".join(
+            f"{_mean_se(told.at(f)):>14}{_mean_se(cold.at(f)):>14}{_paired(told, cold, f):>15}" for f in told.fractions
+        )
+        ref = by_name["random+FIFO"]
+        print(
+            f"{n:>11}{'':>2}{cells}{_match_text(match_epochs(told, ref), told.budget):>28}"
+            f"{_match_text(match_epochs(cold, ref), cold.budget):>22}"
+        )
+
+
+def rung_agreement(table: Table, grace: int) -> None:
+    """Offline: how well each candidate at ASHA's first rung orders the grid points by the value
+    the search ranks them on (their best epoch): Spearman's rho over every grid point, and the share
+    of the top third at the rung (what ASHA keeps at reduction factor 3) that is in the final top third."""
+    from scipy.stats import spearmanr
+
+    curves = list(table.curves.values())
+    final = np.array([max(c) for c in curves])
+    top = final >= np.quantile(final, 2 / 3)
+    print(f"rung {grace} (ASHA's first) against the final ranking over the {len(curves)} grid points:")
+    for name, fn in RUNGS.items():
+        at_rung = np.array([fn(c[:grace]) for c in curves])
+        kept = at_rung >= np.quantile(at_rung, 2 / 3)
+        rho = spearmanr(at_rung, final).statistic
+        print(f"  {name:<6} Spearman {rho:.3f}; kept top third in the final top third: {top[kept].mean():.2f}")
+
+
+def compare_rungs(
+    table: Table, seeds: int, by_samples: dict[int, dict[str, Summary]], settings: dict[str, Any]
+) -> None:
+    """ASHA's rung metric: each candidate of RUNGS replayed as the value ASHA's rungs read."""
+    print(
+        f"\nASHA rung metric ({seeds} seeds; regret in points, mean ± s.e.; paired: candidate minus 'last' on the "
+        "same seeds, negative = better; epochs to match random+FIFO's final median regret, 95% bootstrap CI)"
+    )
+    rung_agreement(table, replay_spec(table, METHODS[0], 0, settings).search.grace_epochs)
+    print(
+        f"{'num_samples':>11}  {'searcher':<12}{'rung':<7}{'@1/4B':>14}{'@1/2B':>14}{'@1B':>14}"
+        f"{'paired @1/4B':>15}{'paired @1/2B':>15}{'paired @1B':>15}{'epochs to match':>26}{'trials':>8}"
+    )
+    for n, by_name in by_samples.items():
+        ref = by_name["random+FIFO"]
+        for base in ("tpe", "random"):
+            found: dict[str, Summary] = {}
+            for rung in RUNGS:
+                name = f"{'TPE' if base == 'tpe' else 'random'}+ASHA"
+                method = Method(f"{name} rung={rung}", base, asha=True, rung=rung)
+                s = found[rung] = run_method(table, method, seeds, ref.budget, {**settings, "num_samples": n})
+                cells = "".join(f"{_mean_se(s.at(f)):>14}" for f in s.fractions)
+                paired = "".join(f"{_paired(s, found['last'], f):>15}" for f in s.fractions)
+                print(
+                    f"{n:>11}  {name:<12}{rung:<7}{cells}{paired}{_match_text(match_epochs(s, ref), s.budget):>26}"
+                    f"{s.trials:>8g}",
+                    flush=True,
+                )
 
 
 def warm_start_check(table: Table, seeds: int, budget: int, settings: dict[str, Any]) -> None:
@@ -393,7 +714,7 @@ def warm_start_check(table: Table, seeds: int, budget: int, settings: dict[str, 
     print("warm start (same space; TPE+ASHA; median [IQR] regret in points over the new search's own trials):")
     for name, runs in (("cold start", cold), ("warm start", warm)):
         s = Summary(method, runs, table.best(), budget)
-        cells = ", ".join(f"{f:g}xB {_iqr(s.regret[f])}" for f in s.fractions)
+        cells = ", ".join(f"{f:g}xB {_q(s.at(f))}" for f in s.fractions)
         print(f"  {name:11}: {cells}")
 
 
@@ -406,61 +727,14 @@ def _marked(trial: Any) -> Any:
     return marked
 
 
-def run_method(table: Table, method: Method, seeds: int, budget: int, settings: dict[str, Any]) -> Summary:
-    runs = [replay(table, method, seed, budget, settings) for seed in range(seeds)]
-    return Summary(method, runs, table.best(), budget)
-
-
-def _iqr(q: tuple[float, float, float], digits: int = 2) -> str:
-    def show(v: float) -> str:
-        return "never" if math.isinf(v) else f"{v:.{digits}f}"
-
-    return f"{show(q[1])} [{show(q[0])}, {show(q[2])}]"
-
-
-def print_summaries(summaries: list[Summary], budget: int) -> None:
-    head = [f"regret@{f:g}x ({round(f * budget)} ep)" for f in summaries[0].fractions]
-    print(
-        f"{'method':<22}" + "".join(f"{h:>22}" for h in head) + f"{'epochs to <=0.5 pt':>24}{'never':>7}{'trials':>8}"
-    )
-    for s in summaries:
-        cells = "".join(f"{_iqr(s.regret[f]):>22}" for f in s.fractions)
-        trials = statistics.median(len(r.trials) for r in s.runs)
-        print(f"{s.method.name:<22}{cells}{_iqr(s.to_best, 0):>24}{s.never:>7}{trials:>8g}")
-
-
-def target_check(default: Summary, reference: Summary) -> float:
-    """Epochs the default needs to reach the reference's final median regret, over the reference's epochs."""
-    goal = reference.regret[1.0][1]
-    needed = default.epochs_to_median(goal)
-    ratio = needed / reference.budget
-    verdict = "MET" if ratio <= 1 / 3 else "NOT met"
-    needed_text = "not within the budget" if math.isinf(needed) else f"{needed:g} epochs"
-    print(
-        f"target (<= 1/3): {default.method.name} reaches {reference.method.name}'s final median regret "
-        f"({goal:.2f} pt after {reference.budget} epochs) in {needed_text}: ratio {ratio:.2f} -> {verdict}"
-    )
-    return ratio
-
-
-def proposers(summary: Summary) -> str:
-    counts: dict[str, int] = {}
-    for run in summary.runs:
-        for trial in run.trials:
-            counts[trial.proposed_by] = counts.get(trial.proposed_by, 0) + 1
-    return ", ".join(f"{name} {n / len(summary.runs):.1f}" for name, n in sorted(counts.items()))
-
-
 TUNING: tuple[dict[str, Any], ...] = (
     {"startup_trials": 0},
-    {"startup_trials": 2},  # = the paper defaults only: Optuna counts them as start-up trials
     {"startup_trials": 8},
     {"grace_epochs": 3},
     {"reduction_factor": 2},
     {"reduction_factor": 4},
     {"max_concurrent": 1},
     {"max_concurrent": 4},
-    {"startup_trials": 2, "reduction_factor": 4, "max_concurrent": 1},  # the best found on the shipped table
 )
 
 
@@ -469,19 +743,37 @@ def tune_defaults(
 ) -> None:
     """TPE+ASHA with one search setting changed at a time (and any combinations asked for)."""
     default = METHODS[0]
+    goal = float(np.median(reference.regret[:, -1]))
     print(
         f"\ntuning TPE+ASHA ({seeds} seeds; reference: {reference.method.name}, final median regret "
-        f"{reference.regret[1.0][1]:.2f} pt after {budget} epochs)"
+        f"{goal:.2f} pt after {budget} epochs)"
     )
-    print(f"{'settings':<66}{'regret@0.25x':>18}{'regret@1x':>18}{'epochs to ref':>15}{'ratio':>7}")
+    print(f"{'settings':<66}{'regret@0.25B':>18}{'regret@1B':>18}{'epochs to ref':>15}{'ratio':>7}")
     for settings in [{}, *TUNING, *extra]:
         s = run_method(table, default, seeds, budget, {**base, **settings})
-        needed = s.epochs_to_median(reference.regret[1.0][1])
+        needed = s.epochs_to_median(goal)
         label = json.dumps(settings) if settings else "(current defaults)"
-        print(
-            f"{label:<66}{_iqr(s.regret[0.25]):>18}{_iqr(s.regret[1.0]):>18}{needed:>15g}{needed / budget:>7.2f}",
-            flush=True,
+        print(f"{label:<66}{_q(s.at(0.25)):>18}{_q(s.at(1.0)):>18}{needed:>15g}{needed / budget:>7.2f}", flush=True)
+
+
+def describe(table: Table, path: Path) -> None:
+    meta = table.meta
+    print(
+        f"table: {len(table.curves)} grid configs + {len(table.baselines)} baselines x {table.epochs} epochs "
+        f"({path.name}), best val_acc {table.best():.4f}; recorded in {meta['record_seconds'] / 60:.1f} min "
+        f"({meta['machine']})"
+    )
+    space = SearchSpace(table.spec, table.available_stages)
+    for i, pair in enumerate(space.pairs):
+        mine = [k for k in table.curves if json.loads(k).get("pair", pair.label) == pair.label]
+        best = max(max(table.curves[k]) for k in mine)
+        base = ", ".join(
+            f"{json.loads(k)['baseline']} {max(c):.4f}"
+            for k, c in sorted(table.baselines.items())
+            if json.loads(k)["pair"] == pair.label
         )
+        grid = f"{len(mine)} grid configs, best {best:.4f}"
+        print(f"  pair {i} ({pair.student.model}): {grid}; baselines (best epoch): {base}")
 
 
 def main() -> None:
@@ -491,7 +783,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ofasearch-bench-search-cache")
     parser.add_argument("--limit", type=int, help="record: train at most this many configs now")
     parser.add_argument("--seeds", type=int, default=100, help="replays per method (default 100)")
-    parser.add_argument("--num-samples", type=int, help="search.num_samples (default: the recorded spec's)")
+    parser.add_argument(
+        "--samples", type=int, nargs="+", default=list(SAMPLES), help="num_samples to replay (16 24 32)"
+    )
     parser.add_argument("--tune", action="store_true", help="also replay TPE+ASHA with other search settings")
     parser.add_argument(
         "--try",
@@ -501,7 +795,7 @@ def main() -> None:
         default=[],
         help="with --tune: a JSON dict of search settings to try, e.g. '{\"grace_epochs\": 2}'",
     )
-    parser.add_argument("--smoke-test", action="store_true", help="3 seeds, for CI")
+    parser.add_argument("--smoke-test", action="store_true", help="3 seeds, 16 trials, for CI")
     parser.add_argument("--warm-start", action="store_true", help="only compare TPE+ASHA with and without a warm start")
     args = parser.parse_args()
     if args.action == "record":
@@ -511,33 +805,24 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     table = load_table(args.table)
     seeds = 3 if args.smoke_test else args.seeds
-    settings = {"num_samples": args.num_samples} if args.num_samples else {}
-    num_samples = args.num_samples or table.spec.search.num_samples
-    budget = num_samples * table.epochs
-    meta = table.meta
+    samples = [16] if args.smoke_test else args.samples
+    describe(table, args.table)
     print(
-        f"table: {len(table.curves)} configs x {table.epochs} epochs ({args.table.name}), best val_acc "
-        f"{table.best():.4f}; recorded in {meta['record_seconds'] / 60:.1f} min ({meta['machine']})"
-    )
-    print(
-        f"budget B = {budget} epochs (random+FIFO's num_samples {num_samples} x {table.epochs} epochs); "
-        f"{seeds} seeds per method; regret = table best - best full-budget val_acc found, in points; "
-        "median [IQR]"
+        f"regret = table best - best full-budget val_acc the search's own trials found, in points; {seeds} seeds "
+        "per row; the baselines run before every search (not counted in B)"
     )
     start = time.perf_counter()
     if args.warm_start:
-        warm_start_check(table, seeds, budget, settings)
+        warm_start_check(table, seeds, samples[0] * table.epochs, {"num_samples": samples[0]})
         print(f"replay took {time.perf_counter() - start:.1f}s")
         return
-    summaries = [run_method(table, m, seeds, budget, settings) for m in METHODS]
-    print_summaries(summaries, budget)
-    for s in summaries:
-        print(f"  {s.method.name}: trials per search by proposer: {proposers(s)}")
-    by_name = {s.method.name: s for s in summaries}
-    target_check(summaries[0], by_name["random+FIFO"])
+    by_samples = compare_searchers(table, seeds, samples, {})
+    compare_told(table, seeds, by_samples, {})
+    compare_rungs(table, seeds, by_samples, {})
     print(f"replay took {time.perf_counter() - start:.1f}s")
     if args.tune and not args.smoke_test:
-        tune_defaults(table, seeds, budget, by_name["random+FIFO"], settings, args.extra)
+        n = samples[0]
+        tune_defaults(table, seeds, n * table.epochs, by_samples[n]["random+FIFO"], {"num_samples": n}, args.extra)
 
 
 if __name__ == "__main__":

@@ -433,6 +433,8 @@ def _finish(spec: Spec, folder: Location) -> Location:
     best = write_best(folder, rows, spec.optim.epochs)
     val_images = read_state(folder).get("val_images")
     logger.info(f"scores: {spec.data.protocol}")
+    if spec.search.baselines:
+        logger.info(f"baselines: {', '.join(spec.search.baselines)} at preset {spec.search.baseline_preset!r}")
     for line in summary_lines(rows, spec.optim.epochs, list(spec.searched_values()), val_images):
         logger.info(line)
     logger.info(f"results: {folder} (trials.parquet, epochs.parquet, TensorBoard: tensorboard --logdir {folder})")

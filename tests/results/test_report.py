@@ -415,13 +415,16 @@ def test_unconfirmed_candidates_each_show_their_single_run(tmp_path):
     assert total == len(CONFIRMED) == len(candidates)  # every full-budget candidate, the stopped one left out
     assert candidates[0].row["trial_id"] == "s_lucky" and candidates[0].winner
     assert all(c.seeds == 1 and c.half_width is None for c in candidates)
-    assert not plots.decision_figure(data, candidates).axes[0].containers  # no interval over seeds
+    fig = plots.decision_figure(data, candidates)
+    assert not fig.axes[0].containers  # no interval over seeds
+    assert "95% t-interval of the mean" not in {text.get_text() for text in fig.legends[0].get_texts()}
     shown, total = decision_candidates(data, limit=3)
     assert [c.row["trial_id"] for c in shown] == ["s_lucky", "b_dist", "s_ofa"] and total == len(CONFIRMED)
     page = write_report(data.folder).read_text()
     floor = 1.959964 * (0.9 * 0.1 / VAL_IMAGES) ** 0.5  # the lucky run's binomial 95 % half-width
     assert "No candidate was trained on several seeds" in page
     assert f"on these images alone is uncertain by about \u00b1{floor:.4f} (binomial 95%)" in page
+    assert "Winner, handed over as best.yaml: P1 \u00b7 ofa + ofa@1,2,3,4, 0.9000 on its one run." in page
     assert [tid for tid, row in _rows(page) if "\u2605 best.yaml" in row] == ["s_lucky"]
 
 

@@ -99,5 +99,5 @@ def test_status_of_a_storage_root_lists_its_searches(tmp_path, trial_rows, capsy
     records = json.loads(capsys.readouterr().out)
     assert [(r["name"], r["best_trial"], r["best_val_acc"]) for r in records] == [
         ("first", "mix_tie", 0.63),
-        ("second", None, None),
+        ("second", "base_3", 0.53),
     ]

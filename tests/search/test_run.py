@@ -59,7 +59,8 @@ def test_asha_stopped_trials_and_best_is_full_budget(digits_search):
     search = [t for t in trials if t["role"] == "search"]
     stopped = [t for t in search if t["status"] == "stopped"]
     assert stopped and all(t["epochs"] < 3 for t in stopped)
-    completed = [t for t in search if t["status"] == "completed"]
+    # the best of everything that ran the full budget, baselines included, is what best.yaml holds
+    completed = [t for t in trials if t["status"] == "completed" and t["role"] in ("search", "baseline")]
     best_line = (digits_search / "best.yaml").read_text().splitlines()[0]
     best = max(completed, key=lambda t: t["val_acc"])
     assert best["trial_id"] in best_line and best["epochs"] == 3
@@ -71,7 +72,8 @@ def test_best_yaml_trains(digits_search, tmp_path):
     assert main(["train", str(digits_search / "best.yaml"), "--output", str(out), "--no-progress"]) == 0
     assert (out / "student.safetensors").is_file()
     trials = pq.read_table(digits_search / "trials.parquet").to_pylist()
-    best = max((t for t in trials if t["role"] == "search" and t["status"] == "completed"), key=lambda t: t["val_acc"])
+    completed = (t for t in trials if t["role"] in ("search", "baseline") and t["status"] == "completed")
+    best = max(completed, key=lambda t: t["val_acc"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["val_acc"] == pytest.approx(best["val_acc"], abs=1e-9), "best.yaml reproduces its trial"
 
@@ -97,6 +99,47 @@ def test_a_rerun_goes_next_to_an_earlier_search(digits_search, capsys):
 def test_an_earlier_search_is_never_overwritten(digits_search):
     assert fresh_folder(digits_search.parent, digits_search.name) == digits_search.parent / f"{digits_search.name}-2"
     assert fresh_folder(digits_search.parent, "other") == digits_search.parent / "other"
+
+
+def test_a_baseline_that_beats_every_searched_config_is_handed_over(tmp_path, capsys):
+    """A search whose space holds only bad compositions (exit-branch losses weighted a thousand
+    times the rest: under the global gradient clipping the classifier hardly moves): DIST, a
+    baseline, wins. best.yaml and export --rank 1 are its config, the summary's first line names
+    it, and training best.yaml gives the same numbers."""
+    import yaml
+
+    from ofasearch.config import load_spec
+    from ofasearch.search.run import run_search
+
+    spec = {
+        **SPEC,
+        "pairs": SPEC["pairs"][:1],
+        "distill": {"stages": [1, 2, 3, 4], "ofa_weight": {"low": 1000.0, "high": 2000.0}},
+        "optim": {**SPEC["optim"], "name": "sgd", "lr": 0.05, "clip_grad": 1.0},
+        "search": {**SPEC["search"], "num_samples": 2, "baselines": ["dist"]},
+        "storage": str(tmp_path / "results"),
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with log_lines() as lines:
+        try:
+            folder = run_search(load_spec(path), num_cpus=2)
+        finally:
+            ray.shutdown()
+    rows = pq.read_table(folder / "trials.parquet").to_pylist()
+    dist = next(r for r in rows if r["role"] == "baseline")
+    assert all(r["val_acc"] < dist["val_acc"] for r in rows if r["role"] == "search"), rows
+    winner = next(line for line in lines if line.startswith("best: "))
+    assert winner.startswith(f"best: dist (baseline {dist['trial_id']}) val_acc {dist['val_acc']:.4f}"), winner
+    best = yaml.safe_load((folder / "best.yaml").read_text())
+    assert best["distill"]["method"] == "dist" and best["distill"]["stages"] == []
+    assert best["distill"]["kd_weight"] == 2.0 and best["distill"]["dist_temperature"] == 4.0, "DIST's own setting"
+    assert main(["export", str(folder), "--rank", "1", "-o", str(tmp_path / "rank1.yaml")]) == 0
+    assert yaml.safe_load((tmp_path / "rank1.yaml").read_text()) | {"name": best["name"]} == best
+    out = tmp_path / "trained"
+    assert main(["train", str(folder / "best.yaml"), "--output", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_acc"] == pytest.approx(dist["val_acc"], abs=1e-9), "best.yaml reproduces the baseline"
 
 
 @pytest.fixture(scope="module")

@@ -152,14 +152,14 @@ def _winner_rows(data: ReportData) -> str:
         text = "none yet (no searched config or baseline has run the full budget)"
         return f"<tr><th>winner (best.yaml)</th><td>{text}</td></tr>"
     html_rows = f'<tr data-winner="{_esc(winner["trial_id"])}"><th>winner (best.yaml)</th><td>'
-    if winner["role"] == "baseline":
-        html_rows += "a baseline won: no searched config beat it, so best.yaml trains "
-    html_rows += f"{_trial_html(data, winner)}</td></tr>"
+    if winner["role"] == "search":
+        return html_rows + f"{_trial_html(data, winner)}</td></tr>"
+    html_rows += (
+        f"a baseline won: no searched config beat it, so best.yaml trains {_trial_html(data, winner)}</td></tr>"
+    )
     searched = next((r for r in ranked(data) if data.full_budget(r)), None)
-    if winner["role"] == "baseline":
-        best = _trial_html(data, searched) if searched else "none has run the full budget"
-        html_rows += f"<tr><th>best searched config</th><td>{best}</td></tr>"
-    return html_rows
+    best = _trial_html(data, searched) if searched else "none has run the full budget"
+    return html_rows + f"<tr><th>best searched config</th><td>{best}</td></tr>"
 
 
 def _header(data: ReportData) -> str:
@@ -259,6 +259,13 @@ def _seeds_text(counts: list[int]) -> str:
     return f"{low} seeds" if low == high else f"{low} to {high} seeds"
 
 
+def _candidate_score(c: Candidate) -> str:
+    """``mean 0.7500 ± 0.0248 over 3 seeds`` or ``0.8472 on its one run``."""
+    if c.half_width is None:
+        return f"{c.mean:.4f} on its one run"
+    return f"mean {c.mean:.4f} \u00b1 {c.half_width:.4f} over {c.seeds} seeds"
+
+
 def _decision_caption(data: ReportData, candidates: list[Candidate], total: int) -> str:
     """The noise behind the decision: seeds, validation images, what the interval is over; and the winner."""
     if not candidates:
@@ -286,9 +293,7 @@ def _decision_caption(data: ReportData, candidates: list[Candidate], total: int)
             noise += (
                 f" One run's accuracy on these images alone is uncertain by about \u00b1{floor:.4f} (binomial 95%)."
             )
-        noise += f" Winner, handed over as best.yaml: {winner.label}, mean {winner.mean:.4f}"
-        noise += f" \u00b1 {winner.half_width:.4f}" if winner.half_width is not None else ""
-        noise += f" over {winner.seeds} seed{'s' if winner.seeds > 1 else ''}."
+        noise += f" Winner, handed over as best.yaml: {winner.label}, " + _candidate_score(winner) + "."
         if winner.baseline:
             noise += " A baseline won: no searched config beat it."
     return f'<p class="caption" data-candidates="{len(candidates)}">{_esc(noise)}</p>'

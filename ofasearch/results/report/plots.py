@@ -153,28 +153,44 @@ def learning_curves_figure(data: ReportData) -> Figure:
     return fig
 
 
+def _draw_candidate(ax: Axes, y: int, c: Candidate, color: str) -> None:
+    """One candidate's row: its interval over seeds, a dot per seed, its mean (the winner's a gold star)."""
+    if c.winner:
+        ax.axhspan(y - 0.45, y + 0.45, color="gold", alpha=0.25, linewidth=0)
+    if c.half_width is not None:
+        ax.errorbar(c.mean, y, xerr=c.half_width, color=color, capsize=4, linewidth=1.6)
+    step = min(0.12, 0.6 / c.seeds)  # spread over the row so equal accuracies stay visible
+    jitter = [y + (i - (c.seeds - 1) / 2) * step for i in range(c.seeds)]
+    ax.plot(c.accuracies, jitter, "o", color=color, alpha=0.55, markersize=5, linestyle="none", gid="seed")
+    marker, face, size = ("*", "gold", 18) if c.winner else ("D", color, 8)
+    ax.plot(c.mean, y, marker, color=face, markeredgecolor="black", markersize=size, gid="mean", zorder=3)
+    spread = f" \u00b1 {c.half_width:.4f}" if c.half_width is not None else ""
+    at_right = ax.get_yaxis_transform()  # x in axes fractions, y in data: a column right of the plot
+    ax.text(1.01, y, f"{c.mean:.4f}{spread}", transform=at_right, va="center", fontsize=8)
+
+
+def _decision_handles(candidates: list[Candidate]) -> list[Line2D]:
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], color="grey", marker="o", alpha=0.55, linestyle="none", label="one seed's run"),
+        Line2D([], [], color="grey", marker="D", markeredgecolor="black", linestyle="none", label="mean over seeds"),
+    ]
+    if any(c.half_width is not None for c in candidates):  # single runs have none
+        handles.append(
+            Line2D([], [], color="grey", marker="|", markersize=12, linewidth=1.6, label="95% t-interval of the mean")
+        )
+    star = dict(color="gold", marker="*", markeredgecolor="black", markersize=14, linestyle="none")
+    return [*handles, Line2D([], [], label="winner: handed over as best.yaml", **star)]
+
+
 def decision_figure(data: ReportData, candidates: list[Candidate]) -> Figure:
     """Every candidate on one accuracy axis, best at the top: a dot per seed, its mean, the 95 %
     t-interval of that mean over seeds; the winner (best.yaml) on a gold band."""
-    from matplotlib.lines import Line2D
-
     fig = _figure(9, 0.42 * len(candidates) + 2.2)
     ax = fig.add_subplot()
     for y, c in enumerate(candidates):
-        color = data.family_color(c.row)
-        if c.winner:
-            ax.axhspan(y - 0.45, y + 0.45, color="gold", alpha=0.25, linewidth=0)
-        if c.half_width is not None:
-            ax.errorbar(c.mean, y, xerr=c.half_width, color=color, capsize=4, linewidth=1.6)
-        step = min(0.12, 0.6 / c.seeds)  # spread over the row so equal accuracies stay visible
-        jitter = [y + (i - (c.seeds - 1) / 2) * step for i in range(c.seeds)]
-        ax.plot(c.accuracies, jitter, "o", color=color, alpha=0.55, markersize=5, linestyle="none", gid="seed")
-        marker, face, size = ("*", "gold", 18) if c.winner else ("D", color, 8)
-        ax.plot(c.mean, y, marker, color=face, markeredgecolor="black", markersize=size, gid="mean", zorder=3)
-    at_right = ax.get_yaxis_transform()  # x in axes fractions, y in data: a column right of the plot
-    for y, c in enumerate(candidates):
-        spread = f" \u00b1 {c.half_width:.4f}" if c.half_width is not None else ""
-        ax.text(1.01, y, f"{c.mean:.4f}{spread}", transform=at_right, va="center", fontsize=8)
+        _draw_candidate(ax, y, c, data.family_color(c.row))
     ax.set_yticks(range(len(candidates)), [_candidate_tick(rank, c) for rank, c in enumerate(candidates, 1)])
     for tick, c in zip(ax.get_yticklabels(), candidates, strict=True):
         tick.set_color(data.family_color(c.row))
@@ -182,22 +198,7 @@ def decision_figure(data: ReportData, candidates: list[Candidate]) -> Figure:
     ax.set_ylim(len(candidates) - 0.5, -0.5)  # the best at the top
     ax.set_xlabel("validation accuracy")
     ax.grid(alpha=0.3, axis="x")
-    handles = [
-        Line2D([], [], color="grey", marker="o", alpha=0.55, linestyle="none", label="one seed's run"),
-        Line2D([], [], color="grey", marker="D", markeredgecolor="black", linestyle="none", label="mean over seeds"),
-        Line2D([], [], color="grey", marker="|", markersize=12, linewidth=1.6, label="95% t-interval of the mean"),
-        Line2D(
-            [],
-            [],
-            color="gold",
-            marker="*",
-            markeredgecolor="black",
-            markersize=14,
-            linestyle="none",
-            label="winner: handed over as best.yaml",
-        ),
-    ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
+    fig.legend(handles=_decision_handles(candidates), loc="outside lower center", ncols=4, fontsize=8, frameon=False)
     ax.set_title("The decision: every candidate, searched configs and baselines alike")
     return fig
 
