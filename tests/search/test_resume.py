@@ -91,9 +91,10 @@ def test_sigkill_then_resume_finishes_the_search(tmp_path):
 
 
 def test_a_kill_between_or_inside_grid_phases_resumes_every_point_once(digits_search, tmp_path):
-    """The state a kill leaves at the search -> baselines hand-over or inside the baselines: phase
+    """The state a kill leaves inside the baselines (the first phase after the teachers): phase
     `baselines`, Tune's baselines experiment without its saved state, two baselines finished, one
-    cut short (`running`), the rest never started. Built by hand, so no timing decides the outcome."""
+    cut short (`running`), the rest never started. Built by hand, so no timing decides the outcome;
+    the search that follows is restored from Tune's saved state as it was and runs nothing again."""
     folder = tmp_path / digits_search.name
     shutil.copytree(digits_search, folder)
     state = json.loads((folder / "state.json").read_text())
@@ -128,15 +129,15 @@ def test_a_kill_between_or_inside_grid_phases_resumes_every_point_once(digits_se
 
 
 # (kill point, the phase state.json holds after that kill): teacher preparation, inside the
-# search, the search -> baselines hand-over, inside the baselines, the baselines -> confirmation
+# baselines, the baselines -> search hand-over, inside the search, the search -> confirmation
 # hand-over, inside the confirmation, after the end. Each is a named point the driver kills itself at
 # (ofasearch.utils.killpoints), so no timing decides where the kill lands.
 SWEEP = [
     ("teachers", "teachers"),
-    ("search:2", "search"),
-    ("search-done", "search"),
     ("baseline:1", "baselines"),
     ("baselines-done", "baselines"),
+    ("search:2", "search"),
+    ("search-done", "search"),
     ("confirm:1", "confirm"),
     ("done", "done"),  # finished, but killed before leaving Ray: the last resume stops the instance
 ]
