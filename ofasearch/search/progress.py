@@ -18,7 +18,7 @@ from ray.tune.experiment import Trial
 from ofasearch.results.outcome import trial_status
 from ofasearch.results.tune_folders import last_error_line
 from ofasearch.search.searcher import PROPOSED_BY
-from ofasearch.search.trial import CONFIG_KEY
+from ofasearch.search.trial import BASELINE_KEY, CONFIG_KEY
 from ofasearch.utils.formatting import format_duration, short
 
 __all__ = ["ProgressView", "error_text", "outcome"]
@@ -96,6 +96,8 @@ class ProgressView(tune.Callback):
         params = dict(trial.config.get("point", trial.config))
         proposer = params.pop(PROPOSED_BY, None)
         params.pop(CONFIG_KEY, None)  # a confirmation run's whole config: its trial id and seed say it
+        if BASELINE_KEY in params:  # its own settings replace the pair's distill defaults
+            params = {k: v for k, v in params.items() if k == BASELINE_KEY or not k.startswith("distill.")}
         values = " ".join(f"{k.split('__')[0].split('.')[-1]}={short(v)}" for k, v in sorted(params.items()))
         by = f" ({proposer})" if proposer else ""
         logger.info(f"[{self.phase}] trial {trial.trial_id} started{by}: {values}")
