@@ -27,7 +27,8 @@ import yaml
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState, create_trial
 
-from ofasearch.config import Choices, Range, Spec, parse_config
+from ofasearch.config import Spec, parse_config
+from ofasearch.errors import SpecError
 from ofasearch.results.folder import load_folder_spec
 from ofasearch.results.outcome import COMPLETED, DIVERGED, STOPPED, is_full_budget
 from ofasearch.results.ranking import ranked_trials
@@ -171,7 +172,8 @@ def _row_params(space: SearchSpace, row: dict[str, Any], pair: int) -> dict[str,
     if len(space.pairs) > 1:
         params["pair"] = space.pairs[pair].label
     for path in space.spec.searched_values():
-        params[space.param_name(path, pair)] = encode(row[path])
+        if row.get(path) is not None:  # None: a setting the trial's composition did not read
+            params[space.param_name(path, pair)] = encode(row[path])
     return params
 
 
@@ -187,26 +189,10 @@ def _distributions(space: SearchSpace, params: dict[str, Any]) -> dict[str, Base
 
 
 def _fitting_params(space: SearchSpace, row: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """The old config as params of the new space, or None and why it does not fit."""
-    pair = _pair_index(space, row)
-    if pair is None:
-        return None, f"pair {row['teacher']} -> {row['student']} is not in this spec"
-    config = yaml.safe_load(row["config"]) if row.get("config") else {}
-    params: dict[str, Any] = {"pair": space.pairs[pair].label} if len(space.pairs) > 1 else {}
-    for path, dist in space.spec.searched_values().items():
-        section, key = path.split(".", 1)
-        value = (config.get(section) or {}).get(key, row.get(path))
-        if value is None:
-            return None, f"it has no {path}"
-        if path == "distill.stages":
-            allowed = [encode(c) for c in space.stage_choices(pair)]
-            fits = encode(value) in allowed
-        elif isinstance(dist, Choices):
-            fits = encode(value) in [encode(c) for c in dist.choices]
-        else:
-            assert isinstance(dist, Range)
-            fits = isinstance(value, (int, float)) and dist.low <= value <= dist.high
-        if not fits:
-            return None, f"{path} {encode(value)} outside this space"
-        params[space.param_name(path, pair)] = encode(value)
-    return params, ""
+    """The old config as params of the new space (:meth:`SearchSpace.params_of`), or None and why
+    it is not a point of it."""
+    try:
+        config = parse_config(yaml.safe_load(row["config"]), f"trial {row['trial_id']}", check_models=False)
+        return space.params_of(config), ""
+    except (SpecError, NotInSpace) as exc:
+        return None, exc.problems[0] if isinstance(exc, SpecError) else str(exc)

@@ -4,16 +4,20 @@ checks that let a cache entry be trusted (size + SHA-256 recorded at build time)
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import stat
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ofasearch.errors import FileFault
 from ofasearch.utils.storage import Location, ObjectPath
 
 __all__ = [
@@ -26,8 +30,11 @@ __all__ = [
     "file_digest",
     "file_problem",
     "file_record",
+    "private_dir",
+    "private_dir_problem",
     "replace_dir",
     "share_as_umask_allows",
+    "user_temp_dir",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,19 +58,22 @@ class CorruptFileError(RuntimeError):
 
 def atomic_write(path: Location, data: str | bytes) -> Location:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so a
-    reader (or a crash) sees the old file or the new one, never a part of it. On an object store
-    (:class:`ObjectPath`) one PUT gives the same: an object is replaced whole."""
+    reader (or a crash) sees the old file or the new one, never a part of it. The temporary file
+    is fsynced before the rename and the folder after it: a power loss otherwise may leave the
+    new name pointing at an empty file. On an object store (:class:`ObjectPath`) one PUT gives
+    the same: an object is replaced whole."""
     if isinstance(path, ObjectPath):
         path.write_bytes(data if isinstance(data, bytes) else data.encode())
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        if isinstance(data, bytes):
-            tmp.write_bytes(data)
-        else:
-            tmp.write_text(data)
+        with open(tmp, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode())
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)  # e.g. no space left: no half-written temporary file stays behind
@@ -71,6 +81,67 @@ def atomic_write(path: Location, data: str | bytes) -> Location:
             raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
         raise
     return path
+
+
+# a folder some file systems cannot fsync (or open for reading): the rename is all they give
+_NO_DIR_FSYNC = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EACCES, errno.EPERM}
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (its entry is in the folder, not in the file)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        if exc.errno in _NO_DIR_FSYNC:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _NO_DIR_FSYNC:
+            raise
+    finally:
+        os.close(fd)
+
+
+def private_dir_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a folder only this user can use (None: it is). Read with ``lstat``: a
+    symbolic link is refused, not followed."""
+    st = os.lstat(folder)
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link, not a folder"
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a folder"
+    if st.st_uid != os.getuid():
+        return f"owned by uid {st.st_uid}, not by this user (uid {os.getuid()})"
+    if st.st_mode & 0o077:
+        return f"mode {stat.S_IMODE(st.st_mode):04o}, open to other users (must be 0700)"
+    return None
+
+
+def private_dir(folder: Path) -> Path:
+    """``folder``, created with mode 0700 when missing. In a shared temp dir another user can
+    create it first and plant what ofasearch trusts there, so an existing one must be a real
+    folder of this user's with mode 0700, else a FileFault naming it."""
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    problem = private_dir_problem(folder)
+    if problem is not None:
+        raise FileFault(
+            [
+                f"{folder}: {problem}; ofasearch keeps its private files only in a folder of this user's with mode "
+                "0700: remove it (or fix it with chown/chmod 700), then run the command again"
+            ]
+        )
+    return folder
+
+
+def user_temp_dir() -> Path:
+    """``$TMPDIR/ofasearch-<uid>``: this user's private folder on this host (:func:`private_dir`)
+    for Ray's records and error logs."""
+    return private_dir(Path(tempfile.gettempdir()) / f"ofasearch-{os.getuid()}")
 
 
 def content_hash(payload: Any, length: int = 20) -> str:

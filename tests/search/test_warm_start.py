@@ -103,9 +103,9 @@ def test_different_space_enqueues_the_best_configs_that_fit_and_says_what_it_ski
     with caplog.at_level("INFO", logger="ofasearch.search.warm_start"):
         result = warm_start(searcher, space, old_search)
     assert not result.same_space and result.enqueued == 1
-    assert result.skipped == ["a (distill.eps 1.4 outside this space)"]
+    assert result.skipped == ["a (distill.eps 1.4 is outside [1, 1.3])"]
     (line,) = [r.getMessage() for r in caplog.records if r.name == "ofasearch.search.warm_start"]
-    assert "different space): enqueued 1 of its best configs; skipped a (distill.eps 1.4" in line
+    assert "different space): enqueued 1 of its best configs; skipped a (distill.eps 1.4 is outside" in line
     configs = [searcher.suggest(str(i)) for i in range(3)]
     assert [c[PROPOSED_BY] for c in configs] == ["default", "default", "warm-start"]
     assert configs[2]["distill.eps"] == 1.1 and configs[2]["pair"] == space.pairs[1].label
