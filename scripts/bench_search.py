@@ -67,7 +67,7 @@ TEACHER = {"model": "resnet10t", "checkpoint": "auto", "recipe": {"epochs": 4, "
 # T 4 (the schema's defaults), DIST beta 1, gamma 1, T 4 with loss weight 2 (kd_weight's second
 # choice); kd (CE weight 0.1, T 4) and none (no teacher) are not, and are recorded all the same.
 # lr is each pair's own: its best of the previous grid's lr choices (tiny ViT 0.005, Mixer 0.01).
-# val_fraction 0.25 (450 images): one image is 0.22 points, finer than the 0.5-point target.
+# val_fraction 0.25 (360 images): one image is 0.28 points, finer than the 0.5-point target.
 GRID_SPEC: dict[str, Any] = {
     "name": "bench-compositions",
     "seed": 0,
@@ -653,51 +653,70 @@ def compare_told(table: Table, seeds: int, by_samples: dict[int, dict[str, Summa
         )
 
 
-def rung_agreement(table: Table, grace: int) -> None:
-    """Offline: how well each candidate at ASHA's first rung orders the grid points by the value
-    the search ranks them on (their best epoch): Spearman's rho over every grid point, and the share
-    of the top third at the rung (what ASHA keeps at reduction factor 3) that is in the final top third."""
+RUNG_SETTINGS: tuple[dict[str, Any], ...] = ({}, {"reduction_factor": 2})  # ASHA's rungs: (2,) and (2, 4) of 6
+RUNG_SEARCHERS = (  # the product's search, TPE without the baselines (its early trials matter more), random
+    ("TPE+ASHA", "tpe", True),
+    ("TPE not told", "tpe", False),
+    ("random+ASHA", "random", False),
+)
+
+
+def rung_agreement(table: Table, spec: Spec) -> None:
+    """Offline: how well each candidate, at each of ASHA's rungs, orders each pair's grid points by
+    the value the search ranks them on (their best epoch): Spearman's rho, and the share of the top
+    1/reduction_factor at the rung (what ASHA promotes) that is in the final top 1/reduction_factor."""
     from scipy.stats import spearmanr
 
-    curves = list(table.curves.values())
-    final = np.array([max(c) for c in curves])
-    top = final >= np.quantile(final, 2 / 3)
-    print(f"rung {grace} (ASHA's first) against the final ranking over the {len(curves)} grid points:")
-    for name, fn in RUNGS.items():
-        at_rung = np.array([fn(c[:grace]) for c in curves])
-        kept = at_rung >= np.quantile(at_rung, 2 / 3)
-        rho = spearmanr(at_rung, final).statistic
-        print(f"  {name:<6} Spearman {rho:.3f}; kept top third in the final top third: {top[kept].mean():.2f}")
+    rf, rungs = spec.search.reduction_factor, []
+    rung = spec.search.grace_epochs
+    while rung < table.epochs:
+        rungs.append(rung)
+        rung *= rf
+    space = SearchSpace(table.spec, table.available_stages)
+    for pair in space.pairs:
+        curves = [c for k, c in table.curves.items() if json.loads(k).get("pair", pair.label) == pair.label]
+        final = np.array([max(c) for c in curves])
+        top = final >= np.quantile(final, 1 - 1 / rf)
+        cells = []
+        for r in rungs:
+            for name, fn in RUNGS.items():
+                at_rung = np.array([fn(c[:r]) for c in curves])
+                kept = at_rung >= np.quantile(at_rung, 1 - 1 / rf)
+                cells.append(f"{name}@{r} rho {spearmanr(at_rung, final).statistic:.3f} kept {top[kept].mean():.2f}")
+        print(f"  {pair.student.model} ({len(curves)} points): {'; '.join(cells)}")
 
 
-def compare_rungs(
-    table: Table, seeds: int, by_samples: dict[int, dict[str, Summary]], settings: dict[str, Any]
-) -> None:
-    """ASHA's rung metric: each candidate of RUNGS replayed as the value ASHA's rungs read."""
+def compare_rungs(table: Table, seeds: int, references: dict[int, Summary], settings: dict[str, Any]) -> None:
+    """ASHA's rung metric: each candidate of RUNGS replayed as the value ASHA's rungs read, at the
+    default ASHA settings (one rung, epoch 2) and at reduction factor 2 (rungs at epochs 2 and 4)."""
     print(
         f"\nASHA rung metric ({seeds} seeds; regret in points, mean ± s.e.; paired: candidate minus 'last' on the "
         "same seeds, negative = better; epochs to match random+FIFO's final median regret, 95% bootstrap CI)"
     )
-    rung_agreement(table, replay_spec(table, METHODS[0], 0, settings).search.grace_epochs)
-    print(
-        f"{'num_samples':>11}  {'searcher':<12}{'rung':<7}{'@1/4B':>14}{'@1/2B':>14}{'@1B':>14}"
-        f"{'paired @1/4B':>15}{'paired @1/2B':>15}{'paired @1B':>15}{'epochs to match':>26}{'trials':>8}"
-    )
-    for n, by_name in by_samples.items():
-        ref = by_name["random+FIFO"]
-        for base in ("tpe", "random"):
-            found: dict[str, Summary] = {}
-            for rung in RUNGS:
-                name = f"{'TPE' if base == 'tpe' else 'random'}+ASHA"
-                method = Method(f"{name} rung={rung}", base, asha=True, rung=rung)
-                s = found[rung] = run_method(table, method, seeds, ref.budget, {**settings, "num_samples": n})
-                cells = "".join(f"{_mean_se(s.at(f)):>14}" for f in s.fractions)
-                paired = "".join(f"{_paired(s, found['last'], f):>15}" for f in s.fractions)
-                print(
-                    f"{n:>11}  {name:<12}{rung:<7}{cells}{paired}{_match_text(match_epochs(s, ref), s.budget):>26}"
-                    f"{s.trials:>8g}",
-                    flush=True,
-                )
+    for asha in RUNG_SETTINGS:
+        spec = replay_spec(table, METHODS[0], 0, {**settings, **asha})
+        label = json.dumps(asha) if asha else "default ASHA settings"
+        print(
+            f"{label} (grace {spec.search.grace_epochs}, reduction factor {spec.search.reduction_factor}); "
+            "rung metric against the final ranking of the grid:"
+        )
+        rung_agreement(table, spec)
+        print(
+            f"{'num_samples':>11}  {'searcher':<14}{'rung':<7}{'@1/4B':>14}{'@1/2B':>14}{'@1B':>14}"
+            f"{'paired @1/4B':>15}{'paired @1/2B':>15}{'paired @1B':>15}{'epochs to match':>26}{'trials':>8}"
+        )
+        for n, ref in references.items():
+            for name, base, told in RUNG_SEARCHERS:
+                found: dict[str, Summary] = {}
+                for rung in RUNGS:
+                    method = Method(f"{name} rung={rung}", base, asha=True, told=told, rung=rung)
+                    s = found[rung] = run_method(
+                        table, method, seeds, ref.budget, {**settings, **asha, "num_samples": n}
+                    )
+                    cells = "".join(f"{_mean_se(s.at(f)):>14}" for f in s.fractions)
+                    paired = "".join(f"{_paired(s, found['last'], f):>15}" for f in s.fractions)
+                    match = _match_text(match_epochs(s, ref), s.budget)
+                    print(f"{n:>11}  {name:<14}{rung:<7}{cells}{paired}{match:>26}{s.trials:>8g}", flush=True)
 
 
 def warm_start_check(table: Table, seeds: int, budget: int, settings: dict[str, Any]) -> None:
@@ -797,6 +816,12 @@ def main() -> None:
     )
     parser.add_argument("--smoke-test", action="store_true", help="3 seeds, 16 trials, for CI")
     parser.add_argument("--warm-start", action="store_true", help="only compare TPE+ASHA with and without a warm start")
+    parser.add_argument(
+        "--section",
+        choices=["all", "searchers", "told", "rungs"],
+        default="all",
+        help="which comparison to replay (default all: about 15 min on 2 shared cores)",
+    )
     args = parser.parse_args()
     if args.action == "record":
         record(args.table, args.cache, args.limit)
@@ -816,13 +841,20 @@ def main() -> None:
         warm_start_check(table, seeds, samples[0] * table.epochs, {"num_samples": samples[0]})
         print(f"replay took {time.perf_counter() - start:.1f}s")
         return
-    by_samples = compare_searchers(table, seeds, samples, {})
-    compare_told(table, seeds, by_samples, {})
-    compare_rungs(table, seeds, by_samples, {})
+    if args.section in ("all", "searchers", "told"):
+        by_samples = compare_searchers(table, seeds, samples, {})
+        references = {n: by_name["random+FIFO"] for n, by_name in by_samples.items()}
+    else:
+        reference = next(m for m in METHODS if m.name == "random+FIFO")
+        references = {n: run_method(table, reference, seeds, n * table.epochs, {"num_samples": n}) for n in samples}
+    if args.section in ("all", "told"):
+        compare_told(table, seeds, by_samples, {})
+    if args.section in ("all", "rungs"):
+        compare_rungs(table, seeds, references, {})
     print(f"replay took {time.perf_counter() - start:.1f}s")
     if args.tune and not args.smoke_test:
         n = samples[0]
-        tune_defaults(table, seeds, n * table.epochs, by_samples[n]["random+FIFO"], {"num_samples": n}, args.extra)
+        tune_defaults(table, seeds, n * table.epochs, references[n], {"num_samples": n}, args.extra)
 
 
 if __name__ == "__main__":

@@ -485,7 +485,7 @@ def test_read_only_storage_is_one_line_and_a_log_file(tmp_path, capsys, log_dir)
     line = _one_error_line(capsys.readouterr().err)
     assert str(storage) in line and "make it writable" in line and "--storage" in line, line
     log = _log_path(line)
-    assert log.parent == log_dir and log.is_file()
+    assert log.parent == log_dir / f"ofasearch-{os.getuid()}" and log.is_file()
     text = log.read_text()
     assert "Traceback" in text and "PermissionError" in text and f"--storage {storage}" in text
 

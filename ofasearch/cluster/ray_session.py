@@ -35,12 +35,13 @@ import psutil
 from filelock import FileLock
 from ray.train import FailureConfig
 
-from ofasearch.utils.files import atomic_write
+from ofasearch.utils.files import atomic_write, user_temp_dir
 
 __all__ = [
     "PREEMPTION_RETRIES",
     "check_fits",
     "ensure_ray",
+    "is_ray_process",
     "leave_ray",
     "other_drivers",
     "prune_ray_sessions",
@@ -69,8 +70,10 @@ _left_registered = False
 
 
 def records_dir() -> Path:
-    """Per-user, per-host folder of ofasearch's Ray records and lock (under the local temp dir)."""
-    return Path(tempfile.gettempdir()) / f"ofasearch-{os.getuid()}"
+    """Per-user, per-host folder of ofasearch's Ray records and lock (under the local temp dir).
+    The records name processes to stop and folders to delete, so the folder is checked at every
+    use (a real folder of this user's, mode 0700), else a FileFault before anything is read."""
+    return user_temp_dir()
 
 
 _lock: FileLock | None = None
@@ -81,9 +84,7 @@ def _locked() -> FileLock:
     flock()s of one file in one process would wait for each other)."""
     global _lock
     if _lock is None:
-        folder = records_dir()
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _lock = FileLock(str(folder / "ray.lock"))
+        _lock = FileLock(str(records_dir() / "ray.lock"))
     return _lock
 
 
@@ -130,10 +131,27 @@ def _gcs_alive(record: dict[str, Any]) -> bool:
         return False
 
 
+def _ray_package() -> str:
+    import ray
+
+    return os.path.dirname(os.path.abspath(ray.__file__)) + os.sep
+
+
+def is_ray_process(cmdline: list[str]) -> bool:
+    """A command line of Ray's: a worker (``ray::...``) or a program or script of the installed
+    ray package (gcs_server, raylet, the dashboard and its agents, the log monitor)."""
+    if cmdline and cmdline[0].startswith("ray::"):
+        return True
+    package = _ray_package()
+    return any(os.path.isabs(arg) and os.path.abspath(arg).startswith(package) for arg in cmdline)
+
+
 def session_processes(record: dict[str, Any]) -> list[psutil.Process]:
     """This user's processes of a recorded instance: every process Ray starts inherits the
     environment of ``ray start`` and so the instance's random mark (``INSTANCE_VAR``), workers
-    and agents included (they rename themselves ``ray::...`` and leave the process group)."""
+    and agents included (they rename themselves ``ray::...`` and leave the process group). Only
+    Ray's own programs (:func:`is_ray_process`) count: whatever else inherited the mark (a shell,
+    a user's tool started from a trial) is never stopped."""
     found = []
     for proc in psutil.process_iter(["uids", "create_time"]):
         try:
@@ -141,7 +159,7 @@ def session_processes(record: dict[str, Any]) -> list[psutil.Process]:
                 continue
             if proc.info["create_time"] < record["started_at"] - 1:
                 continue
-            if proc.environ().get(INSTANCE_VAR) == record["mark"]:
+            if proc.environ().get(INSTANCE_VAR) == record["mark"] and is_ray_process(proc.cmdline()):
                 found.append(proc)
         except (psutil.Error, OSError):
             continue
@@ -172,10 +190,22 @@ def ray_temp_dir() -> Path:
     return Path(get_default_ray_temp_dir())
 
 
-def prune_ray_sessions(ended: list[str], keep: int = KEEP_SESSIONS) -> tuple[list[Path], list[str]]:
+def prune_ray_sessions(
+    ended: list[str], keep: int = KEEP_SESSIONS, root: Path | None = None
+) -> tuple[list[Path], list[str]]:
     """Delete the session folders of ended ofasearch instances but the ``keep`` newest (by name:
-    Ray names them by start time). Returns (deleted folders, the ones still kept)."""
-    ordered = sorted(set(ended), key=lambda s: Path(s).name)
+    Ray names them by start time). Only real ``session_*`` folders directly under ``root`` (Ray's
+    temp dir) are ever deleted: any other path a record names is forgotten with a warning.
+    Returns (deleted folders, the ones still kept)."""
+    root = ray_temp_dir() if root is None else root
+    sessions = []
+    for entry in sorted({str(e) for e in ended}):
+        folder = Path(entry)
+        if folder.parent == root and folder.name.startswith("session_") and not folder.is_symlink():
+            sessions.append(entry)
+        else:
+            logger.warning(f"{entry}: not a Ray session folder under {root}; left alone and forgotten")
+    ordered = sorted(sessions, key=lambda s: Path(s).name)
     doomed, kept = ordered[: max(0, len(ordered) - keep)], ordered[max(0, len(ordered) - keep) :]
     for folder in doomed:
         shutil.rmtree(folder, ignore_errors=True)

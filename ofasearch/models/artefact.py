@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ofasearch.errors import SpecError
-from ofasearch.models.factory import build_model, normalization
+from ofasearch.models.factory import build_model, kwargs_problem, normalization
 from ofasearch.models.weights import load_weights
 from ofasearch.utils.files import CorruptFileError, atomic_write, file_problem, file_record
 from ofasearch.utils.versions import package_versions
@@ -235,6 +235,16 @@ def read_card(folder: str | Path) -> dict[str, Any]:
     return card
 
 
+def inside_folder(folder: Path, name: str | Path, field: str) -> Path:
+    """``folder / name`` when it stays inside ``folder`` (symbolic links and ``..`` resolved),
+    else a one-line SpecError naming ``field``: a student folder is handed around, and what it
+    names must not read files elsewhere."""
+    path = folder / name
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise SpecError([f"{field}: {str(name)!r} is outside the student folder {folder}; only files inside it"])
+    return path
+
+
 def load_student(
     folder: str | Path, *, weights: str = STUDENT_FILE, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, StudentTransform]:
@@ -245,7 +255,10 @@ def load_student(
     folder = Path(folder)
     card = read_card(folder)
     info = card["ofasearch"]
-    path = folder / weights
+    problem = kwargs_problem(info.get("kwargs") or {})
+    if problem:
+        raise SpecError([f"{folder / CARD_FILE}: ofasearch.{problem}"])
+    path = inside_folder(folder, weights, "weights")
     record = info.get("files", {}).get(weights)
     if not path.is_file():
         raise SpecError([f"{path}: no such file"])

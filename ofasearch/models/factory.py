@@ -19,7 +19,12 @@ from torch import nn
 
 from ofasearch.errors import SpecError
 
-__all__ = ["build_model", "normalization", "unknown_model_message"]
+__all__ = ["FILE_KWARGS", "build_model", "kwargs_problem", "normalization", "unknown_model_message"]
+
+# timm.create_model's arguments that make it read a file or fetch weights (checkpoint_path is
+# torch.load-ed; a pretrained_cfg names a `file` or hub id; cache_dir points the hub's downloads
+# elsewhere): weights come only through a spec's `pretrained`/`checkpoint`, which ofasearch checks
+FILE_KWARGS = ("checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,6 +46,18 @@ def unknown_model_message(name: str) -> str | None:
     return f"unknown timm model {name!r}{hint} (see `ofasearch models`)"
 
 
+def kwargs_problem(kwargs: dict[str, Any]) -> str | None:
+    """Why model ``kwargs`` (from a spec or a student folder's config.json) are refused: one of
+    :data:`FILE_KWARGS`, which would make timm load a file the spec's checks never saw."""
+    for key in kwargs:
+        if key in FILE_KWARGS:
+            return (
+                f"kwargs.{key}: not allowed (kwargs may not hold {', '.join(FILE_KWARGS)}: they make timm "
+                "load weights or a file); use the model's pretrained: or checkpoint: instead"
+            )
+    return None
+
+
 def build_model(
     name: str,
     kwargs: dict[str, Any] | None = None,
@@ -51,7 +68,11 @@ def build_model(
     pretrained: bool = False,
 ) -> nn.Module:
     """Create a timm model for this data: classes and channels from the data, ``img_size`` too
-    when the model takes it (unless ``kwargs`` set it)."""
+    when the model takes it (unless ``kwargs`` set it). ``kwargs`` that load files are refused
+    (:func:`kwargs_problem`)."""
+    problem = kwargs_problem(kwargs or {})
+    if problem:
+        raise SpecError([f"model {name!r}: {problem}"])
     args = dict(kwargs or {})
     args.update(num_classes=num_classes, in_chans=in_chans)
     cls = _model_class(name) if not timm.is_model(name) else None

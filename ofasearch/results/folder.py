@@ -209,12 +209,28 @@ def _raw_searched(data: dict[str, Any]) -> dict[str, Range | Choices]:
 
 
 def read_state(folder: Location) -> dict[str, Any]:
-    """``state.json`` ({} before the search wrote it); broken JSON is a one-line SpecError."""
+    """``state.json`` ({} before the search wrote it). An empty or broken one (a crash of the file
+    system under a write) falls back to ``state.json.bak``, the version before the last write,
+    with one warning line; when that is broken too, a one-line SpecError."""
     path = folder / STATE_FILE
+    if not path.is_file():
+        return {}
     try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError as exc:
-        raise SpecError([f"{path}: invalid JSON ({exc})"]) from None
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict):
+            raise ValueError(f"a JSON {type(state).__name__}, not an object")
+        return state
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, not an object
+        problem = "empty" if not path.stat().st_size else f"invalid JSON ({exc})"
+    backup = path.with_name(f"{STATE_FILE}.bak")
+    try:
+        state = json.loads(backup.read_text())
+    except (OSError, ValueError):
+        state = None
+    if not isinstance(state, dict):
+        raise SpecError([f"{path}: {problem}, and no readable {backup.name} to fall back to"])
+    logger.warning(f"{path}: {problem}; using {backup.name}, the state before its last update")
+    return state
 
 
 def read_trials(folder: Location) -> list[dict[str, Any]]:

@@ -44,7 +44,7 @@ from ofasearch.search.searcher import (
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import Phase, read_state, update_state
 from ofasearch.search.teachers import confirm_caches, prepare_teachers, ship_teachers
-from ofasearch.search.tracking import check_mlflow, mlflow_callback, mlflow_environment, tracking_uri
+from ofasearch.search.tracking import check_mlflow, mlflow_callback, mlflow_environment, recorded_tracking_uri
 from ofasearch.search.trial import (
     backend_for,
     run_trial,
@@ -54,7 +54,7 @@ from ofasearch.search.warm_start import tell_baselines, warm_start
 from ofasearch.utils.claims import create_exclusive
 from ofasearch.utils.faults import note_results_folder
 from ofasearch.utils.killpoints import kill_point
-from ofasearch.utils.storage import Location, ObjectPath, as_location, location_digest, ray_storage
+from ofasearch.utils.storage import Location, ObjectPath, as_location, location_digest, ray_storage, redact_uri
 from ofasearch.utils.versions import package_versions
 
 __all__ = [
@@ -125,8 +125,13 @@ def run_search(
             f"dry run: {spec.search.num_samples} trials over {len(space.pairs)} pair(s); results would go to {folder}"
         )
         return folder
+    # spec.yaml never holds the storage URI's credentials (redact_uri): run again, it takes them
+    # from the environment (AWS_* for S3), as object stores normally do
     folder = claim_folder(
-        storage, spec.name, lambda name: spec.model_copy(update={"name": name}).to_yaml(), numbered=next_free_name
+        storage,
+        spec.name,
+        lambda name: spec.model_copy(update={"name": name, "storage": redact_uri(spec.storage)}).to_yaml(),
+        numbered=next_free_name,
     )
     spec = spec.model_copy(update={"name": folder.name})
     note_results_folder(folder)
@@ -139,7 +144,7 @@ def run_search(
         address=address,
         num_cpus=num_cpus,
         started_at=time.time(),
-        mlflow=tracking_uri(mlflow) if mlflow else None,
+        mlflow=recorded_tracking_uri(mlflow) if mlflow else None,
         versions=package_versions(),  # ofasearch, torch, timm, ray, optuna that ran it
     )
     return _execute(spec, space, folder, address=address, num_cpus=num_cpus, verbose=verbose)
@@ -482,7 +487,7 @@ def resume_search(
     if new_hash is not None:
         update_state(folder, **{SPEC_HASH_KEY: new_hash})
     if mlflow is not None:
-        update_state(folder, mlflow=tracking_uri(mlflow))
+        update_state(folder, mlflow=recorded_tracking_uri(mlflow))
     state = read_state(folder)
     check_mlflow(state.get("mlflow"))  # the run logged to MLflow: so does its resume
     space = SearchSpace(spec, state["stages"])

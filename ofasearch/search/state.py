@@ -38,8 +38,16 @@ def read_state(folder: Location) -> dict[str, Any]:
 
 
 def update_state(folder: Location, **update: Any) -> dict[str, Any]:
-    """Merge ``update`` into the folder's state and write it atomically; returns the new state."""
-    state = {**read_state(folder), **update}
-    text = json.dumps({k: v.value if isinstance(v, Phase) else v for k, v in state.items()}, indent=2)
-    atomic_write(folder / results_folder.STATE_FILE, text)
+    """Merge ``update`` into the folder's state and write it atomically; returns the new state.
+    The state it replaces is kept in ``state.json.bak`` first (written the same way), so a
+    ``state.json`` a failing disk left empty or damaged falls back to it when read."""
+    previous = read_state(folder)
+
+    def as_json(state: dict[str, Any]) -> str:
+        return json.dumps({k: v.value if isinstance(v, Phase) else v for k, v in state.items()}, indent=2)
+
+    if previous:
+        atomic_write(folder / f"{results_folder.STATE_FILE}.bak", as_json(previous))
+    state = {**previous, **update}
+    atomic_write(folder / results_folder.STATE_FILE, as_json(state))
     return state

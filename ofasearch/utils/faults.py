@@ -12,15 +12,16 @@ import contextlib
 import errno
 import os
 import sys
-import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
 
+from ofasearch.errors import FileFault
+from ofasearch.utils.files import user_temp_dir
 from ofasearch.utils.storage import Location, ObjectPath
 
 __all__ = [
@@ -178,23 +179,35 @@ def describe_fault(exc: BaseException, *, then: str = "run the command again") -
 
 def write_fault_log(exc: BaseException, argv: Sequence[str], folder: Location | None = None) -> Path | None:
     """Write the traceback of ``exc`` to ``folder/ofasearch-error-<time>.log`` (when that folder
-    exists and is writable), else to ``$TMPDIR/ofasearch-error-<time>.log``; None when neither can
-    be written."""
+    exists and is writable), else to ``$TMPDIR/ofasearch-<uid>/ofasearch-error-<time>.log`` (a
+    folder of mode 0700: a shared temp dir is readable by all); None when neither can be written.
+    The log is mode 0600 wherever it is: a traceback shows arguments and local paths."""
     stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     header = f"ofasearch {' '.join(argv)}\n{time.strftime('%Y-%m-%d %H:%M:%S')}\n\n"
     text = header + "".join(traceback.format_exception(exc))
     # a folder on an object store is no place for a log a person opens with an editor
-    places = [folder] if isinstance(folder, Path) and folder.is_dir() else []
-    for place in [*places, Path(tempfile.gettempdir())]:
-        path = place / f"{FAULT_LOG_PREFIX}-{stamp}.log"
+    places: list[Path | Callable[[], Path]] = [folder] if isinstance(folder, Path) and folder.is_dir() else []
+    for place in [*places, user_temp_dir]:
         try:
-            path.write_text(text)
+            path = (place if isinstance(place, Path) else place()) / f"{FAULT_LOG_PREFIX}-{stamp}.log"
+        except (OSError, FileFault):  # the private folder is missing and cannot be made, or is not private
+            continue
+        try:
+            _write_private(path, text)
         except OSError:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)  # e.g. the disk is full: no empty log left behind
             continue
         return path
     return None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create (or truncate) ``path`` with mode 0600, never through a symbolic link planted there."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), 0o600)  # a file that was there keeps its mode through O_CREAT
+        f.write(text)
 
 
 def print_traceback(exc: BaseException) -> None:

@@ -6,6 +6,12 @@ claims); a URI becomes an :class:`ObjectPath`, the few ``Path`` methods a result
 the pyarrow filesystem of that URI. Code that reads or writes a results folder takes either one
 (:data:`Location`) and never needs to know which.
 
+Credentials: a URI may carry them (``s3://KEY:SECRET@bucket/x``, ``https://user:pass@host``);
+ofasearch uses them but never writes them: :func:`redact_uri` gives the text for files and log
+lines (``s3://***@bucket/x``). A redacted URI read back (a ``spec.yaml`` run again) takes its
+credentials from the environment (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` and the other
+variables pyarrow reads), as object stores normally do.
+
 S3 endpoints: pyarrow reads the credentials from the usual ``AWS_*`` variables, but not the
 endpoint (apache/arrow#49643), so ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (what the AWS
 CLI and boto3 honour, e.g. for MinIO) are applied here; ``?endpoint_override=`` in the URI
@@ -19,7 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -33,11 +39,52 @@ __all__ = [
     "is_uri",
     "location_digest",
     "ray_storage",
+    "redact_uri",
     "uri_problem",
+    "without_redacted_credentials",
 ]
 
 # The schemes of pyarrow's filesystems (pyarrow.fs.FileSystem.from_uri): what Ray's storage_path takes.
 URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+REDACTED = "***"  # what stands for a URI's credentials in what ofasearch writes
+
+
+# query options that hold a secret (pyarrow's S3 URIs take ?access_key=&secret_key=&session_token=)
+_SECRET_OPTIONS = ("key", "secret", "token", "password", "credential", "signature")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with the credentials before ``@`` replaced by ``***`` (``s3://***@bucket/x``), and
+    so the values of query options that hold secrets; a path, or a URI without credentials, as
+    it is."""
+    if "://" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if at and userinfo != REDACTED:
+        parts = parts._replace(netloc=f"{REDACTED}@{host}")
+    options = parse_qsl(parts.query, keep_blank_values=True)
+    if any(word in key.lower() for key, _ in options for word in _SECRET_OPTIONS):
+        hidden = [(k, REDACTED if any(w in k.lower() for w in _SECRET_OPTIONS) else v) for k, v in options]
+        parts = parts._replace(query=urlencode(hidden, safe="*/:"))
+    return urlunsplit(parts)
+
+
+def without_redacted_credentials(uri: str) -> str:
+    """``uri`` without the ``***`` :func:`redact_uri` left in it (before ``@``, as an option's
+    value): the client then takes the credentials from the environment instead of sending ``***``."""
+    if "://" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if at and userinfo == REDACTED:
+        parts = parts._replace(netloc=host)
+    options = parse_qsl(parts.query, keep_blank_values=True)
+    if any(value == REDACTED for _, value in options):
+        parts = parts._replace(query=urlencode([(k, v) for k, v in options if v != REDACTED], safe="/:"))
+    return urlunsplit(parts)
 
 
 def is_uri(value: Any) -> bool:
@@ -54,7 +101,7 @@ def uri_problem(text: str) -> str | None:
         return None
     if scheme not in URI_SCHEMES:
         allowed = ", ".join(f"{s}://" for s in URI_SCHEMES)
-        return f"{text!r}: unknown URI scheme {scheme!r}; allowed: a path, file://, {allowed}"
+        return f"{redact_uri(text)!r}: unknown URI scheme {scheme!r}; allowed: a path, file://, {allowed}"
     if not urlsplit(text).netloc:
         return f"{text!r}: no bucket (or host) after {scheme}://"
     return None
@@ -179,14 +226,18 @@ def _filesystem(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
     ``endpoint_override`` uses ``$AWS_ENDPOINT_URL_S3`` / ``$AWS_ENDPOINT_URL`` when set."""
     import pyarrow.fs
 
+    uri = without_redacted_credentials(uri)
     parts = urlsplit(uri)
     if parts.scheme == "s3" and "endpoint_override" not in parse_qs(parts.query):
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
             where = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
             region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-            fs = pyarrow.fs.S3FileSystem(endpoint_override=where.netloc, scheme=where.scheme, region=region)
-            return fs, (parts.netloc + parts.path).rstrip("/")
+            keys: dict[str, str] = {}
+            if parts.username is not None:  # credentials in the URI win, as pyarrow's from_uri has it
+                keys = {"access_key": unquote(parts.username), "secret_key": unquote(parts.password or "")}
+            fs = pyarrow.fs.S3FileSystem(endpoint_override=where.netloc, scheme=where.scheme, region=region, **keys)
+            return fs, (parts.netloc.rpartition("@")[2] + parts.path).rstrip("/")
     return pyarrow.fs.FileSystem.from_uri(uri)
 
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -20,17 +21,23 @@ import ray
 import yaml
 
 from ofasearch.cli import main
+from ofasearch.cluster import ray_session
 from ofasearch.cluster.ray_session import (
     ADDRESS_FILE,
     INSTANCE_VAR,
+    KEEP_SESSIONS,
+    RECORDS_FILE,
     ensure_ray,
+    is_ray_process,
     leave_ray,
     prune_ray_sessions,
     ray_temp_dir,
     reap_dead_sessions,
     recorded_sessions,
+    records_dir,
     session_processes,
 )
+from ofasearch.errors import FileFault
 from tests.logcapture import log_lines
 from tests.specs import CONFIG, MIXER, SPEC, TEACHER
 
@@ -74,10 +81,135 @@ def test_only_the_newest_ended_session_folders_are_kept(tmp_path):
         (tmp_path / name / "logs").mkdir(parents=True)
     (tmp_path / "session_unrelated").mkdir()  # not an ofasearch instance: never touched
     ended = [str(tmp_path / n) for n in reversed(names)]
-    removed, kept = prune_ray_sessions(ended, keep=3)
+    removed, kept = prune_ray_sessions(ended, keep=3, root=tmp_path)
     assert sorted(p.name for p in removed) == names[:4]
     assert [Path(k).name for k in kept] == names[4:]
     assert sorted(p.name for p in tmp_path.iterdir()) == [*names[4:], "session_unrelated"]
+
+
+def test_records_naming_anything_but_rays_session_folders_delete_nothing(tmp_path):
+    """A record names folders to delete: only ``session_*`` folders directly under Ray's temp
+    dir ever are; anything else is forgotten with a warning and left as it is."""
+    root = tmp_path / "ray"
+    sessions = [root / f"session_2026-11-2{d}_10-00-00_000000_{d}" for d in range(3)]
+    for folder in sessions:
+        folder.mkdir(parents=True)
+    (tmp_path / "home" / "session_data").mkdir(parents=True)  # right name, wrong place
+    (root / "logs").mkdir()  # right place, not a session
+    (root / "session_link").symlink_to(tmp_path / "home")  # a link to a folder elsewhere
+    foreign = [tmp_path / "home" / "session_data", root / "logs", root / "session_link", root / "sub" / ".." / "logs"]
+    with log_lines() as logs:
+        removed, kept = prune_ray_sessions([str(p) for p in [*sessions, *foreign]], keep=1, root=root)
+    assert removed == sessions[:2] and kept == [str(sessions[2])]
+    assert (tmp_path / "home" / "session_data").is_dir() and (root / "logs").is_dir()
+    assert (root / "session_link").is_symlink() and (tmp_path / "home").is_dir()
+    assert sum("not a Ray session folder" in line for line in logs) == len(foreign), logs
+
+
+def test_only_rays_command_lines_count_as_its_processes():
+    package = Path(ray.__file__).parent
+    assert is_ray_process(["ray::IDLE"]) and is_ray_process([str(package / "core/src/ray/raylet/raylet"), "--x=1"])
+    assert is_ray_process([sys.executable, "-u", str(package / "dashboard" / "agent.py"), "--node-ip-address=x"])
+    assert not is_ray_process(["sleep", "60"]) and not is_ray_process(["bash", "-c", "ray start"])
+    assert not is_ray_process([str(package.parent / "ray-evil" / "x.py")]), "a sibling folder is not Ray's"
+
+
+@pytest.fixture
+def records_here(tmp_path, monkeypatch):
+    """This test's own temp dir (where the records folder goes) and Ray temp dir; the per-user
+    lock is made afresh in it and forgotten afterwards."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(ray_session, "_lock", None)
+    monkeypatch.setattr(ray_session, "ray_temp_dir", lambda: tmp_path / "ray")
+    return tmp_path
+
+
+def _dead_pid() -> int:
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid
+
+
+def _planted_records(tmp_path: Path, bystander_mark: str) -> dict:
+    """Records naming a crashed instance whose only marked process is a harmless ``sleep``, and
+    more ended session folders than are kept, under this test's Ray temp dir and elsewhere."""
+    ended = []
+    for d in range(KEEP_SESSIONS + 2):
+        for where in (tmp_path / "ray", tmp_path / "elsewhere"):
+            (where / f"session_2026-11-2{d}_10-00-00_000000_{d}").mkdir(parents=True)
+            ended.append(str(where / f"session_2026-11-2{d}_10-00-00_000000_{d}"))
+    record = {
+        "host": socket.gethostname(),
+        "pidns": os.readlink("/proc/self/ns/pid"),
+        "mark": bystander_mark,
+        "started_at": time.time() - 5,
+        "address": "127.0.0.1:1",
+        "session_dir": str(tmp_path / "ray" / "session_2026-11-29_10-00-00_000000_9"),
+        "gcs_pid": _dead_pid(),
+        "gcs_created": 0.0,
+    }
+    return {"live": [record], "ended": ended}
+
+
+def _sleeping(mark: str) -> subprocess.Popen:
+    """A process of this user that inherited an instance's mark but is not Ray's."""
+    return subprocess.Popen(["sleep", "60"], env={**os.environ, INSTANCE_VAR: mark})
+
+
+def _session_folders(tmp_path: Path) -> list[str]:
+    return sorted(str(p) for p in tmp_path.glob("*/session_*"))
+
+
+def test_a_harmless_process_named_in_a_record_survives(records_here):
+    mark = uuid.uuid4().hex
+    records = _planted_records(records_here, mark)
+    folder = records_dir()
+    assert folder == records_here / "tmp" / f"ofasearch-{os.getuid()}"
+    (folder / RECORDS_FILE).write_text(json.dumps(records))
+    bystander = _sleeping(mark)
+    try:
+        assert session_processes(records["live"][0]) == []
+        assert reap_dead_sessions() == []
+        assert bystander.poll() is None, "a process that is not Ray's is never signalled"
+    finally:
+        bystander.kill()
+        bystander.wait()
+    assert recorded_sessions() == [], "the crashed instance is forgotten"
+    # the newest 5 of Ray's: the crashed one (_9, its folder gone already) and _6 to _3
+    ours = sorted(p for p in records["ended"] if p.startswith(str(records_here / "ray")))
+    elsewhere = sorted(p for p in records["ended"] if p.startswith(str(records_here / "elsewhere")))
+    assert _session_folders(records_here) == sorted([*ours[3:], *elsewhere]), "nothing outside Ray's temp dir"
+
+
+@pytest.mark.parametrize("how", ["open to others", "symlink"])
+def test_a_planted_records_folder_is_refused_and_nothing_read_stopped_or_deleted(records_here, how):
+    mark = uuid.uuid4().hex
+    records = _planted_records(records_here, mark)
+    folder = records_here / "tmp" / f"ofasearch-{os.getuid()}"
+    if how == "symlink":
+        target = records_here / "planted"
+        target.mkdir(mode=0o700)
+        folder.symlink_to(target)
+    else:
+        folder.mkdir()
+        folder.chmod(0o777)
+    (folder / RECORDS_FILE).write_text(json.dumps(records))
+    before = (folder / RECORDS_FILE).read_bytes()
+    folders = _session_folders(records_here)
+    bystander = _sleeping(mark)
+    try:
+        with pytest.raises(FileFault) as exc:
+            reap_dead_sessions()
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+    assert len(exc.value.problems) == 1 and exc.value.problems[0].startswith(f"{folder}: ")
+    what = "a symbolic link, not a folder" if how == "symlink" else "mode 0777, open to other users"
+    assert what in exc.value.problems[0]
+    assert (folder / RECORDS_FILE).read_bytes() == before and not (folder / "ray.lock").exists()
+    assert _session_folders(records_here) == folders, "nothing deleted"
 
 
 def _this_instance() -> dict:

@@ -93,6 +93,29 @@ def test_damaged_or_missing_artefact_is_one_clear_error(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(find_fashion_mnist() is None, reason="Fashion-MNIST not installed")
+def test_weights_outside_the_student_folder_are_refused(tmp_path):
+    folder = tmp_path / "student"
+    _write_student(folder, "resnet10t", {}, **ARGS)
+    (tmp_path / "other.safetensors").write_bytes((folder / STUDENT_FILE).read_bytes())
+    (folder / "link.safetensors").symlink_to(tmp_path / "other.safetensors")
+    for weights in ("../other.safetensors", str(tmp_path / "other.safetensors"), "link.safetensors"):
+        with pytest.raises(SpecError) as exc:
+            load_student(folder, weights=weights)
+        (line,) = exc.value.problems
+        assert line == f"weights: {weights!r} is outside the student folder {folder}; only files inside it"
+
+
+def test_a_student_folder_whose_kwargs_load_a_file_is_refused(tmp_path):
+    _model, card = _write_student(tmp_path, "resnet10t", {}, **ARGS)
+    card["ofasearch"]["kwargs"] = {"checkpoint_path": str(tmp_path / STUDENT_FILE)}
+    (tmp_path / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(SpecError) as exc:
+        load_student(tmp_path)
+    (line,) = exc.value.problems
+    assert line.startswith(f"{tmp_path / CARD_FILE}: ofasearch.kwargs.checkpoint_path: not allowed"), line
+
+
+@pytest.mark.slow  # trains on real Fashion-MNIST: minutes on a busy CPU
 def test_fashion_mnist_accuracy_through_the_loader_vs_raw_pixels(tmp_path, capsys):
     """A ResNet student trained by `ofasearch train` on real Fashion-MNIST, evaluated on the 10,000
     real test images: through `load_student`'s transform it scores what metrics.json says; fed

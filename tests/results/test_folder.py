@@ -95,6 +95,23 @@ def test_bad_folders_give_one_clear_line(tmp_path):
     assert read_state(tmp_path / "nowhere") == {}
 
 
+@pytest.mark.parametrize("damage", ["", '{"phase": "sea', "\x00\x00\x00"], ids=["empty", "truncated", "zeros"])
+def test_a_damaged_state_falls_back_to_its_backup_with_one_warning(tmp_path, damage):
+    (tmp_path / "state.json").write_text(damage)
+    (tmp_path / "state.json.bak").write_text(json.dumps({"phase": "search", "stages": [[4]]}))
+    with log_lines() as logs:
+        assert read_state(tmp_path) == {"phase": "search", "stages": [[4]]}
+    assert len(logs) == 1 and logs[0].startswith(f"{tmp_path / 'state.json'}: "), logs
+    assert "using state.json.bak" in logs[0] and ("empty" in logs[0]) == (damage == "")
+    (tmp_path / "state.json.bak").write_text("")
+    with pytest.raises(SpecError) as exc:
+        read_state(tmp_path)
+    (line,) = exc.value.problems
+    assert line.startswith(f"{tmp_path / 'state.json'}: ") and line.endswith(
+        "no readable state.json.bak to fall back to"
+    )
+
+
 def test_a_finished_search_from_another_version_opens_in_status_report_and_export(digits_search, tmp_path, capsys):
     folder = tmp_path / digits_search.name
     folder.mkdir()

@@ -196,3 +196,40 @@ def test_dashboard_answers_during_the_run(second_run):
     (_, page_status, page), (_, api_status, version) = probes
     assert page_status == 200 and b"Ray Dashboard" in page
     assert api_status == 200 and json.loads(version)["ray_version"] == ray.__version__
+
+
+def test_credentials_in_the_storage_and_mlflow_uris_are_used_but_never_written(s3_bucket, tmp_path, monkeypatch):
+    """spec.yaml and state.json on the object store hold ``***`` where the URIs had credentials;
+    the search itself (here stopped where Ray would start) is given the real ones."""
+    import uuid
+
+    import yaml
+
+    from ofasearch.config import load_spec
+    from ofasearch.search import run
+    from ofasearch.search.tracking import mlflow_callback
+    from ofasearch.utils.storage import as_location
+
+    executed = {}
+
+    def stop_before_ray(spec, space, folder, **kwargs):
+        executed.update(spec=spec, folder=folder)
+        return folder
+
+    monkeypatch.setattr(run, "_execute", stop_before_ray)
+    where = f"{s3_bucket.removeprefix('s3://')}/{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**SPEC, "storage": f"s3://AKIA:s3cr3t@{where}"}))
+    folder = run.run_search(load_spec(path), mlflow="https://alice:s3cr3t@mlflow.example:5000")
+
+    assert executed["spec"].storage == f"s3://AKIA:s3cr3t@{where}", "the run uses the real URI"
+    assert str(folder) == f"s3://{where}/{SPEC['name']}"
+    spec_text, state_text = (folder / "spec.yaml").read_text(), (folder / "state.json").read_text()
+    assert "s3cr3t" not in spec_text + state_text and "AKIA" not in spec_text + state_text
+    assert yaml.safe_load(spec_text)["storage"] == f"s3://***@{where}"
+    state = json.loads(state_text)
+    assert state["mlflow"] == "https://***@mlflow.example:5000"
+    assert mlflow_callback(state["mlflow"], "x", "search").tracking_uri.startswith("https://alice:s3cr3t@")
+    # run again from the spec.yaml it wrote: the credentials come from the environment (AWS_*)
+    again = as_location(yaml.safe_load(spec_text)["storage"])
+    assert (again / SPEC["name"] / "spec.yaml").read_text() == spec_text

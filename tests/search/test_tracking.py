@@ -10,6 +10,9 @@ import yaml
 
 from ofasearch.cli import main
 from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE, read_rows
+from ofasearch.search import tracking
+from ofasearch.search.tracking import mlflow_callback
+from tests.logcapture import log_lines
 from tests.specs import SPEC
 
 
@@ -68,3 +71,23 @@ def test_every_trial_is_an_mlflow_run_with_params_and_per_epoch_metrics(tmp_path
         recorded = sorted((e["epoch"], e["val_acc"]) for e in epochs if e["trial_id"] == row["trial_id"])
         assert [step for step, _ in history] == [1, 2] == [epoch for epoch, _ in recorded]
         assert [v for _, v in history] == pytest.approx([v for _, v in recorded])
+
+
+def test_an_mlflow_uri_is_recorded_without_credentials_and_used_with_them(monkeypatch):
+    monkeypatch.setattr(tracking, "_real_uris", {})
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    recorded = tracking.recorded_tracking_uri("https://alice:s3cr3t@mlflow.example:5000")
+    assert recorded == "https://***@mlflow.example:5000"
+    # the run that was given the URI logs with its credentials
+    assert mlflow_callback(recorded, "x", "search").tracking_uri == "https://alice:s3cr3t@mlflow.example:5000"
+    # a resume in another process: the environment's credentials, as MLflow reads them, and a warning
+    monkeypatch.setattr(tracking, "_real_uris", {})
+    with log_lines() as logs:
+        assert mlflow_callback(recorded, "x", "search").tracking_uri == "https://mlflow.example:5000"
+    assert len(logs) == 1 and "MLFLOW_TRACKING_USERNAME" in logs[0] and "s3cr3t" not in logs[0]
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "t")
+    with log_lines() as logs:
+        mlflow_callback(recorded, "x", "search")
+    assert logs == []
+    assert tracking.recorded_tracking_uri("/tmp/mlruns") == "file:///tmp/mlruns"

@@ -15,7 +15,15 @@ from ofasearch.errors import SpecError
 from ofasearch.results.tables import TRIAL_COLUMNS, read_rows, write_table
 from ofasearch.utils.claims import create_exclusive
 from ofasearch.utils.files import atomic_write
-from ofasearch.utils.storage import ObjectPath, as_location, is_uri, location_digest, ray_storage, uri_problem
+from ofasearch.utils.storage import (
+    ObjectPath,
+    as_location,
+    is_uri,
+    location_digest,
+    ray_storage,
+    redact_uri,
+    uri_problem,
+)
 from tests.specs import SPEC
 
 
@@ -93,3 +101,34 @@ def test_spec_storage_accepts_uris_and_names_bad_ones(tmp_path):
     assert "storage: 'ftp://host/x': unknown URI scheme 'ftp'; allowed: a path, file://, s3://" in err.value.problems[0]
     assert uri_problem("s3:///nobucket") == "'s3:///nobucket': no bucket (or host) after s3://"
     assert uri_problem(str(Path("/a/b"))) is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "written"),
+    [
+        ("s3://AKIA:s3cr3t@bucket/x", "s3://***@bucket/x"),
+        ("https://user:s3cr3t@host:5000/path?x=1", "https://***@host:5000/path?x=1"),
+        (
+            "s3://bucket/x?access_key=AKIA&secret_key=s3cr3t&region=eu",
+            "s3://bucket/x?access_key=***&secret_key=***&region=eu",
+        ),
+        ("s3://bucket/x", "s3://bucket/x"),
+        ("/tmp/results", "/tmp/results"),
+        ("s3://***@bucket/x", "s3://***@bucket/x"),
+    ],
+)
+def test_credentials_are_redacted_from_what_is_written(uri, written):
+    assert redact_uri(uri) == written
+    assert "s3cr3t" not in redact_uri(uri) and "AKIA" not in redact_uri(uri)
+
+
+def test_a_uri_with_credentials_is_used_and_a_redacted_one_takes_them_from_the_environment(prefix):
+    """The run uses the credentials the URI holds; spec.yaml run again holds ``***`` instead,
+    and the AWS_* variables (moto's here) stand in, as for any S3 URI without credentials."""
+    bucket_path = str(prefix).removeprefix("s3://")
+    given = as_location(f"s3://AKIA:secret@{bucket_path}")
+    (given / "x.txt").write_text("hello")
+    assert "secret" not in str(given) and str(given) == str(prefix)
+    redacted = redact_uri(f"s3://AKIA:secret@{bucket_path}")
+    assert as_location(redacted) == prefix
+    assert (as_location(redacted) / "x.txt").read_text() == "hello"
