@@ -71,9 +71,10 @@ SearcherName = Literal["tpe", "random"]
 def default_startup_trials(num_samples: int, defaults: int) -> int:
     """TPE's random start when the spec gives none: 2 trials after the paper defaults (fewer only
     when the budget leaves no TPE trial otherwise). Measured by ``scripts/bench_search.py`` (100
-    replays per setting, digits table): epochs TPE+ASHA needs to reach random search's final
-    regret, as a share of random search's, at 16 / 24 / 32 trials: 0.39 / 0.34 / 0.26 with 2,
-    0.43 with 1, 0.53 with 0, 0.49 with 8, and 0.47 / 0.45 / 0.37 with a third of the trials.
+    replays per setting, on its earlier digits table of stages x eps x T x lr): epochs TPE+ASHA
+    needs to reach random search's final regret, as a share of random search's, at 16 / 24 / 32
+    trials: 0.39 / 0.34 / 0.26 with 2, 0.43 with 1, 0.53 with 0, 0.49 with 8, and 0.47 / 0.45 /
+    0.37 with a third of the trials.
     Optuna's own default of 10 would leave a 12-trial search without a single TPE proposal."""
     return max(0, min(2, num_samples - defaults - 1))
 
