@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 # what one compile of the OFA step costs (seconds) and gains (eager time / compiled time), from
 # scripts/bench_step.py (resnet10t -> ViT 4x96, OFA step, student forward and branches compiled).
-# CPU, 2 cores, 1 thread, 28 px, batch 128: 54 s to compile, 0.96-1.04x (issue 15 saw 1.31x
+# CPU, 2 cores, 1 thread, 28 px, batch 128: 54 s to compile, 0.96-1.04x (1.31x was once measured
 # compiling more of the step), so auto compiles on a CPU only for very long runs. H100, batch 256:
 # first compiled step 21-27 s; 0.89x at 16 px (batch 128), 1.11x at 32 px, 1.29x at 64 px (one
 # run of 8-20 steps each, about +-5 %): 1.1 is the CIFAR-sized figure
@@ -109,7 +109,7 @@ class AmpChoice:
 
 def amp_choice(mode: str, device: torch.device, image_size: int) -> AmpChoice:
     """``optim.amp`` on ``device`` for ``image_size``-pixel inputs. CPU: always float32 (bf16
-    autocast made the OFA step slower on the CPU measured, issue 15). CUDA: ``bf16``/``fp16`` as
+    autocast made the OFA step slower on the CPU measured). CUDA: ``bf16``/``fp16`` as
     asked; ``auto`` is float32 up to :data:`AMP_AUTO_ABOVE_PIXELS` (measured slower there), above
     it bf16 where the GPU supports it (``torch.cuda.is_bf16_supported``), else fp16."""
     if device.type != "cuda":

@@ -281,7 +281,7 @@ SECOND_DRIVER = textwrap.dedent(
 
 @pytest.mark.slow
 def test_a_driver_never_stops_an_instance_another_driver_uses():
-    """Issue 17: the first run ended while a second one used its Ray and shut it down. Here the
+    """The first run ended while a second one used its Ray and shut it down. Here the
     second driver joins and is registered (it says `joined` after ray.init returned) before the
     first leaves, so the outcome does not depend on timing."""
     ensure_ray(num_cpus=2)
@@ -352,7 +352,7 @@ WORKER_NODE_DRIVER = textwrap.dedent(
 
 @pytest.mark.slow
 def test_a_worker_node_whose_head_is_invisible_is_joined_not_stopped(tmp_path):
-    """Issue 13: on a worker node (raylet and agents, the GCS on the head elsewhere) a run used to
+    """On a worker node (raylet and agents, the GCS on the head elsewhere) a run used to
     take the node for a crash's leftovers and kill it. The head runs outside a PID namespace; the
     worker node and the driver inside it, where no gcs_server is visible."""
     prefix = _pid_namespace_prefix()

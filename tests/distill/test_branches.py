@@ -19,7 +19,7 @@ from ofasearch.distill.branches import ConvBranch, PatchMerge, TokenBranch, merg
 from ofasearch.models import build_model
 
 # Parameters per branch, stages 1-4, 100 classes, 224 px: counted by building the reference's own
-# OFA module (timm 0.6.5 and 1.0.31 agree), as listed in issue 12.
+# OFA module (timm 0.6.5 and 1.0.31 agree).
 REFERENCE = {
     ("swin_tiny_patch4_window7_224", "resnet18"): (411_748, 397_924, 345_700, 470_884),
     ("vit_small_patch16_224", "resnet18"): (320_100, 306_276, 254_052, 313_956),

@@ -91,7 +91,7 @@ def test_non_positive_eps_or_temperature_is_rejected(bad):
 )
 def test_ofa_loss_gives_the_reference_values_in_float64(eps, temperature, expected):
     """Values of the reference implementation's ``ofa_loss`` (Hao840/OFAKD at f7bb896) in float64,
-    from issue 12: B=4, C=100, z_s[i,j] = 3 sin(100i+j), z_t[i,j] = 4 cos(0.7 (100i+j))."""
+    computed by running it: B=4, C=100, z_s[i,j] = 3 sin(100i+j), z_t[i,j] = 4 cos(0.7 (100i+j))."""
     n = 100 * torch.arange(4, dtype=torch.float64)[:, None] + torch.arange(100, dtype=torch.float64)[None]
     z_s, z_t = 3 * torch.sin(n), 4 * torch.cos(0.7 * n)
     got = ofa_loss(z_s, z_t, torch.tensor([3, 17, 42, 99]), eps=eps, temperature=temperature)

@@ -157,7 +157,7 @@ def _counts(folder) -> dict[str, tuple[int, int]]:
 
 
 def test_a_kill_at_every_phase_resumes_to_every_trial_once(tmp_path):
-    """Issue 13: one search killed (SIGKILL) in turn at each point of SWEEP, resumed after each
+    """One search killed (SIGKILL) in turn at each point of SWEEP, resumed after each
     kill; the last resume finishes it with every trial of every phase exactly once."""
     spec = {
         **SPEC,
