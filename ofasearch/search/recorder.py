@@ -187,9 +187,19 @@ class Recorder(tune.Callback):
         self.keep_finished = keep_finished
         self.tables: ResultTables | None = None
         self.reconciled = False
+        self.failed: OSError | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "tables": None, "reconciled": False}
+        return {**self.__dict__, "tables": None, "reconciled": False, "failed": None}
+
+    def _ended(self, trial_id: str, params: dict[str, Any], error: str | None = None) -> None:
+        """A trial's last row. Tune logs and swallows what a callback raises while it stops a
+        trial, so a write that fails here (a full disk) is kept and raised at the next step,
+        where it ends the phase as the one-line fault it is."""
+        try:
+            self._tables().on_end(trial_id, params, error=error)
+        except OSError as exc:
+            self.failed = self.failed or exc
 
     def _tables(self) -> ResultTables:
         if self.tables is None:
@@ -198,7 +208,10 @@ class Recorder(tune.Callback):
         return self.tables
 
     def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
-        """First step (also after a restore): forget rows of trials Tune does not know."""
+        """First step (also after a restore): forget rows of trials Tune does not know. A table
+        write that failed as a trial ended is raised here."""
+        if self.failed is not None:
+            raise self.failed
         if not self.reconciled:
             self.reconciled = True
             self._tables().keep_only(self.role, {t.trial_id for t in trials}, self.keep_finished)
@@ -212,10 +225,14 @@ class Recorder(tune.Callback):
         self._tables().on_result(trial.trial_id, trial_params(trial.config), result)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._tables().on_end(trial.trial_id, trial_params(trial.config))
+        self._ended(trial.trial_id, trial_params(trial.config))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._tables().on_end(trial.trial_id, trial_params(trial.config), error=error_text(trial))
+        self._ended(trial.trial_id, trial_params(trial.config), error=error_text(trial))
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        if self.failed is not None:  # the phase's last trial ended with a failed write
+            raise self.failed
 
 
 def trial_params(config: dict[str, Any]) -> dict[str, Any]:

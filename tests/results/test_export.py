@@ -41,7 +41,7 @@ def test_most_accurate_within_a_latency_and_a_size_limit(digits_search, ranked, 
     within = [r for r in ranked if r["latency_ms_b1"] <= limit]
     out = tmp_path / "fast.yaml"
     assert main(["export", str(digits_search), "--max-latency-ms", str(limit), "-o", str(out)]) == 0
-    assert f"trial {within[0]['trial_id']}" in out.read_text().splitlines()[0]
+    assert f" {within[0]['trial_id']} (" in out.read_text().splitlines()[0]
     smallest = min(r["params"] for r in ranked)
     out = tmp_path / "small.yaml"
     assert main(["export", str(digits_search), "--max-params", str(smallest), "-o", str(out)]) == 0

@@ -6,6 +6,7 @@ the bucket, a killed search resumes from there, and it finds what the same searc
 from __future__ import annotations
 
 import signal
+import re
 import time
 import uuid
 
@@ -61,7 +62,10 @@ def test_a_search_on_s3_finds_what_it_finds_on_disk(tmp_path, s3_bucket):
     assert len(rows) == 3 and all(r["status"] in ENDED for r in rows)
     for key in ("status", "epochs", "val_acc", "config"):  # seeded, one trial at a time: the same search
         assert [r[key] for r in rows] == [r[key] for r in local_rows], key
-    assert yaml.safe_load((remote / "best.yaml").read_text()) == yaml.safe_load((local / "best.yaml").read_text())
+    # the same winner, or one tied with it (a tie goes to the faster trial: timing, not storage)
+    scores = {r["trial_id"]: r["val_acc"] for r in [*rows, *local_rows]}
+    named = [re.search(r" ([0-9a-f]{8}) \(", (f / "best.yaml").read_text().splitlines()[0]) for f in (remote, local)]
+    assert scores[named[0].group(1)] == scores[named[1].group(1)] == max(r["val_acc"] for r in rows)
     assert '"phase": "done"' in (remote / "state.json").read_text()
     path, fs = ray_storage(remote / "search")
     assert tune.Tuner.can_restore(path, storage_filesystem=fs)  # Tune's experiment is in the bucket

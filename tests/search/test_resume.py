@@ -36,11 +36,15 @@ def test_sigkill_then_resume_finishes_the_search(tmp_path):
         "storage": str(tmp_path / "results"),
     }
     driver, folder = start_search(tmp_path, spec)
-    wait_for(driver, lambda: sum(r["status"] in ENDED for r in table_rows(folder)) >= 2, "two trials ended")
+
+    def search_ended() -> list[dict]:  # the baselines run first: the crash is meant for the search
+        return [r for r in table_rows(folder) if r["role"] == "search" and r["status"] in ENDED]
+
+    wait_for(driver, lambda: len(search_ended()) >= 2, "two search trials ended")
     # Tune saves its experiment state every TUNE_STATE_PERIOD_S (2 s): the trials its saved state
     # holds as finished must survive the crash unchanged (waited for, not slept for: a loaded
     # machine may save later than a fixed sleep allows)
-    kept = {r["trial_id"]: r for r in table_rows(folder) if r["status"] in ENDED}
+    kept = {r["trial_id"]: r for r in search_ended()}
     assert len(kept) >= 2
 
     def saved_with_them_finished() -> bool:
