@@ -5,8 +5,8 @@ the bucket, a killed search resumes from there, and it finds what the same searc
 
 from __future__ import annotations
 
-import signal
 import re
+import signal
 import time
 import uuid
 
