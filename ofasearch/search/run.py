@@ -394,9 +394,14 @@ def _tune_settings(verbose: int) -> Iterator[None]:
     env["TUNE_GLOBAL_CHECKPOINT_S"] = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", str(TUNE_STATE_PERIOD_S))
     saved_env = {k: os.environ.get(k) for k in env}
     tune_logger = logging.getLogger("ray.tune")
+    # a failed save of Tune's state (a full disk) is logged there with its traceback; the same
+    # fault fails the next table write, which the driver reports in one line
+    state_logger = logging.getLogger("ray.tune.execution.experiment_state")
     saved_level, saved_optuna = tune_logger.level, optuna.logging.get_verbosity()
+    saved_state_level = state_logger.level
     os.environ.update(env)
     tune_logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    state_logger.setLevel(logging.INFO if verbose else logging.CRITICAL)
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     try:
         yield
@@ -407,6 +412,7 @@ def _tune_settings(verbose: int) -> Iterator[None]:
             else:
                 os.environ[key] = value
         tune_logger.setLevel(saved_level)
+        state_logger.setLevel(saved_state_level)
         optuna.logging.set_verbosity(saved_optuna)
 
 

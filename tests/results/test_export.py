@@ -30,7 +30,7 @@ def test_rank_two_is_the_second_best(digits_search, ranked, tmp_path):
     assert len(ranked) >= 2
     out = tmp_path / "second.yaml"
     assert main(["export", str(digits_search), "--rank", "2", "-o", str(out)]) == 0
-    assert f"trial {ranked[1]['trial_id']}" in out.read_text().splitlines()[0]
+    assert f" {ranked[1]['trial_id']} (" in out.read_text().splitlines()[0]
     assert load_config(str(out)).distill.eps == pytest.approx(ranked[1]["distill.eps"])
 
 
@@ -46,7 +46,7 @@ def test_most_accurate_within_a_latency_and_a_size_limit(digits_search, ranked, 
     out = tmp_path / "small.yaml"
     assert main(["export", str(digits_search), "--max-params", str(smallest), "-o", str(out)]) == 0
     chosen = [r for r in ranked if r["params"] <= smallest][0]
-    assert f"trial {chosen['trial_id']}" in out.read_text().splitlines()[0]
+    assert f" {chosen['trial_id']} (" in out.read_text().splitlines()[0]
 
 
 @pytest.mark.parametrize(
