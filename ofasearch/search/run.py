@@ -1,11 +1,12 @@
-"""``ofasearch run/resume``: Ray Tune + Optuna TPE + ASHA over OFA-KD settings.
+"""``ofasearch run/resume``: Ray Tune + Optuna TPE + ASHA over OFA-KD compositions.
 
 Flow: validate and *plan* (load the data, build each pair once to measure the students' stages)
--> prepare teachers (:mod:`.teachers`: auto-trained once, before any trial) -> the search Tuner
-(:class:`OptunaSearcher` over the define-by-run space, paper defaults first; ASHA on ``epoch``)
--> the baselines and, with ``search.confirm``, the confirmation runs (:mod:`.grids`: full-budget
-grids never shown to Optuna) -> ``best.yaml`` and a summary with intervals. The experiment folder
-holds everything ``resume`` needs; ``state.json`` says which :class:`Phase` a search is in.
+-> prepare teachers (:mod:`.teachers`: auto-trained once, before any trial) -> the baselines (a
+full-budget grid, :mod:`.grids`) -> the search Tuner (:class:`OptunaSearcher` over the
+define-by-run space, paper defaults first, the baselines already in its study; ASHA on ``epoch``)
+-> with ``search.confirm``, the confirmation runs (a grid never shown to Optuna) -> ``best.yaml``,
+the best of every candidate, and a summary with intervals. The experiment folder holds
+everything ``resume`` needs; ``state.json`` says which :class:`Phase` a search is in.
 """
 
 from __future__ import annotations
