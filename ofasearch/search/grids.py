@@ -1,9 +1,10 @@
 """The fixed grids of a search, and what a resume still has to run of them.
 
-After the search come two grids of full-budget runs, never shown to Optuna: the baselines (each
-pair's ``search.baselines`` methods, by default student alone, vanilla KD, DKD and DIST, at the
-pair's defaults) and, with ``search.confirm``, the best
-configs and the baselines again on further seeds. A grid is resumed by running the points that
+Two grids of full-budget runs: before the search, the baselines (each pair's ``search.baselines``
+methods, by default student alone, vanilla KD, DKD and DIST, at the pair's defaults and their
+preset's settings; told to the search's study where they are points of its space) and, after
+it, with ``search.confirm``, the best configs and the baselines again on further seeds (never
+shown to Optuna). A grid is resumed by running the points that
 have no finished row in ``trials.parquet``, so a kill at any moment runs each point exactly once.
 """
 
@@ -23,7 +24,8 @@ __all__ = ["baseline_points", "confirm_points", "confirm_seeds", "not_finished"]
 
 
 def baseline_points(space: SearchSpace) -> list[dict[str, Any]]:
-    """Each pair's paper defaults, trained with each method of ``search.baselines``."""
+    """Each pair's defaults, trained with each method of ``search.baselines`` (its settings:
+    :meth:`SearchSpace.baseline_overrides`)."""
     assert isinstance(space.spec, Spec)
     methods = space.spec.search.baselines
     return [{**space.defaults(i), BASELINE_KEY: m} for i in range(len(space.pairs)) for m in methods]
