@@ -17,7 +17,7 @@ from typing import Any
 
 from ofasearch.results.outcome import FINISHED, is_full_budget
 
-__all__ = ["CONFIRM", "Gain", "SeedRuns", "mean_accuracy", "paired_gain", "seed_runs"]
+__all__ = ["CONFIRM", "Gain", "SeedRuns", "mean_accuracy", "mean_interval", "paired_gain", "seed_runs"]
 
 CONFIRM = "confirm"  # role of the rows the confirmation phase adds
 Z95 = 1.959963984540054  # two-sided 95 % quantile of the normal distribution
@@ -111,8 +111,8 @@ def paired_gain(
         return None
     diffs = [mine[s] - theirs[s] for s in seeds]
     mean = statistics.fmean(diffs)
-    if len(seeds) >= 2:
-        half = _t975(len(seeds) - 1) * statistics.stdev(diffs) / math.sqrt(len(seeds))
+    half = mean_interval(diffs)
+    if half is not None:
         return Gain(mean, mean - half, mean + half, len(seeds), "t")
     if not val_images:
         return Gain(mean, -math.inf, math.inf, 1, "none")
@@ -121,8 +121,12 @@ def paired_gain(
     return Gain(mean, mean - half, mean + half, 1, "binomial")
 
 
-def _t975(dof: int) -> float:
-    """The 97.5 % quantile of Student's t with ``dof`` degrees of freedom (two-sided 95 %)."""
+def mean_interval(values: list[float]) -> float | None:
+    """Half-width of the 95 % t-interval of the mean of ``values`` (runs over seeds, or paired
+    differences), None for fewer than two: one run says nothing about the seed-to-seed spread."""
+    n = len(values)
+    if n < 2:
+        return None
     from scipy.stats import t
 
-    return float(t.ppf(0.975, dof))
+    return float(t.ppf(0.975, n - 1)) * statistics.stdev(values) / math.sqrt(n)

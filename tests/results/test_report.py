@@ -23,7 +23,8 @@ from ofasearch.config import parse_spec
 from ofasearch.errors import SpecError
 from ofasearch.results.ranking import best_trial, ranked_trials
 from ofasearch.results.report import plots, write_report
-from ofasearch.results.report.data import decision_candidates, load, mean_interval
+from ofasearch.results.report.data import decision_candidates, load
+from ofasearch.results.seeds import mean_interval
 from ofasearch.results.tables import EPOCH_COLUMNS, EPOCHS_FILE, TRIAL_COLUMNS, TRIALS_FILE, write_table
 from ofasearch.utils.storage import as_location
 from tests.logcapture import log_lines

@@ -5,7 +5,6 @@ candidate, gains over baselines, the Pareto front and the time spent."""
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -23,7 +22,7 @@ from ofasearch.results.ranking import (
     strongest_baseline,
     student_latency,
 )
-from ofasearch.results.seeds import Z95, Gain, paired_gain, seed_runs
+from ofasearch.results.seeds import Z95, Gain, mean_interval, paired_gain, seed_runs
 from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE
 from ofasearch.utils.formatting import encode_list
 from ofasearch.utils.storage import Location
@@ -45,7 +44,6 @@ __all__ = [
     "family_colors",
     "gains",
     "load",
-    "mean_interval",
     "pair_color",
     "pair_summaries",
     "pair_tags",
@@ -218,17 +216,6 @@ def ranked(data: ReportData) -> list[dict[str, Any]]:
     ids = {r["trial_id"] for r in full}
     rest = sorted((r for r in data.search if r["trial_id"] not in ids), key=lambda r: -(r["val_acc"] or 0.0))
     return full + rest
-
-
-def mean_interval(values: list[float]) -> float | None:
-    """Half-width of the 95 % t-interval of the mean of ``values`` (runs over seeds), None for
-    fewer than two: one run says nothing about the seed-to-seed spread."""
-    n = len(values)
-    if n < 2:
-        return None
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, n - 1)) * statistics.stdev(values) / math.sqrt(n)
 
 
 def single_run_noise(accuracy: float, val_images: int | None) -> float | None:
