@@ -43,6 +43,10 @@ class DistillLoss:
     a schedule puts on it (1 unless the method ramps itself up, like DKD)."""
 
     name: ClassVar[str]
+    positive: ClassVar[tuple[str, ...]] = ()  # the parameters that must be > 0, checked at creation
+
+    def __post_init__(self) -> None:
+        _check_positive(self, *self.positive)
 
     def __call__(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -59,9 +63,7 @@ class OFALoss(DistillLoss):
     eps: float = 1.0
     temperature: float = 1.0
     name: ClassVar[str] = "ofa"
-
-    def __post_init__(self) -> None:
-        _check_positive(self, "eps", "temperature")
+    positive: ClassVar[tuple[str, ...]] = ("eps", "temperature")
 
     def __call__(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return ofa_loss(student, teacher, labels, self.eps, self.temperature)
@@ -73,9 +75,7 @@ class KDLoss(DistillLoss):
 
     temperature: float = 1.0
     name: ClassVar[str] = "kd"
-
-    def __post_init__(self) -> None:
-        _check_positive(self, "temperature")
+    positive: ClassVar[tuple[str, ...]] = ("temperature",)
 
     def __call__(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return kd_loss(student, teacher, self.temperature)
@@ -91,9 +91,7 @@ class DKDLoss(DistillLoss):
     temperature: float = 4.0
     warmup_epochs: int = 20
     name: ClassVar[str] = "dkd"
-
-    def __post_init__(self) -> None:
-        _check_positive(self, "temperature")
+    positive: ClassVar[tuple[str, ...]] = ("temperature",)
 
     def __call__(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return dkd_loss(student, teacher, labels, self.alpha, self.beta, self.temperature)
@@ -112,9 +110,7 @@ class DISTLoss(DistillLoss):
     gamma: float = 1.0
     temperature: float = 1.0
     name: ClassVar[str] = "dist"
-
-    def __post_init__(self) -> None:
-        _check_positive(self, "temperature")
+    positive: ClassVar[tuple[str, ...]] = ("temperature",)
 
     def __call__(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return dist_loss(student, teacher, self.beta, self.gamma, self.temperature)

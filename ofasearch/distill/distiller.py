@@ -16,14 +16,12 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import random_seed
 from torch import nn
 
-from ofasearch.config import TrainConfig
+from ofasearch.config import DistillSpec, TrainConfig
 from ofasearch.config.registry import METHODS, get_method
 from ofasearch.distill.branches import ConvBranch, TokenBranch
 from ofasearch.distill.criteria import (
     LOSSES,
     DistillLoss,
-    KDLoss,
-    OFALoss,
     Standardized,
     build_loss,
 )
@@ -111,7 +109,7 @@ class OFADistiller(nn.Module):
         self.eps = self._per_stage_eps(eps)
         self.logit_loss = self._term_loss(logit_loss, self.eps[-1], logit_standardize) if needs.teacher else None
         self.branch_losses = {
-            stage: self._term_loss(branch_loss or "ofa", e, branch_standardize)
+            stage: self._term_loss(branch_loss or "ofa", e, branch_standardize, field="branch_loss")
             for stage, e in zip(self.stages, self.eps[:-1], strict=True)
         }
         if teacher is not None:
@@ -130,20 +128,25 @@ class OFADistiller(nn.Module):
         if info is not None:
             self._build_branches(info)
 
-    def _term_loss(self, choice: LossChoice, eps: float, standardized: bool) -> DistillLoss:
-        """One term's loss object: given, named (OFA/KD at this distiller's eps and temperature,
-        the others at their defaults), or None: the method's own (OFA for the frame)."""
+    def _term_loss(
+        self,
+        choice: LossChoice,
+        eps: float,
+        standardized: bool,
+        settings: DistillSpec | None = None,
+        epochs: int = 240,
+        field: str = "logit_loss",
+    ) -> DistillLoss:
+        """One term's loss object: given, or named (None: the method's own, OFA for the frame),
+        built by :func:`build_loss` from ``settings`` (default: the schema's defaults at this
+        distiller's temperature) with this term's eps."""
         if choice is None:
             choice = "ofa" if self.method == "ofa" else self.method
         if isinstance(choice, str):
             if choice not in LOSSES:
-                raise SpecError([f"distill.logit_loss: {choice!r} is not allowed (allowed: {', '.join(LOSSES)})"])
-            if choice == "ofa":
-                choice = OFALoss(eps, self.temperature)
-            elif choice == "kd":
-                choice = KDLoss(self.temperature)
-            else:
-                choice = LOSSES[choice]()
+                raise SpecError([f"distill.{field}: {choice!r} is not allowed (allowed: {', '.join(LOSSES)})"])
+            settings = settings or DistillSpec(temperature=self.temperature)
+            return build_loss(choice, settings, eps=eps, standardized=standardized, epochs=epochs)
         return Standardized(choice) if standardized and not isinstance(choice, Standardized) else choice
 
     @classmethod
@@ -200,11 +203,10 @@ class OFADistiller(nn.Module):
     def compose(self, config: TrainConfig) -> None:
         """The terms' loss objects as ``config.distill`` says, each with its own settings."""
         d, epochs = config.distill, config.optim.epochs
-        logit = d.logit_loss_name
-        if logit is not None:
-            self.logit_loss = build_loss(logit, d, eps=self.eps[-1], standardized=d.logit_standardize, epochs=epochs)
+        if self.logit_loss is not None:
+            self.logit_loss = self._term_loss(d.logit_loss_name, self.eps[-1], d.logit_standardize, d, epochs)
         self.branch_losses = {
-            stage: build_loss(d.branch_loss, d, eps=e, standardized=d.branch_standardize, epochs=epochs)
+            stage: self._term_loss(d.branch_loss, e, d.branch_standardize, d, epochs, field="branch_loss")
             for stage, e in zip(self.stages, self.eps[:-1], strict=True)
         }
 
