@@ -380,7 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write one of a search's top configs as a train config")
     p.add_argument("results_dir", help="the search's folder (<storage>/<name>)")
-    p.add_argument("--rank", type=int, default=1, help="1 = best full-budget trial (default), 2 = second...")
+    p.add_argument(
+        "--rank",
+        type=int,
+        default=1,
+        help="1 = the best full-budget candidate, search trial or baseline (default: what best.yaml holds), 2 = ...",
+    )
     p.add_argument("--output", "-o", help="file to write (default RESULTS_DIR/rank<K>.yaml)")
     p.add_argument("--max-latency-ms", type=float, help="only trials whose student runs a batch of 1 within this")
     p.add_argument("--max-params", type=int, help="only trials whose student has at most this many parameters")
