@@ -178,6 +178,12 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
         f"rebuilt {' and '.join(done.written)} of {folder} from Ray Tune's folders {', '.join(done.experiments)}: "
         f"{done.trials} trial(s), {done.epochs} trial-epoch(s)"
     )
+    if done.unrecovered:
+        print(
+            f"not rebuilt: trial(s) {', '.join(done.unrecovered)}: they ended after Ray Tune's last save before a "
+            "fault or kill, and the resume kept their rows instead of re-running them; restore the tables from a "
+            "copy to have them back"
+        )
     return 0
 
 

@@ -409,7 +409,7 @@ def test_storage_made_read_only_mid_run_then_resume(store, undisturbed, tmp_path
     line = _check_fault_then_resume(files, folder, f"read-only file system: {folder}")
     assert "make it writable for this user" in line
     _assert_finished(folder)
-    assert_rebuild_matches(folder, tmp_path)
+    assert_rebuild_matches(folder, tmp_path, faulted=True)
 
 
 def test_a_full_disk_mid_run_then_resume(store, undisturbed, tmp_path):
@@ -434,7 +434,7 @@ def test_a_full_disk_mid_run_then_resume(store, undisturbed, tmp_path):
     kept = tmp_path / "kept" / FAULT_SPEC["name"]
     assert not list(kept.glob(".*.tmp")), "no half-written temporary file left"
     _assert_finished(kept)
-    assert_rebuild_matches(kept, tmp_path)
+    assert_rebuild_matches(kept, tmp_path, faulted=True)
 
 
 # --- Faults caught before Ray starts ------------------------------------------------------------

@@ -140,13 +140,22 @@ def _trial_from_folder(trial_dir: Path) -> TuneTrial | None:
 
 def read_experiment(path: Path) -> TuneExperiment:
     """The trials of one experiment folder. Without a saved state its trial folders are read
-    as they are; a damaged state file raises ``ValueError``."""
+    as they are. A damaged state file raises ``ValueError`` for the search (which restores from
+    it); a grid phase (baselines, confirm) never restores from its state, so a state file a full
+    disk cut short there counts as none saved."""
     role = ROLES[_EXPERIMENT.match(path.name).group(1)]  # type: ignore[union-attr]
     state_file = newest_state_file(path)
-    if state_file is None:
+    saved = None
+    if state_file is not None:
+        try:
+            saved = read_state_trials(state_file)
+        except (ValueError, KeyError, TypeError):
+            if role == "search":
+                raise
+    if saved is None:
         trials = [t for d in sorted(path.glob("trial_*")) if d.is_dir() and (t := _trial_from_folder(d))]
     else:
-        trials = [_trial_from_state(path, state, meta) for state, meta in read_state_trials(state_file)]
+        trials = [_trial_from_state(path, state, meta) for state, meta in saved]
     trials.sort(key=lambda t: t.start_time)
     return TuneExperiment(path, role, trials, state_file)
 

@@ -11,6 +11,7 @@ the one before it, as the recorder does.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import tempfile
@@ -39,6 +40,10 @@ class Rebuilt:
     trials: int
     epochs: int
     experiments: tuple[str, ...]  # Tune experiment folders read
+    # grid trials (baselines, confirmation) the recorder saw end but whose end Tune had not yet
+    # saved when a fault or kill stopped the run: a resume does not re-run them, so their rows
+    # live only in the recorded tables
+    unrecovered: tuple[str, ...] = ()
 
 
 def tables_to_rebuild(folder: Path) -> tuple[str, ...]:
@@ -117,15 +122,33 @@ def rebuild_tables(folder: Path, *, force: bool = False) -> Rebuilt:
         raise FileFault([f"{folder / 'state.json'}: missing or without the students' stages; restore it from a copy"])
     experiments = _read_experiments(folder)
     tables = ResultTables(folder, SearchSpace(spec, stages), load=False, autosave=False)
+    dropped: dict[str, tuple[str, str]] = {}  # grid trial id -> (role, its point) of rows dropped
+    seen: dict[str, str] = {}  # every replayed trial's point
     for experiment in experiments:
         # as the recorder's first step in each Tuner: a fresh grid Tuner (baselines-2) drops the
         # unfinished rows of the one before, a fresh search Tuner (search-2) every earlier row
         ids = {t.trial_id for t in experiment.trials}
-        tables.keep_only(experiment.role, ids, keep_finished=experiment.role != "search")
+        for trial_id in tables.keep_only(experiment.role, ids, keep_finished=experiment.role != "search"):
+            if experiment.role != "search":
+                dropped[trial_id] = (experiment.role, seen[trial_id])
         for trial in experiment.trials:
             _replay(tables, trial)
+            seen[trial.trial_id] = _point_key(trial)
+        rerun = {(experiment.role, _point_key(t)) for t in experiment.trials}
+        dropped = {t: key for t, key in dropped.items() if key not in rerun}
     tables.write(names)
-    return Rebuilt(names, len(tables.trials), len(tables.epochs), tuple(e.path.name for e in experiments))
+    return Rebuilt(
+        names,
+        len(tables.trials),
+        len(tables.epochs),
+        tuple(e.path.name for e in experiments),
+        tuple(sorted(dropped)),
+    )
+
+
+def _point_key(trial: TuneTrial) -> str:
+    """A grid trial's point (its config), comparable across the Tuners of a resumed phase."""
+    return json.dumps(trial.config.get("point", trial.config), sort_keys=True, default=str)
 
 
 # what a rebuild reads of a folder on an object store: its own files and, in each phase's Tune
