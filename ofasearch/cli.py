@@ -1,13 +1,16 @@
 """The ``ofasearch`` command line. Exit codes: 0 success, 2 invalid input, 1 runtime failure
 (a fault of the machine or of a file: one ``error:`` line, the traceback in a log file), 130
-interrupted."""
+interrupted (Ctrl-C), 143 terminated (SIGTERM, stopped as cleanly as Ctrl-C stops it)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from ofasearch.errors import FileFault, SpecError
@@ -434,11 +437,34 @@ def _runtime_fault(exc: Exception, args: argparse.Namespace, argv: Sequence[str]
     return 1
 
 
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[list[int]]:
+    """SIGTERM (Slurm, Kubernetes, a spot instance's shutdown) stops the command as Ctrl-C does:
+    a KeyboardInterrupt where the command is, so a search ends its phase cleanly and prints its
+    resume line. A second SIGTERM while it stops is ignored (the stop is under way). Yields the
+    signals received."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    with faults.fault_scope():
+    with faults.fault_scope(), _sigterm_as_ctrl_c() as terminated:
         try:
             with console_logging():
                 return int(args.func(args) or 0)
@@ -451,8 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"error: {line}", file=sys.stderr)
             return 1
         except KeyboardInterrupt as exc:
-            print(str(exc) or "interrupted", file=sys.stderr)
-            return 130
+            print(f"{str(exc) or 'interrupted'}{' (SIGTERM)' if terminated else ''}", file=sys.stderr)
+            return 128 + signal.SIGTERM if terminated else 130
         except Exception as exc:
             return _runtime_fault(exc, args, argv)
 

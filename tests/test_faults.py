@@ -7,6 +7,10 @@ Each row of the issue's table, its promised outcome, and the test that checks it
 
 - Ctrl-C as the last search trial starts (a named interrupt point): exit 130, no later phase, resume finishes every
   trial once (test_ctrl_c_then_an_edited_spec_then_resume).
+- SIGTERM at a named point: exit 143 with the resume line; a stale Optuna journal lock is removed;
+  of two resumes at once one runs, the other exits 2 naming it (test_sigterm_then_two_resumes_at_once).
+- A trial that hangs: with search.trial_timeout it ends "timed out", the search goes on
+  (test_a_hung_trial_times_out_and_the_search_goes_on).
 - Logit cache truncated, overwritten with random bytes, or with finite garbage; teacher weights
   truncated or with 1 MB of random bytes inside: one warning naming the file, the entry rebuilt
   (a teacher retrained, its accuracy measured again), and the search finds exactly what the
@@ -64,7 +68,7 @@ from ofasearch.search.run import SPEC_HASH_KEY, claim_folder
 from ofasearch.search.state import Phase, read_state, update_state
 from ofasearch.utils.faults import describe_fault
 from ofasearch.utils.files import file_digest
-from ofasearch.utils.killpoints import INTERRUPT_AT_VAR
+from ofasearch.utils.killpoints import HANG_AT_VAR, INTERRUPT_AT_VAR, TERMINATE_AT_VAR
 from tests.background import saved_as_finished, start_search, table_rows
 from tests.rebuilt import assert_rebuild_matches
 from tests.specs import MIXER, SPEC, TEACHER
@@ -191,6 +195,63 @@ def test_ctrl_c_then_an_edited_spec_then_resume(store, undisturbed, tmp_path, ca
     assert sorted(r["method"] for r in rows if r["role"] == "baseline") == ["kd", "none"]
     assert (folder / "best.yaml").is_file()
     assert_rebuild_matches(folder, tmp_path)  # Tune's folders after Ctrl-C and a resume hold the same rows
+
+
+# --- SIGTERM, two drivers on one folder, a stale journal lock, a hung trial ---------------------
+
+
+def test_sigterm_then_two_resumes_at_once(store, undisturbed, tmp_path):
+    """SIGTERM (a scheduler's or a spot instance's stop) as search trial 3 starts: exit 143 with the
+    resume line, as Ctrl-C. A journal lock left behind is removed; of two resumes started at
+    once, one finishes the search and the other exits 2 naming it; every trial is there once."""
+    _no_ray_here()
+    spec = {**FAULT_SPEC, "name": "terminated", "storage": str(tmp_path / "results")}
+    proc, folder = start_search(tmp_path, spec, env={TERMINATE_AT_VAR: "search-started:3"})
+    rc = proc.wait(timeout=600)
+    log = (tmp_path / "driver.log").read_text()
+    assert rc == 143, f"SIGTERM ends with 143: {log[-3000:]}"
+    assert f"search interrupted; continue it with: ofasearch resume {folder} (SIGTERM)" in log
+    assert json.loads((folder / "state.json").read_text())["phase"] == "search", "stopped, not run to the end"
+    assert "Traceback" not in log
+
+    (folder / "optuna.log.lock").symlink_to(folder / "optuna.log")  # as a kill mid-append leaves it
+    resumes = [
+        subprocess.Popen([*CLI, "resume", str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    ended = sorted(((p.wait(timeout=600), *p.communicate()) for p in resumes), key=lambda r: r[0])
+    (ok, out, err), (refused, _, refusal) = ended
+    assert (ok, refused) == (0, 2), (out[-2000:], err[-2000:], refusal)
+    line = _one_error_line(refusal)
+    assert re.match(rf"error: {re.escape(str(folder))}: another driver \(pid \d+ on \S+, `ofasearch resume ", line)
+    assert line.endswith("drives this search; wait for it to end, or stop it first"), line
+    assert "optuna.log.lock: left by a driver killed while writing the study; removed" in err
+    rows = table_rows(folder)
+    assert len({r["trial_id"] for r in rows}) == len(rows), "each trial once"
+    assert sorted(r["status"] in SEARCH_ENDED for r in rows if r["role"] == "search") == [True] * 4
+    assert not [r for r in rows if r["status"] == "running"]
+    assert (folder / "best.yaml").is_file()
+
+
+def test_a_hung_trial_times_out_and_the_search_goes_on(store, undisturbed, tmp_path):
+    """The KD baseline sleeps for ever in its first step; with search.trial_timeout it ends as an
+    error saying so, and every other trial runs to its end."""
+    _no_ray_here()
+    spec = {
+        **FAULT_SPEC,
+        "name": "hung",
+        "storage": str(tmp_path / "results"),
+        "search": {**FAULT_SPEC["search"], "num_samples": 1, "trial_timeout": "20s"},
+    }
+    proc, folder = start_search(tmp_path, spec, env={HANG_AT_VAR: "trial:kd"})
+    rc = proc.wait(timeout=600)
+    log = (tmp_path / "driver.log").read_text()
+    rows = {r["method"] if r["role"] == "baseline" else r["role"]: r for r in table_rows(folder)}
+    assert rows["kd"]["status"] == "error", log[-3000:]
+    assert "timed out after 20 s (search.trial_timeout)" in rows["kd"]["error"]
+    assert rows["none"]["status"] == rows["search"]["status"] == "completed"
+    assert json.loads((folder / "state.json").read_text())["phase"] == "done"
+    assert rc == 0, log[-3000:]
 
 
 # --- Damaged entries of the teacher store -----------------------------------------------------

@@ -20,10 +20,12 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -374,7 +376,7 @@ def ensure_ray(
         try:
             # address=None unless given: ray.init() discovers what we found (or just started) on
             # this host and picks up the local auth token, as for any `ray start`-ed instance
-            context = ray.init(address=address, log_to_driver=worker_output)
+            context = _init_keeping_sigterm(ray, address, worker_output)
         except BaseException:
             if started is not None:  # never leave behind an instance no driver could use
                 records = _read_records()
@@ -389,6 +391,20 @@ def ensure_ray(
     if url:
         logger.info(f"Ray dashboard: http://{url} (token: `ray get-auth-token`)")
     return f"http://{url}" if url else None
+
+
+def _init_keeping_sigterm(ray: Any, address: str | None, worker_output: bool) -> Any:
+    """``ray.init``, with this process's SIGTERM handler kept: ray.init installs one that exits
+    at once (no resume line, trials left "running"); the command line's stops the search as
+    Ctrl-C does. Without a handler of the process's own, Ray's stays (it exits through atexit,
+    which leaves Ray cleanly)."""
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        return ray.init(address=address, log_to_driver=worker_output)
+    finally:
+        if callable(handler):
+            signal.signal(signal.SIGTERM, handler)
 
 
 def other_drivers() -> list[str]:

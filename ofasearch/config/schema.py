@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -706,6 +707,20 @@ def _baseline_list(value: Any) -> Any:
     return value
 
 
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
+
+
+def _duration(value: Any) -> Any:
+    """Seconds from a number or a duration such as ``90s``, ``30m``, ``2h`` or ``1h30m``."""
+    if not isinstance(value, str):
+        return value
+    match = _DURATION.match(value)
+    if not value.strip() or match is None or not any(match.groups()):
+        raise ValueError(f"{value!r} is not a duration; allowed: seconds (e.g. 600) or e.g. 90s, 30m, 2h, 1h30m")
+    hours, minutes, seconds = (float(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
 class Constraints(Strict):
     """Limits every student must meet to be searched at all (each optional), measured once at
     plan time on the trial device type (``ofasearch.search.plan``): ``max_params`` counts the
@@ -745,6 +760,10 @@ class SearchSettings(Strict):
     warm_start: str | None = None
     # students that cannot meet these are dropped before any teacher trains (ofasearch.search.plan)
     constraints: Constraints | None = None
+    # seconds (or 90s, 30m, 2h): a trial running longer ends as an error ("timed out after ...")
+    # and the search goes on, so a hung step (a dead network mount, a deadlocked collective)
+    # never holds it. None: no limit
+    trial_timeout: Annotated[float | None, BeforeValidator(_duration)] = Field(default=None, gt=0)
 
 
 class ResourcesSpec(Strict):

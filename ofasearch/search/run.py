@@ -24,6 +24,7 @@ from ray import tune
 
 from ofasearch.cluster.ray_session import check_fits, ray_session, stop_abandoned_instances
 from ofasearch.config import Spec, load_spec, parse_spec
+from ofasearch.data import DataFingerprint, data_fingerprint
 from ofasearch.errors import SpecError
 from ofasearch.results.export import write_best
 from ofasearch.results.folder import SPEC_FILE, load_folder_spec, read_tables
@@ -52,7 +53,7 @@ from ofasearch.search.trial import (
     trial_resources,
 )
 from ofasearch.search.warm_start import tell_baselines, warm_start
-from ofasearch.utils.claims import create_exclusive
+from ofasearch.utils.claims import create_exclusive, hold_folder
 from ofasearch.utils.faults import note_results_folder
 from ofasearch.utils.killpoints import kill_point
 from ofasearch.utils.storage import Location, ObjectPath, as_location, location_digest, ray_storage, redact_uri
@@ -136,9 +137,26 @@ def run_search(
     )
     spec = spec.model_copy(update={"name": folder.name})
     note_results_folder(folder)
+    with hold_folder(folder, f"ofasearch run (results {folder})"):
+        return _start(spec, space, folder, address=address, num_cpus=num_cpus, verbose=verbose, mlflow=mlflow)
+
+
+def _start(
+    spec: Spec,
+    space: SearchSpace,
+    folder: Location,
+    *,
+    address: str | None,
+    num_cpus: int | None,
+    verbose: int,
+    mlflow: str | None,
+) -> Location:
+    """:func:`run_search` once the new folder is claimed and held by this driver."""
+    fingerprint = data_fingerprint(spec.data)
     update_state(
         folder,
         phase=Phase.TEACHERS,
+        data=fingerprint.as_dict() if fingerprint else None,  # a resume checks the images are the same
         phases=[p.value for p in _phases(spec)],
         **{SPEC_HASH_KEY: location_digest(folder / SPEC_FILE)},
         stages=space.available_stages,
@@ -478,6 +496,29 @@ def _spec_hash_to_record(folder: Location, *, force_new_spec: bool) -> str | Non
     return now
 
 
+def _check_same_data(spec: Spec, folder: Location, *, force_new_spec: bool) -> None:
+    """A resume trains on the images the search started with: an image folder whose files
+    changed is a SpecError naming the change, unless ``force_new_spec`` (then recorded anew)."""
+    started = read_state(folder).get("data")
+    if started is None:
+        return  # a registry dataset, or a folder of an earlier version
+    now = data_fingerprint(spec.data)
+    if now is not None and now.digest == started.get("digest"):
+        return
+    then = DataFingerprint(**started).describe()
+    current = now.describe() if now else "not a folder"
+    changed = f"data.root {spec.data.root}: its images changed since the search started ({then}; now {current})"
+    if not force_new_spec:
+        raise SpecError(
+            [
+                f"{changed}; the teachers and finished trials belong to the old images: put them back, start a "
+                "new search, or resume with --force-new-spec to run what is left on the new images"
+            ]
+        )
+    logger.warning(f"{changed}; --force-new-spec: what is left runs on the new images, finished trials keep the old")
+    update_state(folder, data=now.as_dict() if now else None)
+
+
 def resume_search(
     folder: str | Path | ObjectPath, *, verbose: int = 0, force_new_spec: bool = False, mlflow: str | None = None
 ) -> Location:
@@ -488,9 +529,22 @@ def resume_search(
     check_mlflow(mlflow)
     folder = as_location(folder).resolve()
     note_results_folder(folder)
+    if not (folder / SPEC_FILE).is_file():
+        load_folder_spec(folder)  # says what the folder is not
+    with hold_folder(folder, f"ofasearch resume {folder}"):
+        return _resume(folder, verbose=verbose, force_new_spec=force_new_spec, mlflow=mlflow)
+
+
+def _resume(folder: Location, *, verbose: int, force_new_spec: bool, mlflow: str | None) -> Location:
+    """:func:`resume_search` once the folder is held by this driver."""
+    journal_lock = folder / f"{STUDY_FILE}.lock"
+    if isinstance(folder, Path) and journal_lock.exists():  # no other driver: a kill mid-append left it
+        logger.info(f"{journal_lock}: left by a driver killed while writing the study; removed")
+        journal_lock.unlink(missing_ok=True)
     new_hash = _spec_hash_to_record(folder, force_new_spec=force_new_spec)
     spec = load_folder_spec(folder, check_models=True)  # about to build models
     read_tables(folder)  # a deleted or damaged table: say how to rebuild it, before anything runs
+    _check_same_data(spec, folder, force_new_spec=force_new_spec)
     if new_hash is not None:
         update_state(folder, **{SPEC_HASH_KEY: new_hash})
     if mlflow is not None:

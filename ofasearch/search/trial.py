@@ -8,6 +8,8 @@ reach Tune through ``TuneReportCallback`` (Ray Train V2's supported way inside T
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -19,17 +21,20 @@ from ofasearch.config.registry import get_method
 from ofasearch.search.space import SearchSpace
 from ofasearch.training.logit_cache import LogitCache
 from ofasearch.training.teacher import TeacherInfo
+from ofasearch.utils.killpoints import kill_point
 
 __all__ = [
     "BASELINE_KEY",
     "CONFIG_KEY",
     "CONFIRMS_KEY",
     "SEED_KEY",
+    "TrialTimedOut",
     "backend_for",
     "cache_for_seed",
     "run_trial",
     "trial_config",
     "trial_resources",
+    "within",
 ]
 
 BASELINE_KEY = "baseline"  # a baseline trial's config holds {"baseline": METHOD, **params}
@@ -87,13 +92,61 @@ def run_trial(
 ) -> None:
     """The Tune function trainable. ``teachers[pair]`` holds the prepared teacher (``info``) and
     its logit cache (``cache``, or None), both plain dicts made in the driver; ``files`` their
-    files in Ray's object store, copied to this node (once per node) when it cannot see them."""
+    files in Ray's object store, copied to this node (once per node) when it cannot see them.
+    With ``search.trial_timeout`` a trial still running after it fails with "timed out"."""
+    space = SearchSpace(Spec.model_validate(spec), stages)
+
+    def train() -> None:
+        kill_point(f"trial:{params.get(BASELINE_KEY, 'search')}")  # e.g. `trial:kd` hangs the KD baseline
+        _train(space, params, teachers, train_storage, files)
+
+    timeout = space.spec.search.trial_timeout
+    if timeout is None:
+        train()
+    else:
+        within(timeout, train)
+
+
+class TrialTimedOut(TimeoutError):
+    """A trial ran past ``search.trial_timeout``."""
+
+
+def within(seconds: float, work: Callable[[], None]) -> None:
+    """Run ``work`` and return, or raise :class:`TrialTimedOut` once ``seconds`` have passed.
+
+    The work runs in a daemon thread and this one waits: a step blocked in a system call (a dead
+    network mount) or a collective that never completes cannot be interrupted, but the trial
+    still ends, Tune records its error and stops its process, and the search goes on. The
+    work's own exceptions (a failure, Tune's stop of the trial) are raised here as they are."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # re-raised in the waiting thread, whatever it is
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="ofasearch-trial", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TrialTimedOut(f"timed out after {seconds:g} s (search.trial_timeout)")
+    if failure:
+        raise failure[0]
+
+
+def _train(
+    space: SearchSpace,
+    params: dict[str, Any],
+    teachers: list[dict[str, Any]],
+    train_storage: str,
+    files: dict[str, ShippedFile],
+) -> None:
     import torch
     from ray import tune
 
     from ofasearch.training.job import fit_for_search
 
-    space = SearchSpace(Spec.model_validate(spec), stages)
     config = trial_config(space, params)
     pair = space.pair_index_of(config)
     teacher = cache = None

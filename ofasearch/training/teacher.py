@@ -31,7 +31,7 @@ from torch import nn
 
 from ofasearch.config import AugmentSpec, DataSpec, DistillSpec, ModelSpec, OptimSpec
 from ofasearch.config.registry import get_method
-from ofasearch.data import Pipeline, Splits
+from ofasearch.data import Pipeline, Splits, data_identity
 from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
 from ofasearch.models import build_model, load_weights, normalization
@@ -82,7 +82,7 @@ def teacher_key(teacher: ModelSpec, data: DataSpec) -> str:
     payload = {
         "model": teacher.model,
         "kwargs": teacher.kwargs,
-        "data": data.model_dump(exclude={"root"}),
+        "data": data_identity(data),  # an image folder: its files too
         "recipe": teacher.training_recipe.model_dump(),
         "seed": TEACHER_SEED,
         "version": RECIPE_VERSION,
@@ -302,7 +302,7 @@ def prepare_logit_cache(
     key = cache_key(
         info.checkpoint,
         teacher.label,
-        data.model_dump(exclude={"root"}),
+        data_identity(data),
         seed,
         views,
         augment.model_dump(mode="json"),

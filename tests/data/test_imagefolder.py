@@ -25,6 +25,11 @@ COUNTS = {"train": 30, "val": 8, "test": 6}
 
 @pytest.fixture(scope="module")
 def fashion() -> tuple[np.ndarray, np.ndarray]:
+    return fashion_arrays()
+
+
+def fashion_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST's test images and labels (the test is skipped without the Debian package)."""
     folder = find_fashion_mnist()
     if folder is None:
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")

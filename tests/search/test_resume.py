@@ -202,3 +202,37 @@ def test_a_kill_at_every_phase_resumes_to_every_trial_once(tmp_path):
     assert (folder / "best.yaml").is_file()
     # the kills left the local Ray running (its own process group); the resumes joined it, the last stopped it
     assert not [r for r in recorded_sessions() if session_processes(r)]
+
+
+def test_a_resume_on_changed_images_is_refused_in_one_line(tmp_path, capsys):
+    """An image folder whose files changed after the search started: resume names the change and
+    exits 2 before anything runs; --force-new-spec records the new images and goes on."""
+    from ofasearch.cli import main
+    from tests.data.test_imagefolder import COUNTS, _write, fashion_arrays
+
+    images = _write(tmp_path / "images", fashion_arrays(), COUNTS)
+    spec = {
+        **SPEC,
+        "name": "folder",
+        "data": {"dataset": "imagefolder", "root": str(images), "image_size": 16},
+        "pairs": [{"teacher": {**TEACHER, "recipe": {"epochs": 1, "batch_size": 64}}, "student": MIXER}],
+        "optim": {**SPEC["optim"], "epochs": 1},
+        "search": {"num_samples": 1, "baselines": []},
+        "storage": str(tmp_path / "results"),
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["run", str(tmp_path / "spec.yaml"), "--num-cpus", "2"]) == 0
+    folder = tmp_path / "results" / "folder"
+    started = json.loads((folder / "state.json").read_text())["data"]
+    assert started["files"] == 3 * sum(COUNTS.values())
+    capsys.readouterr()
+
+    (images / "train" / "boot" / "000.png").unlink()
+    assert main(["resume", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: data.root {images}: its images changed since the search started ("), err
+    assert len(err.splitlines()) == 1 and "--force-new-spec" in err
+    assert json.loads((folder / "state.json").read_text())["data"] == started, "nothing recorded on a refusal"
+
+    assert main(["resume", str(folder), "--force-new-spec"]) == 0
+    assert json.loads((folder / "state.json").read_text())["data"]["files"] == started["files"] - 1
