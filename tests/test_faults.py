@@ -36,6 +36,8 @@ Each row of the issue's table, its promised outcome, and the test that checks it
   undisturbed one did (test_storage_made_read_only_mid_run_then_resume,
   test_a_full_disk_mid_run_then_resume).
 - --output a file: one `error:` line, exit 2 (test_output_that_is_a_file).
+- The teacher store's disk full while the logit cache is built: one `error:` line, no temporary
+  folder left, resume finishes (test_a_full_cache_disk_is_one_line_and_leaves_no_temp_folder).
 
 The mid-run file-system faults are real: a read-only bind mount and a 120 KiB tmpfs, in a private
 mount namespace (``unshare --mount``, as root), so nothing outside the test sees them.
@@ -225,7 +227,7 @@ def test_sigterm_then_two_resumes_at_once(store, undisturbed, tmp_path):
     line = _one_error_line(refusal)
     assert re.match(rf"error: {re.escape(str(folder))}: another driver \(pid \d+ on \S+, `ofasearch resume ", line)
     assert line.endswith("drives this search; wait for it to end, or stop it first"), line
-    assert "optuna.log.lock: left by a driver killed while writing the study; removed" in err
+    assert "optuna.log.lock: left by a driver killed while writing the study; removed" in out + err
     rows = table_rows(folder)
     assert len({r["trial_id"] for r in rows}) == len(rows), "each trial once"
     assert sorted(r["status"] in SEARCH_ENDED for r in rows if r["role"] == "search") == [True] * 4
@@ -496,6 +498,33 @@ def test_a_full_disk_mid_run_then_resume(store, undisturbed, tmp_path):
     assert not list(kept.glob(".*.tmp")), "no half-written temporary file left"
     _assert_finished(kept)
     assert_rebuild_matches(kept, tmp_path, faulted=True)
+
+
+def test_a_full_cache_disk_is_one_line_and_leaves_no_temp_folder(store, undisturbed, tmp_path):
+    """The teacher store on a tmpfs holding the stored teacher and about 24 KiB more: the logit
+    cache (about 77 KB here) cannot be built. One line naming the disk, no temporary folder
+    left in the store; with space freed the resume builds it and finishes the search."""
+    storage, spec, folder = _storage_to_mount(tmp_path)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    script = f"""
+        C={cache}
+        KB=$(du -sk "{store / "teachers"}" | cut -f1)
+        mount -t tmpfs -o size=$((KB + 24))k tmpfs "$C"
+        cp -a "{store / "teachers"}" "$C/"
+        export OFASEARCH_CACHE="$C"
+        $OFASEARCH run {spec} --storage {storage} >"$OUT/run.out" 2>"$OUT/run.err"; echo $? >"$OUT/run.rc"
+        ls -a "$C/logits" >"$OUT/logits" 2>&1
+        mount -o remount,size=64m "$C"
+        $OFASEARCH resume {folder} >"$OUT/resume.out" 2>"$OUT/resume.err"; echo $? >"$OUT/resume.rc"
+        ls -a "$C/logits" >"$OUT/logits-after" 2>&1
+    """
+    files = _in_mount_namespace(script, tmp_path)
+    line = _check_fault_then_resume(files, folder, f"no space left on the device of {cache}/logits/")
+    assert "free some space" in line
+    assert not [n for n in files["logits"].split() if ".tmp" in n], files["logits"]
+    assert not [n for n in files["logits-after"].split() if ".tmp" in n], files["logits-after"]
+    _assert_finished(folder)
 
 
 # --- Faults caught before Ray starts ------------------------------------------------------------

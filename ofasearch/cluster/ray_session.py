@@ -38,6 +38,7 @@ from filelock import FileLock
 from ray.train import FailureConfig
 
 from ofasearch.utils.files import atomic_write, user_temp_dir
+from ofasearch.utils.killpoints import kill_point
 
 __all__ = [
     "PREEMPTION_RETRIES",
@@ -103,11 +104,12 @@ def _read_records() -> dict[str, list]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        return {"live": [], "ended": []}
+        return {"live": [], "ended": [], "starting": []}
     except (OSError, ValueError) as e:
         logger.warning(f"{path}: unreadable ({e}); ofasearch forgets the Ray instances it recorded there")
-        return {"live": [], "ended": []}
-    return {"live": list(data.get("live", [])), "ended": list(data.get("ended", []))}
+        return {"live": [], "ended": [], "starting": []}
+    # starting: instances a driver is starting (recorded before `ray start`, by their mark)
+    return {key: list(data.get(key, [])) for key in ("live", "ended", "starting")}
 
 
 def _write_records(records: dict[str, list]) -> None:
@@ -239,6 +241,17 @@ def reap_dead_sessions() -> list[int]:
 
 def _reap() -> list[int]:
     records, pids = _read_records(), []
+    # the lock is held from the mark's record to the instance's: a start recorded but not
+    # finished is one whose driver died in between (a kill right after `ray start`)
+    for record in [r for r in records["starting"] if _here(r)]:
+        stopped = _stop(session_processes(record))
+        pids += stopped
+        records["starting"].remove(record)
+        if stopped:
+            logger.info(
+                f"stopped {len(stopped)} process(es) of a Ray instance whose starting ofasearch driver was killed "
+                f"before it recorded the instance: pids {stopped}"
+            )
     for record in [r for r in records["live"] if _here(r) and not _gcs_alive(r)]:
         stopped = _end(record, records)
         pids += stopped
@@ -289,8 +302,39 @@ def _ensure_auth_token(ray_cli: list[str]) -> None:
     subprocess.run([*ray_cli, "get-auth-token", "--generate"], capture_output=True, check=False)
 
 
-def _start_head(num_cpus: int) -> dict[str, Any]:
-    """``ray start --head`` in a new session (process group): returns its record."""
+def _start_recorded(num_cpus: int) -> dict[str, Any]:
+    """:func:`_start_head` with the instance's mark recorded before it starts and its full record
+    after (under the records' lock): a driver killed at any moment in between leaves a record by
+    which the next ofasearch command finds the instance's processes and stops them (``_reap``)."""
+    starting = {
+        "host": socket.gethostname(),
+        "pidns": _pid_namespace(),
+        "mark": uuid.uuid4().hex,
+        "started_at": time.time(),
+        "started_by": os.getpid(),
+    }
+    records = _read_records()
+    records["starting"].append(starting)
+    _write_records(records)
+    try:
+        started = _start_head(num_cpus, starting)
+        kill_point("ray-started")  # the instance runs; only its mark is recorded
+    except BaseException:
+        _stop(session_processes(starting))
+        started = None
+        raise
+    finally:
+        records = _read_records()
+        records["starting"] = [r for r in records["starting"] if r["mark"] != starting["mark"]]
+        if started is not None:
+            records["live"].append(started)
+        _write_records(records)
+    return started
+
+
+def _start_head(num_cpus: int, record: dict[str, Any]) -> dict[str, Any]:
+    """``ray start --head`` in a new session (process group), every process marked with
+    ``record``'s mark: returns the instance's record."""
     ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]
     _ensure_auth_token(ray_cli)
     port = _free_port()
@@ -303,11 +347,9 @@ def _start_head(num_cpus: int) -> dict[str, Any]:
         "--dashboard-host=127.0.0.1",
         "--disable-usage-stats",
     ]
-    mark = uuid.uuid4().hex
     # LOG_ROTATION is read by the processes Ray starts (the user's settings win); the mark proves
     # later which processes are this instance's
-    env = {**LOG_ROTATION, **os.environ, INSTANCE_VAR: mark}
-    started_at = time.time()
+    env = {**LOG_ROTATION, **os.environ, INSTANCE_VAR: record["mark"]}
     # a session of its own: Ctrl-C in the terminal (SIGINT to the foreground group) reaches the
     # drivers, never the instance they may share
     # output to a file, not a pipe: the processes it leaves running keep what they inherit open
@@ -318,7 +360,6 @@ def _start_head(num_cpus: int) -> dict[str, Any]:
     if starter.returncode != 0:
         tail = [line for line in output.splitlines() if line.strip()][-3:]
         raise RuntimeError(f"`ray start --head` failed (exit {starter.returncode}): {' | '.join(tail)}")
-    record = {"host": socket.gethostname(), "pidns": _pid_namespace(), "mark": mark, "started_at": started_at}
     for proc in session_processes(record):
         try:
             if proc.name() == "gcs_server":
@@ -329,7 +370,6 @@ def _start_head(num_cpus: int) -> dict[str, Any]:
                     "session_dir": flags["session-dir"],
                     "gcs_pid": proc.pid,
                     "gcs_created": proc.create_time(),
-                    "started_by": os.getpid(),
                 }
         except (psutil.Error, KeyError):
             continue
@@ -365,10 +405,7 @@ def ensure_ray(
                 )
         else:
             cpus = num_cpus or os.cpu_count() or 1
-            started = _start_head(cpus)
-            records = _read_records()
-            records["live"].append(started)
-            _write_records(records)
+            started = _start_recorded(cpus)
             logger.info(
                 f"started a local Ray instance at {started['address']} ({cpus} CPUs) in its own process group; "
                 "the last ofasearch run to leave it stops it"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -34,12 +33,13 @@ from ofasearch.data import Pipeline, Splits
 from ofasearch.models import normalization
 from ofasearch.utils.files import (
     CorruptFileError,
+    allocate,
     atomic_write,
+    building_dir,
     cached_file_digest,
     content_hash,
     file_problem,
     file_record,
-    replace_dir,
 )
 
 __all__ = ["LogitCache", "cache_key", "cache_views", "open_or_build"]
@@ -153,7 +153,8 @@ def _build(
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
     teacher = teacher.to(device).eval()
-    array = np.memmap(out, dtype=np.float16, mode="w+", shape=(n, views, classes))
+    allocate(out, n * views * classes * np.dtype(np.float16).itemsize)
+    array = np.memmap(out, dtype=np.float16, mode="r+", shape=(n, views, classes))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -197,36 +198,34 @@ def open_or_build(
         cache = _open_verified(folder, shape, warn=False)  # built or repaired while we waited?
         if cache is not None:
             return cache
-        tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
         logger.info(f"building the teacher-logit cache: {len(splits.train)} images x {views} views -> {folder}")
         start = time.perf_counter()
         if mean_std is None:
             mean, std = normalization(teacher, splits.in_chans)
             mean_std = (tuple(mean), tuple(std))
-        _build(
-            teacher,
-            splits,
-            pipeline or Pipeline(AugmentSpec(), splits),
-            mean_std,
-            seed,
-            views,
-            tmp / LOGITS_FILE,
-            device=device or torch.device("cpu"),
-            batch_size=batch_size,
-            progress=progress,
-        )
-        seconds = time.perf_counter() - start
-        record = file_record(tmp / LOGITS_FILE)
-        cache = LogitCache(
-            str(folder),
-            *shape,
-            int(getattr(teacher, "num_features", 0) or 0),
-            seconds,
-            record["sha256"],
-        )
-        atomic_write(tmp / "meta.json", _meta_text(cache, record))
-        replace_dir(tmp, folder)
+        with building_dir(folder) as tmp:
+            _build(
+                teacher,
+                splits,
+                pipeline or Pipeline(AugmentSpec(), splits),
+                mean_std,
+                seed,
+                views,
+                tmp / LOGITS_FILE,
+                device=device or torch.device("cpu"),
+                batch_size=batch_size,
+                progress=progress,
+            )
+            seconds = time.perf_counter() - start
+            record = file_record(tmp / LOGITS_FILE)
+            cache = LogitCache(
+                str(folder),
+                *shape,
+                int(getattr(teacher, "num_features", 0) or 0),
+                seconds,
+                record["sha256"],
+            )
+            atomic_write(tmp / "meta.json", _meta_text(cache, record))
         logger.info(f"teacher-logit cache built in {seconds:.1f}s ({cache.size_bytes() / 1e6:.1f} MB)")
         return cache
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import time
 from dataclasses import dataclass
@@ -40,12 +39,12 @@ from ofasearch.training.loop import fit, pick_device
 from ofasearch.utils.files import (
     CorruptFileError,
     atomic_write,
+    building_dir,
     cache_root,
     cached_file_digest,
     content_hash,
     file_problem,
     file_record,
-    replace_dir,
     share_as_umask_allows,
 )
 from ofasearch.utils.versions import package_versions
@@ -243,25 +242,23 @@ def _train_teacher(teacher: ModelSpec, splits: Splits, folder: Path, *, gpus: fl
     )
     if result.diverged:
         raise RuntimeError(f"teacher {teacher.label} diverged while training; change teacher.recipe")
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(tmp / WEIGHTS_FILE))
-    share_as_umask_allows(tmp / WEIGHTS_FILE)  # safetensors writes 0600
-    record = file_record(tmp / WEIGHTS_FILE)
-    meta = {
-        "model": teacher.model,
-        "kwargs": teacher.kwargs,
-        "val_acc": result.best_val_acc,
-        "test_acc": result.test_acc,
-        "train_seconds": result.train_seconds,
-        "epochs": recipe.epochs,
-        "fine_tuned_from_pretrained": teacher.pretrained,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "files": {WEIGHTS_FILE: record},
-        "versions": package_versions(),
-    }
-    atomic_write(tmp / "meta.json", json.dumps(meta, indent=2))
-    replace_dir(tmp, folder)
+    with building_dir(folder) as tmp:
+        save_model(model, str(tmp / WEIGHTS_FILE))
+        share_as_umask_allows(tmp / WEIGHTS_FILE)  # safetensors writes 0600
+        record = file_record(tmp / WEIGHTS_FILE)
+        meta = {
+            "model": teacher.model,
+            "kwargs": teacher.kwargs,
+            "val_acc": result.best_val_acc,
+            "test_acc": result.test_acc,
+            "train_seconds": result.train_seconds,
+            "epochs": recipe.epochs,
+            "fine_tuned_from_pretrained": teacher.pretrained,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "files": {WEIGHTS_FILE: record},
+            "versions": package_versions(),
+        }
+        atomic_write(tmp / "meta.json", json.dumps(meta, indent=2))
     return TeacherInfo(
         str(folder / WEIGHTS_FILE),
         result.best_val_acc,

@@ -13,7 +13,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from ofasearch.errors import FileFault
 from ofasearch.utils.storage import Location, ObjectPath
 
 __all__ = [
+    "allocate",
+    "building_dir",
     "CorruptFileError",
     "atomic_write",
     "cache_root",
@@ -221,6 +223,35 @@ def replace_dir(new: Path, folder: Path) -> None:
     new.rename(folder)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def allocate(path: Path, size: int) -> None:
+    """Create ``path`` with ``size`` bytes reserved on its disk. A file memory-mapped for writing
+    must be: writing into a sparse one on a full disk kills the process with SIGBUS, where this
+    raises the ``OSError`` (ENOSPC, naming the file) that is reported in one line."""
+    with open(path, "wb") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as exc:
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
+
+
+@contextlib.contextmanager
+def building_dir(folder: Path) -> Iterator[Path]:
+    """A private temporary folder beside ``folder`` to build an entry in; it replaces ``folder``
+    when the block ends (:func:`replace_dir`) and is removed when the block fails (a full disk,
+    Ctrl-C), so failed builds leave nothing behind. Call it under the entry's lock: temporary
+    folders of earlier builders (killed, so never removed) are deleted first."""
+    for stale in folder.parent.glob(f"{folder.name}.tmp*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, folder)
 
 
 def cache_root() -> Path:

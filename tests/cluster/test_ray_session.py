@@ -392,3 +392,45 @@ def test_a_worker_node_whose_head_is_invisible_is_joined_not_stopped(tmp_path):
     assert seen["task"] == 42
     assert f"joining the Ray instance at {address}" in run.stderr
     assert "--num-cpus 8 ignored" in run.stderr
+
+
+def _marked(mark: str) -> list[psutil.Process]:
+    """This user's Ray processes carrying an instance's mark, whatever the records say."""
+    return session_processes({"mark": mark, "started_at": 0})
+
+
+@pytest.mark.slow
+def test_a_driver_killed_right_after_starting_ray_leaves_nothing_running(tmp_path):
+    """SIGKILL the moment `ray start` has returned, before the instance's full record: its mark was
+    recorded first, so the resume stops that instance (instead of joining it as somebody else's)
+    and, at its end, its own: no Ray process is left."""
+    from ofasearch.utils.killpoints import KILL_AT_VAR
+    from tests.background import run_driver
+
+    if ray.is_initialized():
+        ray.shutdown()
+    spec = {
+        **SPEC,
+        "name": "orphan",
+        "pairs": [{"teacher": TEACHER, "student": MIXER}],
+        "optim": {**SPEC["optim"], "epochs": 1},
+        "search": {"num_samples": 1, "baselines": []},
+        "storage": str(tmp_path / "results"),
+    }
+    _write(tmp_path, spec)
+    rc = run_driver(tmp_path, ["run", "spec.yaml", "--num-cpus", "1"], {KILL_AT_VAR: "ray-started"})
+    assert rc == -signal.SIGKILL, (tmp_path / "driver.log").read_text()[-2000:]
+    starting = json.loads((records_dir() / RECORDS_FILE).read_text())["starting"]
+    assert len(starting) == 1
+    mark = starting[0]["mark"]
+    orphans = _marked(mark)
+    assert {"gcs_server", "raylet"} <= {p.name() for p in orphans}, "the killed driver's instance runs on"
+
+    rc = run_driver(tmp_path, ["resume", str(tmp_path / "results" / "orphan")])
+    log = (tmp_path / "driver.log").read_text()
+    assert rc == 0, log[-3000:]
+    assert "whose starting ofasearch driver was killed before it recorded the instance" in log
+    assert "joining the Ray instance" not in log, "the orphan is stopped, never joined"
+    assert _marked(mark) == []
+    assert not [r for r in recorded_sessions() if session_processes(r)], "the resume stopped its own instance too"
+    assert json.loads((records_dir() / RECORDS_FILE).read_text())["starting"] == []
