@@ -463,12 +463,13 @@ def test_storage_made_read_only_mid_run_then_resume(store, undisturbed, tmp_path
         $OFASEARCH run {spec} --storage "$S" >"$OUT/run.out" 2>"$OUT/run.err" &
         PID=$!
         until grep -q "completed: val_acc" "$OUT/run.out"; do kill -0 $PID 2>/dev/null || break; sleep 0.2; done
-        mount -o remount,bind,ro "$S"
+        mount -o remount,bind,ro "$S"; echo $? >"$OUT/remount.rc"
         wait $PID; echo $? >"$OUT/run.rc"
         mount -o remount,bind,rw "$S"
         $OFASEARCH resume {folder} >"$OUT/resume.out" 2>"$OUT/resume.err"; echo $? >"$OUT/resume.rc"
     """
     files = _in_mount_namespace(script, tmp_path)
+    assert files["remount.rc"].strip() == "0", "the storage was made read-only while the search ran"
     line = _check_fault_then_resume(files, folder, f"read-only file system: {folder}")
     assert "make it writable for this user" in line
     _assert_finished(folder)

@@ -40,8 +40,8 @@ class Rebuilt:
     trials: int
     epochs: int
     experiments: tuple[str, ...]  # Tune experiment folders read
-    # grid trials (baselines, confirmation) the recorder saw end but whose end Tune had not yet
-    # saved when a fault or kill stopped the run: a resume does not re-run them, so their rows
+    # trials the recorder saw end but whose end (or results) Tune had not saved to the folder
+    # when a fault stopped the run, and that the resume kept instead of re-running: their rows
     # live only in the recorded tables
     unrecovered: tuple[str, ...] = ()
 
@@ -122,28 +122,42 @@ def rebuild_tables(folder: Path, *, force: bool = False) -> Rebuilt:
         raise FileFault([f"{folder / 'state.json'}: missing or without the students' stages; restore it from a copy"])
     experiments = _read_experiments(folder)
     tables = ResultTables(folder, SearchSpace(spec, stages), load=False, autosave=False)
-    dropped: dict[str, tuple[str, str]] = {}  # grid trial id -> (role, its point) of rows dropped
-    seen: dict[str, str] = {}  # every replayed trial's point
-    for experiment in experiments:
+    # rows Tune's record may lack (see Rebuilt.unrecovered): trial id -> (experiment index, point)
+    lacking: dict[str, tuple[int, str]] = {}
+    origin: dict[str, tuple[int, str]] = {}  # every replayed trial's experiment index and point
+    for index, experiment in enumerate(experiments):
         # as the recorder's first step in each Tuner: a fresh grid Tuner (baselines-2) drops the
         # unfinished rows of the one before, a fresh search Tuner (search-2) every earlier row
         ids = {t.trial_id for t in experiment.trials}
         for trial_id in tables.keep_only(experiment.role, ids, keep_finished=experiment.role != "search"):
-            if experiment.role != "search":
-                dropped[trial_id] = (experiment.role, seen[trial_id])
+            lacking[trial_id] = origin[trial_id]
         for trial in experiment.trials:
+            origin[trial.trial_id] = (index, _point_key(trial))
+            if trial.status == "TERMINATED" and not trial.results:
+                # saved as ended, its results never reached the storage (a fault): no row to make
+                lacking[trial.trial_id] = origin[trial.trial_id]
+                continue
             _replay(tables, trial)
-            seen[trial.trial_id] = _point_key(trial)
-        rerun = {(experiment.role, _point_key(t)) for t in experiment.trials}
-        dropped = {t: key for t, key in dropped.items() if key not in rerun}
+    unrecovered = [t for t, (i, point) in lacking.items() if not _run_again(experiments, i, point)]
     tables.write(names)
     return Rebuilt(
         names,
         len(tables.trials),
         len(tables.epochs),
         tuple(e.path.name for e in experiments),
-        tuple(sorted(dropped)),
+        tuple(sorted(unrecovered)),
     )
+
+
+def _run_again(experiments: list[TuneExperiment], index: int, point: str) -> bool:
+    """Whether a later Tuner of the same phase ran this trial again, as a resume does with a trial
+    the recorder had not seen end: a grid point re-run (baselines-2...), or a search started over
+    (search-2). Otherwise the recorder kept the trial's row and Tune's record lacks it."""
+    role = experiments[index].role
+    for later in experiments[index + 1 :]:
+        if later.role == role and (role == "search" or point in {_point_key(t) for t in later.trials}):
+            return True
+    return False
 
 
 def _point_key(trial: TuneTrial) -> str:

@@ -58,7 +58,9 @@ def hold_folder(folder: Location, command: str) -> Iterator[None]:
         yield
         return
     path = folder / DRIVER_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the processes it starts
+    # read-only, and not inherited by the processes it starts: a file held open for writing for
+    # the driver's life would keep the folder's file system from being remounted read-only
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -67,8 +69,9 @@ def hold_folder(folder: Location, command: str) -> Iterator[None]:
                 [f"{folder}: {_holder(path)} drives this search; wait for it to end, or stop it first"]
             ) from None
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        with open(path, "r+") as f:  # in place: the lock belongs to this file, a replacement would not hold it
+            f.write(json.dumps(holder))
+            f.truncate()
         yield
     finally:
         os.close(fd)  # releases the lock
