@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION = /usr/share/datasets/fashion-mnist
 
-.PHONY: install data browser run test lint bench clean
+.PHONY: install data browser run test test-fast lint bench clean
 
 $(BIN)/ofasearch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: install
 
 test: install data browser lint
 	$(BIN)/pytest -q
+
+# The fast tier while iterating: no Ray and no search (about 2 minutes on 2 cores); CI runs `make test`.
+test-fast: install data
+	$(BIN)/pytest -q -m "not slow"
 
 bench: install data
 	$(BIN)/python scripts/bench_step.py

@@ -7,9 +7,13 @@ not load torch, timm or ray; ``from ofasearch import OFADistiller`` loads them w
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("ofasearch")  # one source: pyproject.toml
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 _EXPORTS = {
     "OFADistiller": "ofasearch.distill",

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ofasearch.errors import SpecError
 
@@ -74,9 +76,10 @@ class ModelInfo:
 
     @property
     def family(self) -> str:
-        if not self.tokens:
-            return "cnn"
-        return "vit" if self.attention else "mlp"
+        """``vit`` when it computes attention, else ``mlp`` for a token model, else ``cnn``."""
+        if self.attention:
+            return "vit"
+        return "mlp" if self.tokens else "cnn"
 
 
 def is_token_model(features: torch.Tensor, num_features: int) -> bool:
@@ -84,6 +87,30 @@ def is_token_model(features: torch.Tensor, num_features: int) -> bool:
     if features.ndim == 3:
         return True
     return features.ndim == 4 and features.shape[-1] == num_features and features.shape[1] != num_features
+
+
+# what attention computes, in any of its spellings (timm's fused path, torch's own module, a
+# softmax of a score matrix); a class name says nothing (CaiT's ClassAttn, CoaT's FactorAttn...)
+_ATTENTION_OPS = frozenset({F.scaled_dot_product_attention, F.multi_head_attention_forward})
+_SOFTMAX_OPS = frozenset({F.softmax, torch.softmax, torch.Tensor.softmax})
+
+
+class _AttentionSeen(TorchFunctionMode):
+    """Watches one forward for attention: tokens weighed by a softmax of their pairwise scores
+    (a matrix, not a vector: a global-context block's softmax over positions is not attention).
+    A model that computes it is a transformer (``vit``, also with NCHW features, e.g. PVT); a
+    token model that only mixes tokens with learned weights (MLP-Mixer, ResMLP, gMLP) is an
+    ``mlp``."""
+
+    attention = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        if func in _ATTENTION_OPS:
+            self.attention = True
+        elif func in _SOFTMAX_OPS and args and isinstance(args[0], torch.Tensor):
+            scores = args[0]
+            self.attention |= scores.ndim >= 3 and scores.shape[-1] > 1 and scores.shape[-2] > 1
+        return func(*args, **(kwargs or {}))
 
 
 def describe_model(model: nn.Module, input_size: tuple[int, int, int]) -> ModelInfo:
@@ -97,7 +124,7 @@ def describe_model(model: nn.Module, input_size: tuple[int, int, int]) -> ModelI
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _AttentionSeen() as seen:
             x = torch.zeros(1, *input_size)
             features = model.forward_features(x)
             final, inter = model.forward_intermediates(x, indices=sorted(index.values()), intermediates_only=False)
@@ -113,7 +140,7 @@ def describe_model(model: nn.Module, input_size: tuple[int, int, int]) -> ModelI
             raise SpecError([f"model {type(model).__name__}: stage {stage} feature has shape {tuple(t.shape)}"])
         shapes[stage] = StageShape(int(t.shape[1]), int(t.shape[2]), int(t.shape[3]))
     num_features = int(getattr(model, "num_features", shapes[max(shapes)].channels))
-    attention = any("attention" in type(m).__name__.lower() for m in model.modules())
+    attention = seen.attention
     tokens = is_token_model(features, num_features)
     head_map_stage = None
     last = max(shapes)

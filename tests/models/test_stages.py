@@ -57,6 +57,24 @@ def test_family_is_measured_from_the_model(name, kwargs, family):
     assert info.tokens == (family != "cnn")
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs", "family", "tokens"),
+    [
+        # transformers whose attention classes are not named "...Attention"
+        ("cait_xxs24_224", {"depth": 2, "embed_dim": 48, "num_heads": 2, "patch_size": 4}, "vit", True),
+        ("xcit_nano_12_p16_224", {"depth": 2, "patch_size": 8}, "vit", True),
+        ("twins_pcpvt_small", {}, "vit", True),
+        ("pvt_v2_b0", {}, "vit", False),  # a transformer with NCHW features: map branches
+        ("gcresnet33ts", {}, "cnn", False),  # a softmax over positions (global context) is not attention
+    ],
+)
+def test_attention_is_recognised_by_what_the_forward_computes(name, kwargs, family, tokens):
+    model = build_model(name, kwargs, num_classes=10, in_chans=3, image_size=32)
+    info = describe_model(model, (3, 32, 32))
+    assert info.family == family
+    assert info.tokens == tokens
+
+
 def test_img_size_comes_from_the_data_unless_kwargs_say_otherwise():
     vit = build_model(
         "vit_tiny_patch16_224",
