@@ -104,7 +104,7 @@ def test_a_node_lost_mid_trial_marks_that_trial_and_the_search_completes(cluster
         "pairs": [{"teacher": TEACHER, "student": VIT}],
         "optim": {**SPEC["optim"], "epochs": 4},
         # two trials at a time: one per node; no ASHA stop before the kill can land
-        "search": {**SPEC["search"], "num_samples": 6, "max_concurrent": 2, "grace_epochs": 4, "baselines": False},
+        "search": {**SPEC["search"], "num_samples": 4, "max_concurrent": 2, "grace_epochs": 4, "baselines": False},
         "storage": f"{s3_bucket}/{uuid.uuid4().hex[:8]}",
     }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
@@ -152,7 +152,8 @@ def test_a_node_lost_mid_trial_marks_that_trial_and_the_search_completes(cluster
         lost["error"],
         out[-3000:],
     )
-    assert len(after) == 6 and all(r["status"] in ENDED for r in after.values())
+    assert len(after) == 4
+    assert all(r["status"] in ENDED for r in after.values())
     for trial_id, row in ended.items():  # nothing that had ended is lost or changed
         assert {k: after[trial_id][k] for k in SAME} == {k: row[k] for k in SAME}
     on = {

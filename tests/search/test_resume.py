@@ -13,7 +13,7 @@ import pytest
 import ray
 import yaml
 
-from ofasearch.cluster.ray_session import recorded_sessions, session_processes
+from ofasearch.cluster.ray_session import RECORDS_FILE, recorded_sessions, records_dir, session_processes
 from ofasearch.search.run import resume_search
 from ofasearch.utils.killpoints import KILL_AT_VAR
 from tests.background import run_driver, saved_as_finished, start_search, table_rows, wait_for
@@ -137,6 +137,8 @@ def test_a_kill_between_or_inside_grid_phases_resumes_every_point_once(digits_se
 # hand-over, inside the confirmation, after the end. Each is a named point the driver kills itself at
 # (ofasearch.utils.killpoints), so no timing decides where the kill lands.
 SWEEP = [
+    # right after `ray start`, before the instance's full record: only its mark is recorded
+    ("ray-started", "teachers"),
     ("teachers", "teachers"),
     ("baseline:1", "baselines"),
     ("baselines-done", "baselines"),
@@ -162,7 +164,8 @@ def _counts(folder) -> dict[str, tuple[int, int]]:
 
 def test_a_kill_at_every_phase_resumes_to_every_trial_once(tmp_path):
     """One search killed (SIGKILL) in turn at each point of SWEEP, resumed after each
-    kill; the last resume finishes it with every trial of every phase exactly once."""
+    kill; the last resume finishes it with every trial of every phase exactly once, and no Ray
+    process is left (the first kill's instance included, which was only marked)."""
     spec = {
         **SPEC,
         "name": "sweep",
@@ -181,6 +184,10 @@ def test_a_kill_at_every_phase_resumes_to_every_trial_once(tmp_path):
         assert rc == -signal.SIGKILL, f"the driver never reached kill point {point} (exit {rc}): {log[-2000:]}"
         assert json.loads((folder / "state.json").read_text())["phase"] == phase
         sweep.append((point, _counts(folder)))
+        if point == "ray-started":
+            (starting,) = json.loads((records_dir() / RECORDS_FILE).read_text())["starting"]
+            orphans = session_processes({"mark": starting["mark"], "started_at": 0})
+            assert {"gcs_server", "raylet"} <= {p.name() for p in orphans}, "the killed driver's instance runs on"
     rc = run_driver(tmp_path, ["resume", str(folder)])
     assert rc == 0, (tmp_path / "driver.log").read_text()[-3000:]
     after = _counts(folder)
@@ -198,6 +205,12 @@ def test_a_kill_at_every_phase_resumes_to_every_trial_once(tmp_path):
             range(1, row["epochs"] + 1)
         )
     assert {e["trial_id"] for e in epochs} == {r["trial_id"] for r in rows}
+    # the instance only marked was stopped by the next command, never joined as somebody else's
+    log = (tmp_path / "driver.log").read_text()
+    assert "whose starting ofasearch driver was killed before it recorded the instance" in log
+    assert "joining the Ray instance at" not in log
+    assert session_processes({"mark": starting["mark"], "started_at": 0}) == []
+    assert json.loads((records_dir() / RECORDS_FILE).read_text())["starting"] == []
     assert json.loads((folder / "state.json").read_text())["phase"] == "done"
     assert (folder / "best.yaml").is_file()
     # the kills left the local Ray running (its own process group); the resumes joined it, the last stopped it
