@@ -1,9 +1,11 @@
 """Folders of image files (``data.dataset: imagefolder``), read lazily.
 
-Only the file list is read up front; an image is decoded (and resized by the ``data.resize``
-policy) when a batch asks for it, by a pool of threads (PIL and torch release the GIL while
-decoding and resizing). So a folder far larger than RAM works, every trial starts in the time it
-takes to list the files, and each batch costs only its own images.
+Only the file list is read up front; an image is decoded when a batch asks for it, by a pool of
+threads (PIL and torch release the GIL while decoding and resizing): resized by the
+``data.resize`` policy for the ``pad`` crop, or at its own resolution for ``rrc`` crops and their
+eval resize + center crop (:meth:`ImageFiles.originals`). So a folder far larger than RAM works,
+every trial starts in the time it takes to list the files, and each batch costs only its own
+images.
 
 Layouts, with splits named as people name them:
 
@@ -39,16 +41,23 @@ TEST_FRACTION = 0.2  # of the images, held out as test when the folder has no te
 VAL_NAMES = ("val", "validation")
 
 
+def decode_original(path: str) -> torch.Tensor:
+    """One image file as uint8 (3, h, w) RGB at its own resolution."""
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+
+    with Image.open(path) as img:
+        return pil_to_tensor(img.convert("RGB"))
+
+
 def decode(path: str, size: int, policy: str) -> torch.Tensor:
     """One image file as uint8 (3, size, size): RGB, resized by ``policy``:
     ``squash`` stretches to a square (the aspect ratio is lost), ``center-crop`` scales the
     shorter side to ``size`` and cuts the middle, ``pad`` scales the longer side to ``size`` and
     pads with black (nothing is lost or stretched)."""
-    from PIL import Image
-    from torchvision.transforms.functional import center_crop, pad, pil_to_tensor, resize
+    from torchvision.transforms.functional import center_crop, pad, resize
 
-    with Image.open(path) as img:
-        image = pil_to_tensor(img.convert("RGB"))
+    image = decode_original(path)
     h, w = image.shape[-2:]
     if policy == "squash" or h == w:
         return resize(image, [size, size], antialias=True)
@@ -99,6 +108,13 @@ class ImageFiles:
             return torch.empty((0, self.channels, self.size, self.size), dtype=torch.uint8)
         images = _pool().map(lambda i: decode(self.paths[i], self.size, self.policy), chosen)
         return torch.stack(list(images))
+
+    def originals(self, index: torch.Tensor | Sequence[int]) -> list[torch.Tensor]:
+        """Images ``index`` at their own resolution, uint8 (3, h, w) each, decoded in parallel:
+        what RandomResizedCrop and the eval resize + center crop start from, so no image is
+        squashed to the training size before it is cropped."""
+        chosen = torch.as_tensor(index, dtype=torch.long).tolist()
+        return list(_pool().map(lambda i: decode_original(self.paths[i]), chosen))
 
     def __iter__(self):  # one image at a time, like iterating a tensor
         return (self[i] for i in range(len(self)))

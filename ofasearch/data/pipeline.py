@@ -9,6 +9,8 @@ sample lands in, so the frozen teacher's logits on it can be cached once (see
   native-resolution image to ``image_size``, flip, RandAugment/AutoAugment, colour jitter,
   normalisation, RandomErasing) applied per sample with Python's, NumPy's and torch's RNGs seeded
   from (seed, v, i) and restored afterwards; eval is timm's Resize + CenterCrop (crop_pct 0.875).
+  An image folder's images are cropped (and resized for eval) from their original files, at
+  their own resolution and aspect ratio, as the paper's ImageNet pipeline does.
 
 Mixup/CutMix use timm's ``Mixup`` in ``elem`` mode (its own lambda draw, CutMix box, lambda
 correction and label smoothing), applied per sample to the pair (i, partner) with NumPy seeded
@@ -38,13 +40,17 @@ from torchvision.transforms.functional import to_pil_image
 from ofasearch.config import AugmentSpec
 from ofasearch.data.augment import augment, sample_keys
 from ofasearch.data.datasets import ImageSet, Splits, resize_images
+from ofasearch.data.imagefolder import ImageFiles
 
-__all__ = ["Pipeline", "TrainBatch", "resize_images"]
+__all__ = ["EVAL_CROP_PCT", "Pipeline", "TrainBatch", "resize_images"]
 
 TrainBatch = tuple[torch.Tensor, torch.Tensor]
 """Images (B, C, S, S) as floats in [0, 1] space and targets: class indices (B,), or soft labels
 (B, classes) when images are mixed."""
 
+# rrc runs score (and ship their students) as timm evaluates: the shorter side to
+# size / EVAL_CROP_PCT (256 for 224), then the centre crop
+EVAL_CROP_PCT = 0.875
 _PARTNER_SALT = 0x5EED  # separates the partner permutation's stream from the per-sample keys
 _MIX_SALT = 0x3A7
 
@@ -103,6 +109,8 @@ class Pipeline:
         self.enabled = splits.augment  # data.augment: false turns every random transform off
         self.num_classes = splits.num_classes
         self.num_train = len(splits.train)
+        # an image folder under rrc: crops and the eval resize start from each original file
+        self.from_originals = settings.crop == "rrc" and isinstance(splits.train.images, ImageFiles)
         self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self._partners: tuple[int, torch.Tensor] | None = None
@@ -122,7 +130,9 @@ class Pipeline:
                 re_mode="pixel",  # timm train.py's default
             )
             _allow_zero_bit_posterize(self._train_tf)
-            self._eval_tf = create_transform(self.image_size, is_training=False, normalize=False)
+            self._eval_tf = create_transform(
+                self.image_size, is_training=False, crop_pct=EVAL_CROP_PCT, normalize=False
+            )
         self._mixup = None
         if settings.mixes:
             self._mixup = Mixup(
@@ -132,6 +142,11 @@ class Pipeline:
                 label_smoothing=float(settings.label_smoothing),
                 num_classes=self.num_classes,
             )
+
+    @property
+    def eval_crop_pct(self) -> float | None:
+        """The centre crop's share of the eval resize (rrc), or None: a square resize, no crop."""
+        return EVAL_CROP_PCT if self._eval_tf is not None else None
 
     @property
     def mixes(self) -> bool:
@@ -153,11 +168,26 @@ class Pipeline:
         return ", ".join(parts) if self.enabled else "no augmentation"
 
     # ------------------------------------------------------------------------------ eval
-    def eval_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Stored uint8 images as the model sees them at evaluation, floats in [0, 1]."""
+    def eval_images(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """Stored uint8 images (a batch, or a list of originals of any size) as the model sees
+        them at evaluation, floats in [0, 1]."""
         if self._eval_tf is not None:
+            if isinstance(images, list):
+                return torch.stack([self._eval_tf(image) for image in images]).float().div_(255.0)
             return self._eval_tf(images).float().div_(255.0)
         return resize_images(images, self.image_size).float().div_(255.0)
+
+    def eval_batch(self, data: ImageSet, index: torch.Tensor) -> torch.Tensor:
+        """Samples ``index`` of ``data`` as the model sees them at evaluation."""
+        return self.eval_images(self._stored(data, index))
+
+    def _stored(self, data: ImageSet, index: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """The images transforms start from: the originals of an image folder under rrc, else the
+        stored batch."""
+        if self.from_originals:
+            assert isinstance(data.images, ImageFiles)
+            return data.images.originals(index.cpu())
+        return data.images[index]
 
     # ------------------------------------------------------------------------------ train
     def train_batch(self, data: ImageSet, index: torch.Tensor, *, seed: int, view: int) -> TrainBatch:
@@ -167,16 +197,19 @@ class Pipeline:
         at = index.to(data.labels.device, non_blocking=True)
         labels = data.labels[at]
         if not self.enabled:
-            return self.eval_images(data.images[at]), labels
-        images = self._augment(data.images[at], index, seed=seed, view=view)
+            return self.eval_batch(data, at), labels
+        images = self._augment(self._stored(data, at), index, seed=seed, view=view)
         if self._mixup is None:
             return images, labels
         partners = self.partners(index, seed=seed, view=view)
-        partner_images = self._augment(data.images[partners], partners, seed=seed, view=view)
+        partner_images = self._augment(self._stored(data, partners), partners, seed=seed, view=view)
         return self._mix(images, labels, partner_images, data.labels[partners], index, seed=seed, view=view)
 
-    def _augment(self, images: torch.Tensor, index: torch.Tensor, *, seed: int, view: int) -> torch.Tensor:
+    def _augment(
+        self, images: torch.Tensor | list[torch.Tensor], index: torch.Tensor, *, seed: int, view: int
+    ) -> torch.Tensor:
         if self._train_tf is None:
+            assert isinstance(images, torch.Tensor)  # originals are only taken under rrc
             return augment(resize_images(images, self.image_size), index, seed=seed, view=view, flip=self.flip)
         keys = sample_keys(index, seed, view).tolist()
         out = []

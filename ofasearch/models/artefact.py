@@ -4,8 +4,9 @@ Next to ``student.safetensors`` a run writes ``config.json`` in the format timm 
 ``timm.create_model("local-dir:FOLDER", pretrained=True)`` (Hugging Face Hub layout):
 ``architecture``, ``num_classes``, ``model_args`` (the kwargs plus ``num_classes``, ``in_chans``
 and ``img_size`` when the model takes it) and ``pretrained_cfg`` with the exact preprocessing the
-student was trained with (square bilinear resize to ``input_size``, then ``mean``/``std`` on
-[0, 1] pixels). An ``ofasearch`` section adds what timm's format has no key for: the input range,
+student was scored with (a square bilinear resize to ``input_size``, or for students trained on
+timm's RandomResizedCrop the shorter side to ``input_size / crop_pct`` and the centre cut out, then
+``mean``/``std`` on [0, 1] pixels). An ``ofasearch`` section adds what timm's format has no key for: the input range,
 the model as ofasearch builds it (timm classes such as ``MlpMixer`` included), the weight files'
 SHA-256 and the versions that made it.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,13 +70,16 @@ def student_pretrained_cfg(
     in_chans: int,
     image_size: int,
     mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
+    crop_pct: float | None = None,
 ) -> dict[str, Any]:
-    """The preprocessing the student was trained with, in timm's ``pretrained_cfg`` form:
-    ``input_size`` (C, H, W), a square bilinear resize (``crop_pct`` 1, ``crop_mode`` squash:
-    no crop) and the model's timm ``mean``/``std`` (averaged for grayscale), applied to [0, 1]
-    pixels. ``timm.data.create_transform(**timm.data.resolve_data_config(pretrained_cfg=cfg))``
-    builds the equivalent PIL pipeline. ``mean_std``: the normalisation training used when it was
-    not the model's own (``augment.normalize: dataset``)."""
+    """The preprocessing the student was scored with, in timm's ``pretrained_cfg`` form:
+    ``input_size`` (C, H, W), a bilinear resize, and the model's timm ``mean``/``std`` (averaged
+    for grayscale), applied to [0, 1] pixels. The resize is square (``crop_pct`` 1, ``crop_mode``
+    squash: no crop), or with ``crop_pct`` (students of ``augment.crop: rrc``, scored as timm
+    evaluates) the shorter side to ``input_size / crop_pct`` and the centre cut out.
+    ``timm.data.create_transform(**timm.data.resolve_data_config(pretrained_cfg=cfg))`` builds
+    the equivalent PIL pipeline. ``mean_std``: the normalisation training used when it was not
+    the model's own (``augment.normalize: dataset``)."""
     own = dict(getattr(model, "pretrained_cfg", None) or {})
     mean, std = mean_std if mean_std is not None else normalization(model, in_chans)
     cfg: dict[str, Any] = {k: own[k] for k in _ARCH_KEYS if own.get(k) is not None}
@@ -82,8 +87,8 @@ def student_pretrained_cfg(
         custom_load=False,  # a native timm state dict
         input_size=[in_chans, image_size, image_size],
         interpolation="bilinear",
-        crop_pct=1.0,
-        crop_mode="squash",
+        crop_pct=1.0 if crop_pct is None else float(crop_pct),
+        crop_mode="squash" if crop_pct is None else "center",
         mean=[float(m) for m in mean],
         std=[float(v) for v in std],
         num_classes=num_classes,
@@ -102,6 +107,7 @@ def model_card(
     files: dict[str, Path] | None = None,
     extra: dict[str, Any] | None = None,
     mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
+    crop_pct: float | None = None,
 ) -> dict[str, Any]:
     """``config.json`` of a student: timm's keys, plus an ``ofasearch`` section (how ofasearch
     builds it, the input range, size and SHA-256 of each file in ``files``, versions, ``extra``)."""
@@ -114,7 +120,12 @@ def model_card(
         "num_features": int(getattr(model, "num_features", 0) or 0),
         "model_args": args,
         "pretrained_cfg": student_pretrained_cfg(
-            model, num_classes=num_classes, in_chans=in_chans, image_size=image_size, mean_std=mean_std
+            model,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            image_size=image_size,
+            mean_std=mean_std,
+            crop_pct=crop_pct,
         ),
         "ofasearch": {
             "format": CARD_FORMAT,
@@ -124,12 +135,18 @@ def model_card(
             "in_chans": in_chans,
             "image_size": image_size,
             "input_range": list(INPUT_RANGE),
-            "resize": "bilinear with antialias to input_size (no crop, aspect ratio not kept)",
+            "resize": _resize_words(crop_pct),
             "files": {fname: file_record(path) for fname, path in (files or {}).items()},
             "versions": package_versions(),
             **(extra or {}),
         },
     }
+
+
+def _resize_words(crop_pct: float | None) -> str:
+    if crop_pct is None:
+        return "bilinear with antialias to input_size (no crop, aspect ratio not kept)"
+    return f"bilinear with antialias, shorter side to floor(input_size / {crop_pct}), centre crop to input_size"
 
 
 def save_student(
@@ -144,6 +161,7 @@ def save_student(
     extra: dict[str, Any] | None = None,
     more_files: dict[str, Path] | None = None,
     mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
+    crop_pct: float | None = None,
 ) -> Path:
     """Write ``student.safetensors`` and its ``config.json`` (:func:`model_card`) into
     ``folder``; :func:`load_student` (or timm's ``local-dir:``) reads them back. ``more_files``
@@ -163,30 +181,37 @@ def save_student(
         files={STUDENT_FILE: folder / STUDENT_FILE, **(more_files or {})},
         extra=extra,
         mean_std=mean_std,
+        crop_pct=crop_pct,
     )
     return atomic_write(folder / CARD_FILE, json.dumps(card, indent=2))
 
 
 class StudentTransform:
-    """Turn one image (or a batch) into the student's input exactly as training made it: a PIL
+    """Turn one image (or a batch) into the student's input exactly as its scoring made it: a PIL
     image (converted to the student's channels) or a uint8 tensor in [0, 255], (C, H, W) or
-    (N, C, H, W), is resized like the training data (bilinear, antialias, rounded back to
-    uint8), scaled to [0, 1] and normalised with mean/std. A float tensor is taken as already
-    in [0, 1]."""
+    (N, C, H, W), is resized like the evaluation data (bilinear, antialias, rounded back to
+    uint8; with ``crop_pct`` the shorter side to ``image_size / crop_pct``, then the centre
+    crop), scaled to [0, 1] and normalised with mean/std. A float tensor is taken as already
+    in [0, 1] and the right size."""
 
-    def __init__(self, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(
+        self, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], crop_pct: float | None = None
+    ) -> None:
         self.image_size = image_size
+        self.crop_pct = crop_pct
         self.in_chans = len(mean)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
     @classmethod
     def from_pretrained_cfg(cls, cfg: dict[str, Any]) -> StudentTransform:
-        return cls(int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"]))
+        crop_pct = float(cfg["crop_pct"]) if cfg.get("crop_mode") == "center" else None
+        return cls(int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"]), crop_pct)
 
     def __repr__(self) -> str:
         return (
-            f"StudentTransform(resize={self.image_size}x{self.image_size} bilinear, range=[0, 1], "
+            f"StudentTransform(resize={self.image_size}x{self.image_size} bilinear, crop_pct={self.crop_pct}, "
+            "range=[0, 1], "
             f"mean={[round(float(m), 4) for m in self.mean.flatten()]}, "
             f"std={[round(float(s), 4) for s in self.std.flatten()]})"
         )
@@ -197,7 +222,12 @@ class StudentTransform:
         x = x if batched else x.unsqueeze(0)
         if x.shape[1] != self.in_chans:
             raise ValueError(f"image has {x.shape[1]} channel(s); this student takes {self.in_chans}")
-        if x.dtype == torch.uint8:
+        if x.dtype == torch.uint8 and self.crop_pct is not None:  # as timm's eval transform
+            from torchvision.transforms.functional import center_crop, resize
+
+            x = resize(x, math.floor(self.image_size / self.crop_pct), antialias=True)
+            x = center_crop(x, [self.image_size, self.image_size]).float() / 255.0
+        elif x.dtype == torch.uint8:
             if x.shape[-2:] != (self.image_size, self.image_size):  # as ofasearch.data resizes the data
                 x = F.interpolate(
                     x.float(), size=(self.image_size,) * 2, mode="bilinear", antialias=True, align_corners=False

@@ -23,6 +23,7 @@ from safetensors.torch import save_file, save_model
 from torch import nn
 
 from ofasearch.config import TrainConfig
+from ofasearch.data.pipeline import EVAL_CROP_PCT
 from ofasearch.errors import SpecError
 from ofasearch.models.artefact import CARD_FILE, STUDENT_FILE, save_student
 from ofasearch.models.portable import EXPORT_FILES
@@ -251,6 +252,7 @@ class RunFolder:
                 result.distiller.student_mean.flatten().tolist(),
                 result.distiller.student_std.flatten().tolist(),
             ),
+            crop_pct=EVAL_CROP_PCT if config.augment.crop == "rrc" else None,  # as the scoring cut it
             extra={
                 "val_acc": summary["val_acc"],
                 "test_acc": summary["test_acc"],

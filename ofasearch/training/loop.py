@@ -146,7 +146,7 @@ def evaluate(
     index = torch.arange(rank, len(data), world)
     for start in range(0, len(index), batch_size):
         idx = index[start : start + batch_size]
-        images = pipeline.eval_images(data.images[idx]).to(device)
+        images = pipeline.eval_batch(data, idx).to(device)
         logits = student((images - distiller.student_mean) / distiller.student_std)
         correct += int((logits.argmax(-1).cpu() == data.labels[idx]).sum())
         total += len(idx)

@@ -296,20 +296,16 @@ def prepare_logit_cache(
     else:
         mean, std = normalization(model, splits.in_chans)
         mean_std = (tuple(mean), tuple(std))
-    key = cache_key(
-        info.checkpoint,
-        teacher.label,
-        data_identity(data),
-        seed,
-        views,
-        augment.model_dump(mode="json"),
-        mean_std,
-    )
+    pipeline = Pipeline(augment, splits)
+    views_from = augment.model_dump(mode="json")
+    if pipeline.from_originals:  # crops of the original files: other pixels than the stored squares
+        views_from["from_originals"] = True
+    key = cache_key(info.checkpoint, teacher.label, data_identity(data), seed, views, views_from, mean_std)
     return open_or_build(
         model,
         splits,
         cache_root() / "logits" / key,
-        pipeline=Pipeline(augment, splits),
+        pipeline=pipeline,
         mean_std=mean_std,
         seed=seed,
         views=views,

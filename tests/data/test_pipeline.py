@@ -5,10 +5,13 @@ import random
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torchvision.transforms.functional import center_crop, resize
 
 from ofasearch.config import AugmentSpec, DataSpec
 from ofasearch.config.registry import RECIPES
 from ofasearch.data import Pipeline, augment, load_splits, resize_images
+from ofasearch.data.imagefolder import decode_original
 
 
 def recipe_augment(name: str) -> AugmentSpec:
@@ -85,3 +88,48 @@ def test_eval_is_resize_and_center_crop(cifar_like):
     out = pipeline.eval_images(cifar_like.val.images[:3])
     assert out.shape == (3, 3, 32, 32) and 0 <= float(out.min()) and float(out.max()) <= 1
     torch.testing.assert_close(out, pipeline.eval_images(cifar_like.val.images[:3]), rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def wide_folder(tmp_path_factory):
+    """Class folders of 40x80 images whose value rises from the left edge to the right one
+    (3 per column), so a crop says which columns of the original it holds."""
+    root = tmp_path_factory.mktemp("wide")
+    ramp = np.repeat(np.repeat((np.arange(80) * 3).astype(np.uint8)[None, :, None], 40, 0), 3, 2)
+    for name in ("a", "b"):
+        (root / name).mkdir()
+        for i in range(6):
+            Image.fromarray(ramp).save(root / name / f"{i}.png")
+    return load_splits(DataSpec(dataset="imagefolder", root=str(root), image_size=16))
+
+
+def test_folder_eval_is_resize_and_center_crop_of_the_original(wide_folder):
+    pipeline = Pipeline(recipe_augment("paper-cnn"), wide_folder)
+    assert pipeline.from_originals
+    idx = torch.tensor([0, 1])
+    out = pipeline.eval_batch(wide_folder.test, idx)
+    original = decode_original(wide_folder.test.images.paths[0])
+    assert tuple(original.shape) == (3, 40, 80), "decoded at its own size"
+    # timm's eval: the shorter side to 16 / 0.875 = 18 px, then the middle 16x16
+    expected = center_crop(resize(original, 18, antialias=True), [16, 16]).float() / 255
+    torch.testing.assert_close(out[0], expected, atol=1 / 255, rtol=0)
+    # the middle of a wide image: neither edge (a squashed image would span 0..237)
+    assert float(out[0, 0, :, 0].mean()) * 255 > 50 and float(out[0, 0, :, -1].mean()) * 255 < 190
+
+
+def test_folder_crops_come_from_the_original(wide_folder):
+    pipeline = Pipeline(recipe_augment("paper-cnn"), wide_folder)
+    idx = torch.arange(len(wide_folder.train))
+    spans, lows, highs = [], [], []
+    for view in range(6):
+        x, _ = pipeline.train_batch(wide_folder.train, idx, seed=0, view=view)
+        row = x[:, 0, 8, :] * 255  # one row of each view: the columns its crop spans
+        spans += (row.max(1).values - row.min(1).values).tolist()
+        lows += row.min(1).values.tolist()
+        highs += row.max(1).values.tolist()
+    # RandomResizedCrop's aspect ratio is at most 4:3, so a crop of a 2:1 original never spans
+    # both edges (it would from an image squashed to 16x16 first)
+    assert max(spans) < 0.75 * 237
+    assert min(lows) < 60 and max(highs) > 177, "crops land all over the original"
+    again, _ = pipeline.train_batch(wide_folder.train, idx[:3], seed=0, view=5)
+    torch.testing.assert_close(again, x[:3], rtol=0, atol=0)

@@ -16,7 +16,9 @@ from PIL import Image
 from safetensors.torch import save_model
 
 from ofasearch import SpecError, load_config, load_student
-from ofasearch.data import find_fashion_mnist, load_splits, resize_images
+from ofasearch.config import AugmentSpec, DataSpec
+from ofasearch.data import Pipeline, find_fashion_mnist, load_splits, resize_images
+from ofasearch.data.pipeline import EVAL_CROP_PCT
 from ofasearch.models import build_model, normalization
 from ofasearch.models.artefact import CARD_FILE, STUDENT_FILE, StudentTransform, model_card
 from ofasearch.utils.files import CorruptFileError
@@ -77,6 +79,24 @@ def test_transform_reproduces_the_training_input():
     assert torch.equal(transform(rgb), transform(images[0])), "grey RGB converts to the same L image"
     with pytest.raises(ValueError, match="3 channel"):
         transform(torch.zeros(3, 16, 16, dtype=torch.uint8))
+
+
+def test_an_rrc_student_is_fed_as_its_scoring_cut_the_images(tmp_path):
+    """A student of crop: rrc was scored on timm's eval cut (shorter side to size / 0.875, the
+    centre kept): its card says so and its transform gives exactly the scored input."""
+    model = build_model("resnet10t", {}, **ARGS)
+    card = model_card("resnet10t", {}, model, **ARGS, crop_pct=EVAL_CROP_PCT)
+    cfg = card["pretrained_cfg"]
+    assert (cfg["crop_pct"], cfg["crop_mode"]) == (EVAL_CROP_PCT, "center")
+    transform = StudentTransform.from_pretrained_cfg(cfg)
+    splits = load_splits(DataSpec(dataset="digits", image_size=16, train_subset=20))
+    pipeline = Pipeline(AugmentSpec(crop="rrc"), splits)
+    assert pipeline.eval_crop_pct == EVAL_CROP_PCT
+    wide = torch.randint(0, 256, (1, 20, 40), dtype=torch.uint8)  # not square: the cut matters
+    scored = (pipeline.eval_images([wide]) - transform.mean) / transform.std
+    torch.testing.assert_close(transform(wide), scored[0], rtol=0, atol=1e-6)
+    squashed = StudentTransform(16, tuple(cfg["mean"]), tuple(cfg["std"]))(wide)
+    assert not torch.allclose(squashed, scored[0], atol=0.1), "a square resize is another input"
 
 
 def test_damaged_or_missing_artefact_is_one_clear_error(tmp_path):
