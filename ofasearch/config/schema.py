@@ -604,7 +604,19 @@ class OptimSpec(Strict):
     epochs: Budget = 5
     warmup_epochs: NonNegativeInt = 1
     clip_grad: NonNegativeFloat = 5.0
+    # the lr schedule after the warm-up, built by timm's create_scheduler_v2: cosine to min_lr, or
+    # step (the lr times decay_rate every decay_epochs, as the paper's ImageNet CNN runs)
+    schedule: Literal["cosine", "step"] = "cosine"
     min_lr: NonNegativeFloat = 0.0  # where the cosine schedule ends
+    decay_epochs: PositiveFloat = 30.0  # step: epochs between decays
+    decay_rate: UnitFloat = 0.1  # step: the lr's factor at each decay
+    # where the linear warm-up starts; None: lr / (warm-up steps + 1), so the first step learns
+    warmup_lr: NonNegativeFloat | None = None
+    # true: the warm-up comes before the schedule (whose length is epochs - warmup_epochs);
+    # false (timm train.py's default): the schedule starts at epoch 0 and the warm-up overrides it
+    warmup_prefix: bool = True
+    # when the lr changes: after every update (smooth) or at each epoch's start (timm train.py)
+    step_on: Literal["update", "epoch"] = "update"
     ema_decay: UnitFloat = 0.0  # > 0: timm's ModelEmaV3 of the student, which is then scored and shipped
     # mixed precision, CUDA only (a CPU trains in float32 whatever this says): auto is float32 up
     # to 64 px (bf16 measured slower there) and above it bf16 where the GPU supports it, else fp16

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from timm.optim import create_optimizer_v2
-from timm.scheduler import CosineLRScheduler
+from timm.scheduler.scheduler import Scheduler
 from timm.utils import ModelEmaV3, NativeScaler, dispatch_clip_grad
 from torch import nn
 from torch.utils.data import DistributedSampler
@@ -32,6 +32,7 @@ from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
 from ofasearch.training.logit_cache import LogitCache
 from ofasearch.training.resident import ResidentTrainSet, resident_choice
+from ofasearch.training.schedule import build_schedule
 from ofasearch.training.speed import (
     PROBE_STEPS,
     amp_choice,
@@ -163,7 +164,7 @@ class _Training:
     model: nn.Module  # the distiller, wrapped in DistributedDataParallel when there are several ranks
     data: Splits
     optimizer: torch.optim.Optimizer
-    scheduler: CosineLRScheduler
+    scheduler: Scheduler
     scaler: NativeScaler | None  # float16 autocast (CUDA only) needs loss scaling
     autocast: torch.dtype | None  # optim.amp on this device (None: float32)
     channels_last: bool  # a CNN student on CUDA: images go channels-last too
@@ -226,13 +227,7 @@ def _start(
         model=model,
         data=data,
         optimizer=optimizer,
-        scheduler=_schedule(
-            optimizer,
-            float(optim.lr),
-            int(optim.warmup_epochs) * steps_per_epoch,
-            int(optim.epochs) * steps_per_epoch,
-            float(optim.min_lr),
-        ),
+        scheduler=build_schedule(optimizer, optim, steps_per_epoch),
         # bf16 keeps float32's exponent range: only fp16 needs its gradients scaled
         scaler=NativeScaler(device=device.type) if autocast == torch.float16 else None,
         autocast=autocast,
@@ -249,23 +244,6 @@ def _start(
         pipeline=pipeline,
         resident=ResidentTrainSet(data.train, pipeline, logit_cache, device) if placement.resident else None,
         ema=ModelEmaV3(distiller.student, decay=float(optim.ema_decay)) if float(optim.ema_decay) > 0 else None,
-    )
-
-
-def _schedule(
-    optimizer: torch.optim.Optimizer, lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0
-) -> CosineLRScheduler:
-    """Linear warm-up from ``lr / (warmup + 1)``, then cosine decay to ``min_lr``, stepped per update.
-    (That warm-up start makes update ``t`` use ``lr * (t + 1) / (warmup + 1)``: the first update
-    already learns.)"""
-    return CosineLRScheduler(
-        optimizer,
-        t_initial=max(1, total_steps - warmup_steps),
-        warmup_t=warmup_steps,
-        warmup_lr_init=lr / (warmup_steps + 1),
-        warmup_prefix=True,
-        lr_min=min_lr,
-        t_in_epochs=False,
     )
 
 
@@ -539,6 +517,7 @@ def _fit_epochs(
         )
         done.history.append(entry)
         done.epoch = epoch + 1
+        run.scheduler.step(done.epoch)  # the next epoch's lr (a per-update schedule ignores it)
         if bar is not None:
             bar.write(f"epoch {entry.epoch}/{epochs}: loss {entry.train_loss:.4f} val_acc {val_acc:.4f}")
         if save_state is not None:
