@@ -18,6 +18,7 @@ from timm.data import resolve_model_data_config
 from torch import nn
 
 from ofasearch.errors import SpecError
+from ofasearch.models import zoo  # noqa: F401  (registers the paper's own models with timm)
 
 __all__ = ["FILE_KWARGS", "build_model", "kwargs_problem", "normalization", "unknown_model_message"]
 

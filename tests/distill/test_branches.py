@@ -28,10 +28,10 @@ REFERENCE = {
     ("convnext_tiny", "resmlp_12_224"): (5_951_332, 4_178_020, 2_404_708, 2_404_708),
     ("resnet50", "deit_tiny_patch16_224"): (1_501_156, 1_056_868, 612_580, 612_580),
 }
-# The paper's Swin-P student (the reference's swin_pico: embed 48, depths 2-2-2-2, heads 2-4-8-16)
-# is not in timm; its branch sizes worked out by hand from the reference's rule (final width 384):
-# stage 1: 3 merges (48->384, 384->384 twice) + 3 Blocks(384) + head; stage 4: 1 Block + head.
-SWIN_PICO = {"embed_dim": 48, "depths": (2, 2, 2, 2), "num_heads": (2, 4, 8, 16)}
+# The paper's Swin-P student (the reference's swin_pico, registered by ofasearch.models.zoo): its
+# branch sizes worked out by hand from the reference's rule (final width 384): stage 1: 3 merges
+# (48->384, 384->384 twice) + 3 Blocks(384) + head; stage 4: 1 Block + head.
+SWIN_PICO = "swin_pico_patch4_window7_224"
 SWIN_PICO_BRANCHES = (6_618_340, 4_326_244, 2_108_260, 1_811_812)
 
 
@@ -51,7 +51,7 @@ def test_branch_sizes_match_the_reference_within_one_percent(teacher, student):
 
 
 def test_swin_student_branches_run_at_the_final_width():
-    got = _branch_sizes("convnext_tiny", "swin_tiny_patch4_window7_224", SWIN_PICO)
+    got = _branch_sizes("convnext_tiny", SWIN_PICO)
     assert got == SWIN_PICO_BRANCHES
 
 
@@ -76,7 +76,7 @@ def test_merge_count(grid, last_grid, merges):
 
 def _swin_pico_distiller() -> OFADistiller:
     with torch.device("meta"):
-        net = timm.create_model("swin_tiny_patch4_window7_224", num_classes=100, **SWIN_PICO)
+        net = timm.create_model(SWIN_PICO, num_classes=100)
         return OFADistiller(net, None, 100, teacher_features=768, input_size=(3, 224, 224))
 
 
