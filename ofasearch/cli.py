@@ -12,11 +12,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ofasearch.errors import FileFault, SpecError
 from ofasearch.utils import faults
 from ofasearch.utils.logs import console_logging
 from ofasearch.utils.storage import as_location, uri_problem
+
+if TYPE_CHECKING:
+    from ofasearch.config import Spec
 
 __all__ = ["failed_search_lines", "main"]
 
@@ -87,6 +91,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crops(spec: Spec) -> set[str]:
+    """Every ``augment.crop`` a run of ``spec`` may use (searched, or a pair's own)."""
+    crop = spec.augment.crop
+    crops = set(crop.choices) if hasattr(crop, "choices") else {crop}
+    return crops | {p.settings["augment.crop"] for p in spec.pairs if "augment.crop" in p.settings}
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from ofasearch.config import load_spec
     from ofasearch.data import load_splits
@@ -97,7 +108,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     space = plan(spec, splits=splits)
     searched = spec.searched_values()
     print(f"{args.spec}: valid; {len(space.pairs)} pair(s), {len(searched)} searched value(s)")
-    print(splits.describe(spec.data.dataset))
+    print(splits.describe(spec.data.dataset, rrc="rrc" in _crops(spec)))
     for path, dist in searched.items():
         print(f"  {path}: {dist.model_dump()}")
     return 0

@@ -293,6 +293,10 @@ NonNegativeFloat = Annotated[float, Tunable(float, _non_negative, "must be >= 0"
 UnitFloat = Annotated[float, Tunable(float, lambda v: _non_negative(v) and v < 1, "must be >= 0 and < 1")]
 CropName = Annotated[str, Tunable(str, _one_of(("pad", "rrc")), "allowed: pad, rrc")]
 NormalizeName = Annotated[str, Tunable(str, _one_of(("model", "dataset")), "allowed: model, dataset")]
+ScheduleName = Annotated[str, Tunable(str, _one_of(("cosine", "step")), "allowed: cosine, step")]
+StepOn = Annotated[str, Tunable(str, _one_of(("update", "epoch")), "allowed: update, epoch")]
+Interpolation = Annotated[str, Tunable(str, _one_of(("bilinear", "bicubic")), "allowed: bilinear, bicubic")]
+CropShare = Annotated[float, Tunable(float, lambda v: _positive(v) and v <= 1, "must be > 0 and <= 1")]
 AutoAugment = Annotated[
     str,
     Tunable(
@@ -606,7 +610,7 @@ class OptimSpec(Strict):
     clip_grad: NonNegativeFloat = 5.0
     # the lr schedule after the warm-up, built by timm's create_scheduler_v2: cosine to min_lr, or
     # step (the lr times decay_rate every decay_epochs, as the paper's ImageNet CNN runs)
-    schedule: Literal["cosine", "step"] = "cosine"
+    schedule: ScheduleName = "cosine"
     min_lr: NonNegativeFloat = 0.0  # where the cosine schedule ends
     decay_epochs: PositiveFloat = 30.0  # step: epochs between decays
     decay_rate: UnitFloat = 0.1  # step: the lr's factor at each decay
@@ -614,9 +618,9 @@ class OptimSpec(Strict):
     warmup_lr: NonNegativeFloat | None = None
     # true: the warm-up comes before the schedule (whose length is epochs - warmup_epochs);
     # false (timm train.py's default): the schedule starts at epoch 0 and the warm-up overrides it
-    warmup_prefix: bool = True
+    warmup_prefix: Switch = True
     # when the lr changes: after every update (smooth) or at each epoch's start (timm train.py)
-    step_on: Literal["update", "epoch"] = "update"
+    step_on: StepOn = "update"
     ema_decay: UnitFloat = 0.0  # > 0: timm's ModelEmaV3 of the student, which is then scored and shipped
     # mixed precision, CUDA only (a CPU trains in float32 whatever this says): auto is float32 up
     # to 64 px (bf16 measured slower there) and above it bf16 where the GPU supports it, else fp16
@@ -648,6 +652,12 @@ class AugmentSpec(Strict):
     label_smoothing: UnitFloat = 0.0
     # model: each model's own timm mean/std; dataset: the dataset's (data registry), for both models
     normalize: NormalizeName = "model"
+    # how crop: rrc runs are scored (timm's eval transform): the shorter side to image_size /
+    # eval_crop_pct (256 for 224 at 0.875), resized with eval_interpolation, the centre kept; the
+    # paper's code takes both from the student's timm config (resnet18 0.875 bilinear, DeiT and
+    # Swin 0.9 bicubic)
+    eval_crop_pct: CropShare = 0.875
+    eval_interpolation: Interpolation = "bilinear"
 
     @model_validator(mode="after")
     def _timm_transforms_need_rrc(self) -> Self:

@@ -71,8 +71,9 @@ class Splits:
     origin: dict[str, str] | None = None  # where each split comes from (validate prints it)
     resize: str = "squash"
 
-    def describe(self, dataset: str) -> str:
-        """One line for ``validate``: classes, size, and each split's count and source."""
+    def describe(self, dataset: str, *, rrc: bool = False) -> str:
+        """One line for ``validate``: classes, size, and each split's count and source (``rrc``:
+        some run crops with ``augment.crop: rrc``, which an image folder serves from the originals)."""
         origin = self.origin or {}
         parts = [
             f"{name} {len(part)}" + (f" ({origin[name]})" if name in origin else "")
@@ -80,6 +81,9 @@ class Splits:
         ]
         lazy = "; decoded per batch" if isinstance(self.train.images, ImageFiles) else ""
         size = f"{self.image_size}x{self.image_size} px (resize: {self.resize})"
+        if lazy and rrc:
+            cut = f"crop rrc: cut from each original image, resize: {self.resize} for crop pad"
+            size = f"{self.image_size}x{self.image_size} px ({cut})"
         return (
             f"data: {dataset}, {self.num_classes} classes, {size}, {self.in_chans} channel(s); {', '.join(parts)}{lazy}"
         )
@@ -286,8 +290,10 @@ def load_splits(spec: DataSpec) -> Splits:
         val_index, train_index = order[:n_val], order[n_val:]
     # the paper's protocol (val_fraction 0): every training image trains, the test split scores
     train_set = train.take(train_index)
+    origin = dict(source.origin or {})
     if spec.paper_protocol:
         val_set = test
+        origin["val"] = "the test split (val_fraction 0: the paper's protocol)"
     else:
         val_set = source.val if val_index is None else train.take(val_index)
     # stored at most at the native size: a larger image_size is reached per batch by the
@@ -301,7 +307,7 @@ def load_splits(spec: DataSpec) -> Splits:
         image_size=size,
         flip=info.flip,
         augment=spec.augment,
-        origin=source.origin,
+        origin=origin,
         resize=spec.resize or "squash",
         mean=info.mean,
         std=info.std,

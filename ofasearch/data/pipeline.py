@@ -8,7 +8,8 @@ sample lands in, so the frozen teacher's logits on it can be cached once (see
 - ``rrc``: timm's ``create_transform`` training pipeline (RandomResizedCrop from the stored,
   native-resolution image to ``image_size``, flip, RandAugment/AutoAugment, colour jitter,
   normalisation, RandomErasing) applied per sample with Python's, NumPy's and torch's RNGs seeded
-  from (seed, v, i) and restored afterwards; eval is timm's Resize + CenterCrop (crop_pct 0.875).
+  from (seed, v, i) and restored afterwards; eval is timm's Resize + CenterCrop
+  (``augment.eval_crop_pct``, ``eval_interpolation``).
   An image folder's images are cropped (and resized for eval) from their original files, at
   their own resolution and aspect ratio, as the paper's ImageNet pipeline does.
 
@@ -42,15 +43,12 @@ from ofasearch.data.augment import augment, sample_keys
 from ofasearch.data.datasets import ImageSet, Splits, resize_images
 from ofasearch.data.imagefolder import ImageFiles
 
-__all__ = ["EVAL_CROP_PCT", "Pipeline", "TrainBatch", "resize_images"]
+__all__ = ["Pipeline", "TrainBatch", "resize_images"]
 
 TrainBatch = tuple[torch.Tensor, torch.Tensor]
 """Images (B, C, S, S) as floats in [0, 1] space and targets: class indices (B,), or soft labels
 (B, classes) when images are mixed."""
 
-# rrc runs score (and ship their students) as timm evaluates: the shorter side to
-# size / EVAL_CROP_PCT (256 for 224), then the centre crop
-EVAL_CROP_PCT = 0.875
 _PARTNER_SALT = 0x5EED  # separates the partner permutation's stream from the per-sample keys
 _MIX_SALT = 0x3A7
 
@@ -131,7 +129,11 @@ class Pipeline:
             )
             _allow_zero_bit_posterize(self._train_tf)
             self._eval_tf = create_transform(
-                self.image_size, is_training=False, crop_pct=EVAL_CROP_PCT, normalize=False
+                self.image_size,
+                is_training=False,
+                crop_pct=float(settings.eval_crop_pct),
+                interpolation=str(settings.eval_interpolation),
+                normalize=False,
             )
         self._mixup = None
         if settings.mixes:
@@ -146,7 +148,7 @@ class Pipeline:
     @property
     def eval_crop_pct(self) -> float | None:
         """The centre crop's share of the eval resize (rrc), or None: a square resize, no crop."""
-        return EVAL_CROP_PCT if self._eval_tf is not None else None
+        return float(self.settings.eval_crop_pct) if self._eval_tf is not None else None
 
     @property
     def mixes(self) -> bool:

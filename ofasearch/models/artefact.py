@@ -71,12 +71,14 @@ def student_pretrained_cfg(
     image_size: int,
     mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
     crop_pct: float | None = None,
+    interpolation: str = "bilinear",
 ) -> dict[str, Any]:
     """The preprocessing the student was scored with, in timm's ``pretrained_cfg`` form:
     ``input_size`` (C, H, W), a bilinear resize, and the model's timm ``mean``/``std`` (averaged
     for grayscale), applied to [0, 1] pixels. The resize is square (``crop_pct`` 1, ``crop_mode``
     squash: no crop), or with ``crop_pct`` (students of ``augment.crop: rrc``, scored as timm
-    evaluates) the shorter side to ``input_size / crop_pct`` and the centre cut out.
+    evaluates) the shorter side to ``input_size / crop_pct`` (by ``interpolation``) and the
+    centre cut out.
     ``timm.data.create_transform(**timm.data.resolve_data_config(pretrained_cfg=cfg))`` builds
     the equivalent PIL pipeline. ``mean_std``: the normalisation training used when it was not
     the model's own (``augment.normalize: dataset``)."""
@@ -86,7 +88,7 @@ def student_pretrained_cfg(
     cfg.update(
         custom_load=False,  # a native timm state dict
         input_size=[in_chans, image_size, image_size],
-        interpolation="bilinear",
+        interpolation=interpolation,
         crop_pct=1.0 if crop_pct is None else float(crop_pct),
         crop_mode="squash" if crop_pct is None else "center",
         mean=[float(m) for m in mean],
@@ -108,6 +110,7 @@ def model_card(
     extra: dict[str, Any] | None = None,
     mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
     crop_pct: float | None = None,
+    interpolation: str = "bilinear",
 ) -> dict[str, Any]:
     """``config.json`` of a student: timm's keys, plus an ``ofasearch`` section (how ofasearch
     builds it, the input range, size and SHA-256 of each file in ``files``, versions, ``extra``)."""
@@ -126,6 +129,7 @@ def model_card(
             image_size=image_size,
             mean_std=mean_std,
             crop_pct=crop_pct,
+            interpolation=interpolation,
         ),
         "ofasearch": {
             "format": CARD_FORMAT,
@@ -135,7 +139,7 @@ def model_card(
             "in_chans": in_chans,
             "image_size": image_size,
             "input_range": list(INPUT_RANGE),
-            "resize": _resize_words(crop_pct),
+            "resize": _resize_words(crop_pct, interpolation),
             "files": {fname: file_record(path) for fname, path in (files or {}).items()},
             "versions": package_versions(),
             **(extra or {}),
@@ -143,10 +147,10 @@ def model_card(
     }
 
 
-def _resize_words(crop_pct: float | None) -> str:
+def _resize_words(crop_pct: float | None, interpolation: str) -> str:
     if crop_pct is None:
         return "bilinear with antialias to input_size (no crop, aspect ratio not kept)"
-    return f"bilinear with antialias, shorter side to floor(input_size / {crop_pct}), centre crop to input_size"
+    return f"{interpolation} with antialias, shorter side to floor(input_size / {crop_pct}), centre crop to input_size"
 
 
 def save_student(
@@ -162,6 +166,7 @@ def save_student(
     more_files: dict[str, Path] | None = None,
     mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
     crop_pct: float | None = None,
+    interpolation: str = "bilinear",
 ) -> Path:
     """Write ``student.safetensors`` and its ``config.json`` (:func:`model_card`) into
     ``folder``; :func:`load_student` (or timm's ``local-dir:``) reads them back. ``more_files``
@@ -182,6 +187,7 @@ def save_student(
         extra=extra,
         mean_std=mean_std,
         crop_pct=crop_pct,
+        interpolation=interpolation,
     )
     return atomic_write(folder / CARD_FILE, json.dumps(card, indent=2))
 
@@ -190,15 +196,21 @@ class StudentTransform:
     """Turn one image (or a batch) into the student's input exactly as its scoring made it: a PIL
     image (converted to the student's channels) or a uint8 tensor in [0, 255], (C, H, W) or
     (N, C, H, W), is resized like the evaluation data (bilinear, antialias, rounded back to
-    uint8; with ``crop_pct`` the shorter side to ``image_size / crop_pct``, then the centre
-    crop), scaled to [0, 1] and normalised with mean/std. A float tensor is taken as already
+    uint8; with ``crop_pct`` the shorter side to ``image_size / crop_pct`` by ``interpolation``,
+    then the centre crop), scaled to [0, 1] and normalised with mean/std. A float tensor is taken as already
     in [0, 1] and the right size."""
 
     def __init__(
-        self, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], crop_pct: float | None = None
+        self,
+        image_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        crop_pct: float | None = None,
+        interpolation: str = "bilinear",
     ) -> None:
         self.image_size = image_size
         self.crop_pct = crop_pct
+        self.interpolation = interpolation
         self.in_chans = len(mean)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
@@ -206,11 +218,13 @@ class StudentTransform:
     @classmethod
     def from_pretrained_cfg(cls, cfg: dict[str, Any]) -> StudentTransform:
         crop_pct = float(cfg["crop_pct"]) if cfg.get("crop_mode") == "center" else None
-        return cls(int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"]), crop_pct)
+        interpolation = str(cfg.get("interpolation") or "bilinear")
+        return cls(int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"]), crop_pct, interpolation)
 
     def __repr__(self) -> str:
         return (
-            f"StudentTransform(resize={self.image_size}x{self.image_size} bilinear, crop_pct={self.crop_pct}, "
+            f"StudentTransform(resize={self.image_size}x{self.image_size} {self.interpolation}, "
+            f"crop_pct={self.crop_pct}, "
             "range=[0, 1], "
             f"mean={[round(float(m), 4) for m in self.mean.flatten()]}, "
             f"std={[round(float(s), 4) for s in self.std.flatten()]})"
@@ -223,9 +237,11 @@ class StudentTransform:
         if x.shape[1] != self.in_chans:
             raise ValueError(f"image has {x.shape[1]} channel(s); this student takes {self.in_chans}")
         if x.dtype == torch.uint8 and self.crop_pct is not None:  # as timm's eval transform
+            from torchvision.transforms import InterpolationMode
             from torchvision.transforms.functional import center_crop, resize
 
-            x = resize(x, math.floor(self.image_size / self.crop_pct), antialias=True)
+            mode = InterpolationMode(self.interpolation)
+            x = resize(x, math.floor(self.image_size / self.crop_pct), interpolation=mode, antialias=True)
             x = center_crop(x, [self.image_size, self.image_size]).float() / 255.0
         elif x.dtype == torch.uint8:
             if x.shape[-2:] != (self.image_size, self.image_size):  # as ofasearch.data resizes the data

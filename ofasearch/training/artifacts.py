@@ -23,7 +23,6 @@ from safetensors.torch import save_file, save_model
 from torch import nn
 
 from ofasearch.config import TrainConfig
-from ofasearch.data.pipeline import EVAL_CROP_PCT
 from ofasearch.errors import SpecError
 from ofasearch.models.artefact import CARD_FILE, STUDENT_FILE, save_student
 from ofasearch.models.portable import EXPORT_FILES
@@ -252,7 +251,9 @@ class RunFolder:
                 result.distiller.student_mean.flatten().tolist(),
                 result.distiller.student_std.flatten().tolist(),
             ),
-            crop_pct=EVAL_CROP_PCT if config.augment.crop == "rrc" else None,  # as the scoring cut it
+            # the eval cut the scores were measured on (crop rrc: timm's resize + centre crop)
+            crop_pct=float(config.augment.eval_crop_pct) if config.augment.crop == "rrc" else None,
+            interpolation=str(config.augment.eval_interpolation) if config.augment.crop == "rrc" else "bilinear",
             extra={
                 "val_acc": summary["val_acc"],
                 "test_acc": summary["test_acc"],

@@ -297,7 +297,7 @@ def prepare_logit_cache(
         mean, std = normalization(model, splits.in_chans)
         mean_std = (tuple(mean), tuple(std))
     pipeline = Pipeline(augment, splits)
-    views_from = augment.model_dump(mode="json")
+    views_from = augment.model_dump(mode="json", exclude={"eval_crop_pct", "eval_interpolation"})  # train views only
     if pipeline.from_originals:  # crops of the original files: other pixels than the stored squares
         views_from["from_originals"] = True
     key = cache_key(info.checkpoint, teacher.label, data_identity(data), seed, views, views_from, mean_std)

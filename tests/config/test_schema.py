@@ -251,7 +251,7 @@ def test_recipes_fill_what_the_config_does_not_give():
     """A recipe is data: every value it sets can be given, which wins, or searched."""
     config = parse_config({**BASE, "recipe": "paper-vit", "optim": {"lr": 1e-3}})
     assert config.optim.lr == 1e-3, "the config's own value wins over its recipe"
-    assert (config.optim.name, config.optim.warmup_epochs, config.optim.ema_decay) == ("adamw", 20, 0.9998)
+    assert (config.optim.name, config.optim.warmup_epochs, config.optim.warmup_lr) == ("adamw", 20, 5e-7)
     a = config.augment
     assert (a.crop, a.auto_augment, a.mixup, a.cutmix, a.re_prob, a.label_smoothing) == (
         "rrc",
@@ -300,7 +300,8 @@ def test_pair_recipes_differ_and_shared_values_move_to_the_spec():
 
 def test_bad_recipes_and_settings_are_one_line_each():
     assert problems({**BASE, "recipe": "paper"}) == [
-        "recipe: recipe 'paper' is not allowed (allowed: default, paper-cnn, paper-vit)"
+        "recipe: recipe 'paper' is not allowed (allowed: default, paper-cnn, paper-vit, paper-imagenet-cnn, "
+        "paper-imagenet-vit)"
     ]
     pair = {**BASE["pairs"][0], "settings": {"optim.lrate": 0.1}}
     (line,) = problems({**BASE, "pairs": [pair]})

@@ -18,7 +18,6 @@ from safetensors.torch import save_model
 from ofasearch import SpecError, load_config, load_student
 from ofasearch.config import AugmentSpec, DataSpec
 from ofasearch.data import Pipeline, find_fashion_mnist, load_splits, resize_images
-from ofasearch.data.pipeline import EVAL_CROP_PCT
 from ofasearch.models import build_model, normalization
 from ofasearch.models.artefact import CARD_FILE, STUDENT_FILE, StudentTransform, model_card
 from ofasearch.utils.files import CorruptFileError
@@ -81,17 +80,19 @@ def test_transform_reproduces_the_training_input():
         transform(torch.zeros(3, 16, 16, dtype=torch.uint8))
 
 
-def test_an_rrc_student_is_fed_as_its_scoring_cut_the_images(tmp_path):
-    """A student of crop: rrc was scored on timm's eval cut (shorter side to size / 0.875, the
+@pytest.mark.parametrize(("crop_pct", "interpolation"), [(0.875, "bilinear"), (0.9, "bicubic")])
+def test_an_rrc_student_is_fed_as_its_scoring_cut_the_images(crop_pct, interpolation):
+    """A student of crop: rrc was scored on timm's eval cut (shorter side to size / crop_pct, the
     centre kept): its card says so and its transform gives exactly the scored input."""
     model = build_model("resnet10t", {}, **ARGS)
-    card = model_card("resnet10t", {}, model, **ARGS, crop_pct=EVAL_CROP_PCT)
+    card = model_card("resnet10t", {}, model, **ARGS, crop_pct=crop_pct, interpolation=interpolation)
     cfg = card["pretrained_cfg"]
-    assert (cfg["crop_pct"], cfg["crop_mode"]) == (EVAL_CROP_PCT, "center")
+    assert (cfg["crop_pct"], cfg["crop_mode"], cfg["interpolation"]) == (crop_pct, "center", interpolation)
     transform = StudentTransform.from_pretrained_cfg(cfg)
     splits = load_splits(DataSpec(dataset="digits", image_size=16, train_subset=20))
-    pipeline = Pipeline(AugmentSpec(crop="rrc"), splits)
-    assert pipeline.eval_crop_pct == EVAL_CROP_PCT
+    augment = AugmentSpec(crop="rrc", eval_crop_pct=crop_pct, eval_interpolation=interpolation)
+    pipeline = Pipeline(augment, splits)
+    assert pipeline.eval_crop_pct == crop_pct
     wide = torch.randint(0, 256, (1, 20, 40), dtype=torch.uint8)  # not square: the cut matters
     scored = (pipeline.eval_images([wide]) - transform.mean) / transform.std
     torch.testing.assert_close(transform(wide), scored[0], rtol=0, atol=1e-6)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from ofasearch.cli import main
 from ofasearch.config import load_spec
@@ -48,13 +49,17 @@ def test_cifar100_paper_space_holds_the_papers_setting():
     assert spec.augment.crop == "rrc" and spec.augment.normalize == "dataset"
     students = [p.student.label for p in spec.pairs]
     assert students[:3] == ["resnet18", "resnet18", "mobilenetv2_100"] and "resmlp_12_224" in students
+    assert "swin_pico_patch4_window7_224(drop_path_rate=0.0)" in students, "the reference's Swin-P"
     configs = [trial_config(space, space.defaults(i)) for i in range(len(spec.pairs))]
     firsts = [(c.optim.name, c.optim.lr, c.distill.eps, c.distill.temperature, c.distill.ofa_weight) for c in configs]
-    assert firsts[0] == firsts[1] == ("sgd", 0.05, 1.0, 1.0, 1.0), "the paper's values come first"
+    assert firsts[0] == firsts[1] == ("sgd", 0.1, 1.0, 1.0, 0.1), "ResNet-18: the authors' posted run first"
+    assert (configs[0].optim.warmup_lr, configs[0].optim.weight_decay) == (1e-6, 2e-3)
     assert firsts[2] == ("sgd", 0.05, 1.0, 1.0, 0.1), "ofa weight 0.1 for MobileNetV2"
+    assert configs[2].augment.eval_interpolation == "bicubic"
     assert all(f == ("adamw", 5e-4, 1.0, 1.0, 1.0) for f in firsts[3:])
     vit = configs[3]
-    assert (vit.augment.mixup, vit.augment.cutmix, vit.augment.re_prob, vit.optim.ema_decay) == (0.8, 1.0, 0.25, 0.9998)
+    assert (vit.augment.mixup, vit.augment.cutmix, vit.augment.re_prob, vit.optim.ema_decay) == (0.8, 1.0, 0.25, 0.0)
+    assert (vit.optim.min_lr, vit.augment.eval_crop_pct, configs[-1].augment.eval_crop_pct) == (1e-6, 0.9, 0.875)
     assert all(c.distill.stages == [1, 2, 3, 4] for c in configs)
     assert spec.optim.batch_size % spec.resources.workers_per_trial == 0, "global 1024 = 8 workers x 128"
     assert trial_config(space, {**space.defaults(0), BASELINE_KEY: "kd"}).distill.method == "kd"
@@ -66,3 +71,29 @@ def test_imagenet_paper_space_is_valid_without_its_data():
     configs = [trial_config(space, space.defaults(i)) for i in range(len(space.pairs))]
     assert all(c.distill.eps == 1.5 and c.optim.name == "sgd" for c in configs), "the paper's ImageNet eps first"
     assert all(p.teacher.pretrained for p in space.pairs)
+    optim = configs[0].optim
+    assert (optim.epochs, optim.schedule, optim.decay_epochs, optim.lr, optim.step_on) == (
+        100,
+        "step",
+        30,
+        0.1,
+        "epoch",
+    )
+
+
+def test_imagenet_paper_space_validates_on_an_image_folder(capsys, tmp_path):
+    """`validate` builds and runs every model at 224 px on a tiny folder of 2 classes (no hub
+    weights here: the teachers are random, which validate allows for a dry look)."""
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (300 + 40 * i, 240), (40 * i, 90, 200)).save(folder / f"{i}.png")
+    args = ["--set", f"data.root={tmp_path}", "--set", "pairs[0].teacher.pretrained=false"]
+    args += ["--set", "pairs[1].teacher.pretrained=false"]
+    assert main(["validate", str(SPACES / "imagenet_paper.yaml"), *args]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "valid; 2 pair(s)" in out and "train 4 (train/)" in out
+    assert "val 4 (the test split (val_fraction 0: the paper's protocol))" in out
+    assert "crop rrc: cut from each original image" in out
