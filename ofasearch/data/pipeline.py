@@ -13,6 +13,13 @@ sample lands in, so the frozen teacher's logits on it can be cached once (see
   An image folder's images are cropped (and resized for eval) from their original files, at
   their own resolution and aspect ratio, as the paper's ImageNet pipeline does.
 
+When the rrc views are only RandomResizedCrop + flip (no RandAugment, colour jitter or random
+erasing: the paper's CNN recipes), timm's own crop and flip objects run on the uint8 image
+tensors instead of PIL images (:attr:`Pipeline.tensor_views`): the same draws from the same
+(seed, v, i) stream, so the same crop boxes, interpolations and flips; bilinear pixels within one
+uint8 level of the PIL path's, bicubic ones apart at sharp edges (torch's cubic kernel has
+a = -0.75, PIL's -0.5). Being tensor ops, they run wherever the images are, a GPU too.
+
 Mixup/CutMix use timm's ``Mixup`` in ``elem`` mode (its own lambda draw, CutMix box, lambda
 correction and label smoothing), applied per sample to the pair (i, partner) with NumPy seeded
 from (seed, v, i); the partner of i in view v comes from a fixed permutation of the training set
@@ -30,12 +37,15 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from timm.data import Mixup, create_transform
 from timm.data.auto_augment import AugMixAugment, AutoAugment, RandAugment, posterize
+from timm.data.transforms import RandomResizedCropAndInterpolation
+from torchvision.transforms import RandomHorizontalFlip
 from torchvision.transforms.functional import to_pil_image
 
 from ofasearch.config import AugmentSpec
@@ -88,9 +98,21 @@ def _allow_zero_bit_posterize(transform: object) -> None:
 
 
 def _seed_all(key: int) -> None:
+    """Seed the draws of a sample's view: Python's and NumPy's RNGs and torch's CPU generator (not
+    the GPU's, which dropout on a GPU keeps using undisturbed)."""
     random.seed(key)
     np.random.seed(key)
-    torch.manual_seed(key)
+    torch.default_generator.manual_seed(key)
+
+
+def _crop_and_flip(train_tf: Any) -> list[Any]:
+    """The crop and flip steps of timm's training transform, checking that the rest only turns
+    the image into normalised floats (what the tensor views do themselves)."""
+    steps = [t for t in train_tf.transforms if isinstance(t, (RandomResizedCropAndInterpolation, RandomHorizontalFlip))]
+    rest = [type(t).__name__ for t in train_tf.transforms if t not in steps]
+    if rest != ["MaybeToTensor", "Normalize"]:
+        raise AssertionError(f"tensor views cannot replay {rest}")
+    return steps
 
 
 class Pipeline:
@@ -135,6 +157,10 @@ class Pipeline:
                 interpolation=str(settings.eval_interpolation),
                 normalize=False,
             )
+        # rrc views made of crop + flip only: timm's objects on uint8 tensors, on any device
+        self.tensor_views = self._train_tf is not None and not (
+            settings.auto_augment or float(settings.color_jitter) or float(settings.re_prob)
+        )
         self._mixup = None
         if settings.mixes:
             self._mixup = Mixup(
@@ -157,9 +183,16 @@ class Pipeline:
 
     @property
     def batched(self) -> bool:
-        """Whether training views are built by tensor ops on the whole batch (the ``pad`` crop, no
-        mixing), so on whatever device the images are; timm's pipeline and mixing work per sample."""
-        return self._train_tf is None and not self.mixes
+        """Whether training views are built by tensor ops (the ``pad`` crop, or :attr:`tensor_views`;
+        no mixing), so on whatever device the images are; timm's PIL pipeline and mixing work on
+        the host."""
+        return (self._train_tf is None or self.tensor_views) and not self.mixes
+
+    @property
+    def crops_stored_images(self) -> bool:
+        """Whether views cut the stored images as they are (rrc) rather than after resizing them
+        to the input size (pad)."""
+        return self._train_tf is not None
 
     def describe(self) -> str:
         """One line for logs: what the training views are made of."""
@@ -216,6 +249,14 @@ class Pipeline:
         keys = sample_keys(index, seed, view).tolist()
         out = []
         with _seeded_rngs():
+            if self.tensor_views:  # timm's crop and flip objects on the uint8 tensors
+                steps = _crop_and_flip(self._train_tf)
+                for image, key in zip(images, keys, strict=True):
+                    _seed_all(int(key))
+                    for step in steps:
+                        image = step(image)
+                    out.append(image)
+                return torch.stack(out).float().div_(255.0)
             for image, key in zip(images, keys, strict=True):
                 _seed_all(int(key))
                 pil = to_pil_image(image[0] if image.shape[0] == 1 else image)

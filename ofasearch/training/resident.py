@@ -8,8 +8,10 @@ flipped on the device by the same batched :func:`ofasearch.data.augment.augment`
 the same pixels either way (a gather and a comparison, no float arithmetic), so the losses are
 identical to the host path's (tested on the CPU, where ``on`` uses the same code).
 
-Only views built in batch can move: the ``pad`` crop without mixing. timm's ``rrc`` pipeline and
-Mixup/CutMix run per sample on PIL images and stay on the host, as do datasets decoded lazily
+Only views built by tensor ops can move: the ``pad`` crop, and ``rrc`` views of crop and flip only
+(the paper's CNN recipes: timm's crop and flip objects on the uint8 tensors, per sample on the
+device, from the stored native-size images), without mixing. timm's PIL pipeline (RandAugment,
+colour jitter, random erasing) and Mixup/CutMix stay on the host, as do datasets decoded lazily
 from disk (``ImageFiles``).
 """
 
@@ -40,11 +42,12 @@ class ResidentChoice:
 
 
 def resident_bytes(train: ImageSet, image_size: int, cache: LogitCache | None) -> int:
-    """Device memory the resident train set takes: uint8 images at ``image_size``, int64 labels
-    and the whole float16 logit cache."""
+    """Device memory the resident train set takes: uint8 images at ``image_size`` (0: as stored),
+    int64 labels and the whole float16 logit cache."""
     n, channels = len(train), int(train.images.shape[1])
+    height, width = (image_size, image_size) if image_size else tuple(int(s) for s in train.images.shape[-2:])
     cache_bytes = cache.expected_bytes if cache is not None else 0
-    return n * channels * image_size * image_size + n * 8 + cache_bytes
+    return n * channels * height * width + n * 8 + cache_bytes
 
 
 def _free_bytes(device: torch.device) -> int | None:
@@ -64,11 +67,11 @@ def resident_choice(
     if mode == "off":
         return ResidentChoice(False, f"{field}: off")
     if not pipeline.batched:
-        why = "per-sample views (crop rrc or mixing) are built on the host"
+        why = "timm's PIL transforms (RandAugment, colour jitter, random erasing) or mixing run on the host"
         return ResidentChoice(False, f"{field}: {mode} -> off ({why})")
     if isinstance(train.images, ImageFiles):
         return ResidentChoice(False, f"{field}: {mode} -> off (the images are decoded from disk per batch)")
-    size = resident_bytes(train, pipeline.image_size, cache)
+    size = resident_bytes(train, 0 if pipeline.crops_stored_images else pipeline.image_size, cache)
     size_mb = size / 2**20
     if mode == "on":
         return ResidentChoice(True, f"{field}: on ({size_mb:.1f} MB on {device})")
@@ -83,11 +86,14 @@ def resident_choice(
 
 
 class ResidentTrainSet:
-    """The train images (resized once to the run's size), labels and cached teacher logits on
+    """The train images (resized once to the run's size for the pad crop, as stored for rrc),
+    labels and cached teacher logits on
     ``device``; :meth:`batch` is the host path's batch, made there."""
 
     def __init__(self, train: ImageSet, pipeline: Pipeline, cache: LogitCache | None, device: torch.device):
-        images = resize_images(train.images, pipeline.image_size)  # per image, as each host batch does
+        images = train.images
+        if not pipeline.crops_stored_images:  # the pad crop cuts the resized image, as each host batch does
+            images = resize_images(images, pipeline.image_size)
         self.train = ImageSet(images.to(device), train.labels.to(device))
         self.logits = torch.from_numpy(cache.read_all()).to(device) if cache is not None else None
         self.pipeline = pipeline

@@ -133,3 +133,23 @@ def test_folder_crops_come_from_the_original(wide_folder):
     assert min(lows) < 60 and max(highs) > 177, "crops land all over the original"
     again, _ = pipeline.train_batch(wide_folder.train, idx[:3], seed=0, view=5)
     torch.testing.assert_close(again, x[:3], rtol=0, atol=0)
+
+
+def test_crop_and_flip_views_are_timms_pil_views_within_a_level(cifar_like):
+    """paper-cnn's views (RandomResizedCrop + flip) run timm's own objects on uint8 tensors: the
+    same crop boxes, interpolations and flips as timm's PIL pipeline from the same seeds. Bilinear
+    pixels agree within one uint8 level (rounding); bicubic ones differ at sharp edges (torch's
+    cubic kernel has a = -0.75, PIL's -0.5). On these digit strokes, the worst case: under half a
+    level on average, and few pixels more than one level apart."""
+    settings = recipe_augment("paper-cnn")
+    tensor = Pipeline(settings, cifar_like)
+    assert tensor.tensor_views and tensor.batched
+    pil = Pipeline(settings, cifar_like)
+    pil.tensor_views = False  # the per-sample PIL path, as for RandAugment recipes
+    idx = torch.arange(40)
+    a, _ = tensor.train_batch(cifar_like.train, idx, seed=4, view=2)
+    b, _ = pil.train_batch(cifar_like.train, idx, seed=4, view=2)
+    levels = (a - b).abs() * 255
+    assert float(levels.mean()) < 0.5
+    assert float((levels > 1.001).float().mean()) < 0.05
+    assert not Pipeline(recipe_augment("paper-vit"), cifar_like).tensor_views, "RandAugment is PIL-only"

@@ -15,6 +15,7 @@ from ofasearch.training.loop import fit
 from ofasearch.training.resident import ResidentTrainSet, resident_bytes, resident_choice
 
 CPU = torch.device("cpu")
+HOST_ONLY = "timm's PIL transforms (RandAugment, colour jitter, random erasing) or mixing run on the host"
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,23 @@ def test_a_resident_batch_is_the_host_batch(splits, cache):
     assert not torch.equal(resident.batch(idx, seed=3, view=0)[0], resident.batch(idx, seed=3, view=1)[0])
 
 
+def test_rrc_crop_and_flip_views_move_with_the_stored_images(splits, cache):
+    """The paper's CNN views (RandomResizedCrop + flip, no PIL-only transform) are tensor ops: the
+    resident set keeps the native 8-px images and cuts the same views from them there."""
+    pipeline = Pipeline(AugmentSpec(crop="rrc"), splits)
+    assert pipeline.tensor_views and pipeline.batched
+    choice = resident_choice("on", pipeline, splits.train, cache, CPU)
+    mb = resident_bytes(splits.train, 0, cache) / 2**20
+    assert choice.resident and choice.reason == f"optim.data_on_device: on ({mb:.1f} MB on cpu)"
+    resident = ResidentTrainSet(splits.train, pipeline, cache, CPU)
+    assert resident.train.images.shape[-1] == 8, "stored at the native size: crops come from it"
+    idx = torch.tensor([5, 0, 77, 31])
+    images, labels, _cached = resident.batch(idx, seed=3, view=1)
+    host_images, host_labels = pipeline.train_batch(splits.train, idx, seed=3, view=1)
+    assert images.shape == (4, 1, 16, 16)
+    assert torch.equal(images, host_images) and torch.equal(labels, host_labels)
+
+
 def test_training_on_the_resident_set_computes_what_the_host_path_does(splits, cache, caplog):
     with caplog.at_level(logging.INFO, logger="ofasearch.training.loop"):
         on = _fit(splits, cache, "on")
@@ -75,8 +93,9 @@ def test_training_on_the_resident_set_computes_what_the_host_path_does(splits, c
 @pytest.mark.parametrize(
     ("augment", "reason"),
     [
-        ({"crop": "rrc"}, "per-sample views (crop rrc or mixing) are built on the host"),
-        ({"mixup": 0.8}, "per-sample views (crop rrc or mixing) are built on the host"),
+        ({"crop": "rrc", "re_prob": 0.25}, HOST_ONLY),
+        ({"crop": "rrc", "auto_augment": "rand-m9-mstd0.5-inc1"}, HOST_ONLY),
+        ({"mixup": 0.8}, HOST_ONLY),
     ],
 )
 def test_per_sample_views_stay_on_the_host(splits, augment, reason):
@@ -98,3 +117,4 @@ def test_the_size_counts_images_labels_and_every_cache_view(splits, cache):
     n = len(splits.train)
     assert resident_bytes(splits.train, 16, cache) == n * 1 * 16 * 16 + n * 8 + n * 2 * 10 * 2
     assert resident_bytes(splits.train, 32, None) == n * 32 * 32 + n * 8
+    assert resident_bytes(splits.train, 0, None) == n * 8 * 8 + n * 8, "0: as stored"
