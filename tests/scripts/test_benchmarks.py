@@ -17,6 +17,7 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
         ("bench_step.py", "speed options on"),
         ("bench_teacher_cache.py", "predicted GPU speed-up"),
         ("bench_recipes.py", "float16 full logits, views = epochs: 3.00 GB"),
+        ("bench_views.py", "tensor views, host"),
     ],
 )
 def test_benchmark_smoke(script, expected):
