@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION = /usr/share/datasets/fashion-mnist
 
-.PHONY: install data browser run test test-fast lint bench clean
+.PHONY: install data browser run test test-fast lint docs bench clean
 
 $(BIN)/ofasearch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,11 @@ run: install data
 lint: install
 	$(BIN)/ruff check ofasearch tests scripts
 
-test: install data browser lint
+# The docs site (docs/, mkdocs.yml) into site/; --strict: a broken link or reference fails it.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: install data browser lint docs
 	$(BIN)/pytest -q
 
 # The fast tier while iterating: no Ray and no search (about 2 minutes on 2 cores); CI runs `make test`.
@@ -45,4 +49,4 @@ bench: install data
 	$(BIN)/python scripts/bench_recipes.py
 
 clean:
-	rm -rf $(VENV) runs *.egg-info
+	rm -rf $(VENV) runs site *.egg-info

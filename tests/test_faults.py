@@ -1,6 +1,6 @@
-"""Every fault of the README's fault list, injected end to end through the real CLI on a tiny
+"""Every fault of the documented fault list (docs/guides/search.md), injected end to end through the real CLI on a tiny
 digits search (one pair, 4 samples, 3 epochs; :data:`FAULT_SPEC`) or a quick train config, each
-checked for the outcome the README promises. Expensive states are built once per module: the
+checked for the outcome the docs promise. Expensive states are built once per module: the
 undisturbed search (the reference every repaired run must reproduce) and its teacher store.
 
 Each row of the issue's table, its promised outcome, and the test that checks it:

@@ -1,4 +1,4 @@
-"""The layering of the package (README, "Architecture"), checked on the source and at run time.
+"""The layering of the package (docs/architecture.md), checked on the source and at run time.
 
 Lower layers never import upper ones, not even lazily inside a function; the torch-free layers
 (config, results, utils) import neither torch, timm nor ray, so ``ofasearch status``/``report``

@@ -92,7 +92,7 @@ LATER_DATA_KEYS = ("resize",)  # data keys dumped only when set (see DataSpec)
 class Strict(BaseModel):
     """Base of every section: unknown keys are errors (typos must not pass silently)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, use_attribute_docstrings=True)
 
 
 class Range(Strict):
@@ -140,11 +140,13 @@ class Tunable:
     ``not_searchable`` (a reason) keeps a setting constant in search specs too.
     """
 
-    kind: type  # what a constant is coerced to and checked as (``object``: no coercion)
+    kind: type
+    """what a constant is coerced to and checked as (``object``: no coercion)"""
     check: Callable[[Any], bool] = lambda _v: True
     allowed: str = ""
     range_ok: bool = True
-    prepare: Callable[[Any], Any] | None = None  # applied first, e.g. "1,2,3" -> [1, 2, 3]
+    prepare: Callable[[Any], Any] | None = None
+    """applied first, e.g. "1,2,3" -> [1, 2, 3]"""
     not_searchable: str | None = None
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
@@ -356,22 +358,26 @@ Budget = Annotated[
 class DataSpec(Strict):
     """Where the images come from and how they are split."""
 
-    dataset: Literal[DATASETS]  # the registry's names
+    dataset: Literal[DATASETS]
+    """the registry's names"""
     root: str = "auto"
     image_size: int | None = Field(default=None, ge=4, le=1024)
     train_subset: int | None = Field(default=None, ge=10)
-    # None: 0.1, unless val_size is given. 0: the paper's protocol (train on all of train, score
-    # every epoch on the test split and report the best): comparable with the paper's tables,
-    # but not a held-out estimate, and labelled as such in every output
     val_fraction: float | None = Field(default=None, ge=0, lt=1)
-    # a fixed number of validation images, held out before train_subset applies: how finely the
-    # search's accuracies resolve does not then depend on how much it trains on
+    """None: 0.1, unless val_size is given. 0: the paper's protocol (train on all of train, score every epoch on the
+    test split and report the best): comparable with the paper's tables, but not a held-out estimate, and labelled
+    as such in every output
+    """
     val_size: int | None = Field(default=None, ge=10)
+    """a fixed number of validation images, held out before train_subset applies: how finely the search's accuracies
+    resolve does not then depend on how much it trains on
+    """
     augment: bool = True
-    # how images that are not square reach image_size x image_size (imagefolder; the built-in
-    # datasets are square): squash (stretch, the default), center-crop (shorter side to size, cut
-    # the middle) or pad (longer side to size, black borders). None: squash.
     resize: Literal[RESIZE_POLICIES] | None = None
+    """how images that are not square reach image_size x image_size (imagefolder; the built-in datasets are square):
+    squash (stretch, the default), center-crop (shorter side to size, cut the middle) or pad (longer side to size,
+    black borders). None: squash.
+    """
 
     @model_serializer(mode="wrap")
     def _later_keys_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -404,7 +410,8 @@ class TeacherRecipe(Strict):
     """How ``checkpoint: auto`` trains a teacher once (the result is cached by content hash)."""
 
     epochs: int = Field(default=4, ge=1)
-    optimizer: Literal[OPTIMIZERS] = "adamw"  # the registry's names
+    optimizer: Literal[OPTIMIZERS] = "adamw"
+    """the registry's names"""
     lr: float = Field(default=2e-3, gt=0)
     weight_decay: float = Field(default=0.05, ge=0)
     batch_size: int = Field(default=128, ge=1)
@@ -416,12 +423,13 @@ class ModelSpec(Strict):
     model: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = None
-    # the checkpoint file's SHA-256 (`ofasearch export` pins the teacher a search used by content)
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """the checkpoint file's SHA-256 (`ofasearch export` pins the teacher a search used by content)"""
     pretrained: bool = False
-    # how a teacher is trained once (``checkpoint: auto``) or fine-tuned from ``pretrained: true``
-    # (given: the pretrained weights are fine-tuned on the data); None: the defaults, or as it is
     recipe: TeacherRecipe | None = None
+    """how a teacher is trained once (``checkpoint: auto``) or fine-tuned from ``pretrained: true`` (given: the
+    pretrained weights are fine-tuned on the data); None: the defaults, or as it is
+    """
 
     @model_validator(mode="after")
     def _known_model(self, info: ValidationInfo) -> ModelSpec:
@@ -514,36 +522,43 @@ class DistillSpec(Strict):
     """
 
     method: MethodName = "ofa"
-    # the loss on the final logits: ofa | kd | dkd | dist; None: the method's own (ofa for ofa)
     logit_loss: LossName | None = None
-    # the loss of each exit branch (method ofa, stages not []): ofa | kd | dist
+    """the loss on the final logits: ofa | kd | dkd | dist; None: the method's own (ofa for ofa)"""
     branch_loss: BranchLossName = "ofa"
-    # logit standardization (Sun et al., CVPR 2024) in front of each term's loss: z-scored logits
+    """the loss of each exit branch (method ofa, stages not []): ofa | kd | dist"""
     logit_standardize: Switch = False
+    """logit standardization (Sun et al., CVPR 2024) in front of each term's loss: z-scored logits"""
     branch_standardize: Switch = False
-    stages: StageList | None = None  # None: every stage the student has (1-4 for most models); []: none
-    temperature: PositiveFloat = 1.0  # of the ofa and kd losses
+    stages: StageList | None = None
+    """None: every stage the student has (1-4 for most models); []: none"""
+    temperature: PositiveFloat = 1.0
+    """of the ofa and kd losses"""
     eps: EpsValue = 1.0
     gt_weight: NonNegativeFloat = 1.0
-    kd_weight: NonNegativeFloat = 1.0  # the final-logit term's weight
-    ofa_weight: NonNegativeFloat = 1.0  # the exit-branch terms' weight
-    # the dkd loss (Zhao et al., CVPR 2022; its CIFAR-100 setting): alpha * TCKD + beta * NCKD at its
-    # own temperature, its weight ramped up linearly over dkd_warmup_epochs (None: the paper's share
-    # of the budget, 20 of 240 epochs, at least 1)
+    kd_weight: NonNegativeFloat = 1.0
+    """the final-logit term's weight"""
+    ofa_weight: NonNegativeFloat = 1.0
+    """the exit-branch terms' weight"""
     dkd_alpha: NonNegativeFloat = 1.0
+    """the dkd loss (Zhao et al., CVPR 2022; its CIFAR-100 setting): alpha * TCKD + beta * NCKD at its own temperature,
+    its weight ramped up linearly over dkd_warmup_epochs (None: the paper's share of the budget, 20 of 240 epochs,
+    at least 1)
+    """
     dkd_beta: NonNegativeFloat = 8.0
     dkd_temperature: PositiveFloat = 4.0
     dkd_warmup_epochs: NonNegativeInt | None = None
-    # the dist loss (Huang et al., NeurIPS 2022; the paper's and its code's defaults):
-    # T^2 * (beta * inter-class + gamma * intra-class relation loss)
     dist_beta: NonNegativeFloat = 1.0
+    """the dist loss (Huang et al., NeurIPS 2022; the paper's and its code's defaults): T^2 * (beta * inter-class +
+    gamma * intra-class relation loss)
+    """
     dist_gamma: NonNegativeFloat = 1.0
     dist_temperature: PositiveFloat = 1.0
-    # YAML reads a bare on/off as true/false: accept both spellings
     teacher_cache: Annotated[
         Literal["auto", "on", "off"], BeforeValidator(lambda v: {True: "on", False: "off"}.get(v, v))
     ] = "auto"
-    cache_views: int | None = Field(default=None, ge=1)  # None: one view per epoch (at most 32)
+    """YAML reads a bare on/off as true/false: accept both spellings"""
+    cache_views: int | None = Field(default=None, ge=1)
+    """None: one view per epoch (at most 32)"""
 
     @model_validator(mode="after")
     def _logit_loss_fits_method(self) -> Self:
@@ -604,36 +619,46 @@ class OptimSpec(Strict):
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.05
     momentum: NonNegativeFloat = 0.9
-    batch_size: PositiveInt = 128  # the GLOBAL batch: split evenly across DDP workers
+    batch_size: PositiveInt = 128
+    """the GLOBAL batch: split evenly across DDP workers"""
     epochs: Budget = 5
     warmup_epochs: NonNegativeInt = 1
     clip_grad: NonNegativeFloat = 5.0
-    # the lr schedule after the warm-up, built by timm's create_scheduler_v2: cosine to min_lr, or
-    # step (the lr times decay_rate every decay_epochs, as the paper's ImageNet CNN runs)
     schedule: ScheduleName = "cosine"
-    min_lr: NonNegativeFloat = 0.0  # where the cosine schedule ends
-    decay_epochs: PositiveFloat = 30.0  # step: epochs between decays
-    decay_rate: UnitFloat = 0.1  # step: the lr's factor at each decay
-    # where the linear warm-up starts; None: lr / (warm-up steps + 1), so the first step learns
+    """the lr schedule after the warm-up, built by timm's create_scheduler_v2: cosine to min_lr, or step (the lr times
+    decay_rate every decay_epochs, as the paper's ImageNet CNN runs)
+    """
+    min_lr: NonNegativeFloat = 0.0
+    """where the cosine schedule ends"""
+    decay_epochs: PositiveFloat = 30.0
+    """step: epochs between decays"""
+    decay_rate: UnitFloat = 0.1
+    """step: the lr's factor at each decay"""
     warmup_lr: NonNegativeFloat | None = None
-    # true: the warm-up comes before the schedule (whose length is epochs - warmup_epochs);
-    # false (timm train.py's default): the schedule starts at epoch 0 and the warm-up overrides it
+    """where the linear warm-up starts; None: lr / (warm-up steps + 1), so the first step learns"""
     warmup_prefix: Switch = True
-    # when the lr changes: after every update (smooth) or at each epoch's start (timm train.py)
+    """true: the warm-up comes before the schedule (whose length is epochs - warmup_epochs); false (timm train.py's
+    default): the schedule starts at epoch 0 and the warm-up overrides it
+    """
     step_on: StepOn = "update"
-    ema_decay: UnitFloat = 0.0  # > 0: timm's ModelEmaV3 of the student, which is then scored and shipped
-    # mixed precision, CUDA only (a CPU trains in float32 whatever this says): auto is float32 up
-    # to 64 px (bf16 measured slower there) and above it bf16 where the GPU supports it, else fp16
-    # with loss scaling (ofasearch.training.speed); true/false from older specs mean auto/off
+    """when the lr changes: after every update (smooth) or at each epoch's start (timm train.py)"""
+    ema_decay: UnitFloat = 0.0
+    """> 0: timm's ModelEmaV3 of the student, which is then scored and shipped"""
     amp: Annotated[
         Literal["auto", "bf16", "fp16", "off"], BeforeValidator(lambda v: {True: "auto", False: "off"}.get(v, v))
     ] = "auto"
-    # torch.compile of the student and exit branches (and a live teacher): auto compiles when the
-    # run's remaining steps repay the compile time (ofasearch.training.speed)
+    """mixed precision, CUDA only (a CPU trains in float32 whatever this says): auto is float32 up to 64 px (bf16
+    measured slower there) and above it bf16 where the GPU supports it, else fp16 with loss scaling
+    (ofasearch.training.speed); true/false from older specs mean auto/off
+    """
     compile: Literal["auto", "on", "off"] = "auto"
-    # the train set and its teacher-logit cache on the training device, augmented there in batch:
-    # auto on CUDA when they take at most a quarter of its free memory (ofasearch.training.resident)
+    """torch.compile of the student and exit branches (and a live teacher): auto compiles when the run's remaining
+    steps repay the compile time (ofasearch.training.speed)
+    """
     data_on_device: Literal["auto", "on", "off"] = "auto"
+    """the train set and its teacher-logit cache on the training device, augmented there in batch: auto on CUDA when
+    they take at most a quarter of its free memory (ofasearch.training.resident)
+    """
 
 
 class AugmentSpec(Strict):
@@ -641,22 +666,27 @@ class AugmentSpec(Strict):
     view) so the teacher-logit cache stays exact. The defaults are ofasearch's own pipeline:
     a random crop of the stored images with zero padding + flip, no mixing, plain labels."""
 
-    # pad: crop of the image padded by 1/8 (+ flip); rrc: timm's RandomResizedCrop (+ flip) from
-    # the stored images to data.image_size, then the other timm transforms (create_transform)
     crop: CropName = "pad"
-    auto_augment: AutoAugment | None = None  # a timm policy string, e.g. rand-m9-mstd0.5-inc1
+    """pad: crop of the image padded by 1/8 (+ flip); rrc: timm's RandomResizedCrop (+ flip) from the stored images to
+    data.image_size, then the other timm transforms (create_transform)
+    """
+    auto_augment: AutoAugment | None = None
+    """a timm policy string, e.g. rand-m9-mstd0.5-inc1"""
     color_jitter: NonNegativeFloat = 0.0
-    re_prob: UnitFloat = 0.0  # timm RandomErasing (pixel mode), after normalisation
-    mixup: NonNegativeFloat = 0.0  # Beta(alpha, alpha) of timm's Mixup; 0: off
-    cutmix: NonNegativeFloat = 0.0  # Beta(alpha, alpha) of timm's CutMix; 0: off
+    re_prob: UnitFloat = 0.0
+    """timm RandomErasing (pixel mode), after normalisation"""
+    mixup: NonNegativeFloat = 0.0
+    """Beta(alpha, alpha) of timm's Mixup; 0: off"""
+    cutmix: NonNegativeFloat = 0.0
+    """Beta(alpha, alpha) of timm's CutMix; 0: off"""
     label_smoothing: UnitFloat = 0.0
-    # model: each model's own timm mean/std; dataset: the dataset's (data registry), for both models
     normalize: NormalizeName = "model"
-    # how crop: rrc runs are scored (timm's eval transform): the shorter side to image_size /
-    # eval_crop_pct (256 for 224 at 0.875), resized with eval_interpolation, the centre kept; the
-    # paper's code takes both from the student's timm config (resnet18 0.875 bilinear, DeiT and
-    # Swin 0.9 bicubic)
+    """model: each model's own timm mean/std; dataset: the dataset's (data registry), for both models"""
     eval_crop_pct: CropShare = 0.875
+    """how crop: rrc runs are scored (timm's eval transform): the shorter side to image_size / eval_crop_pct (256 for
+    224 at 0.875), resized with eval_interpolation, the centre kept; the paper's code takes both from the student's
+    timm config (resnet18 0.875 bilinear, DeiT and Swin 0.9 bicubic)
+    """
     eval_interpolation: Interpolation = "bilinear"
 
     @model_validator(mode="after")
@@ -763,29 +793,33 @@ class SearchSettings(Strict):
     """Ray Tune settings of a search."""
 
     num_samples: int = Field(default=8, ge=1)
-    # ASHA's first rung. None: the first epoch after the warm-up (see Spec.first_rung_after_warmup)
     grace_epochs: int | None = Field(default=None, ge=1)
+    """ASHA's first rung. None: the first epoch after the warm-up (see Spec.first_rung_after_warmup)"""
     reduction_factor: int = Field(default=3, ge=2)
     max_concurrent: int = Field(default=2, ge=1)
-    # per pair, at full budget with the pair's defaults; true: all of them, false or []: none
-    baselines: Annotated[list[Literal[BASELINE_METHODS]], BeforeValidator(_baseline_list)] = Field(  # type: ignore[valid-type]
+    baselines: Annotated[list[Literal[BASELINE_METHODS]], BeforeValidator(_baseline_list)] = Field(
         default_factory=lambda: list(BASELINE_METHODS)
     )
-    # the settings the baselines train with: each method's authors' (per dataset) or the OFA paper's
-    baseline_preset: Literal[tuple(BASELINE_PRESETS)] = "authors"  # type: ignore[valid-type]
+    """per pair, at full budget with the pair's defaults; true: all of them, false or []: none type: ignore[valid-type]
+    """
+    baseline_preset: Literal[tuple(BASELINE_PRESETS)] = "authors"
+    """the settings the baselines train with: each method's authors' (per dataset) or the OFA paper's type:
+    ignore[valid-type]
+    """
     searcher: Literal["tpe", "random"] = "tpe"
-    # trials TPE draws at random before it models the results (not counting the paper defaults);
-    # None: the rule in ofasearch.search.searcher.default_startup_trials
     startup_trials: int | None = Field(default=None, ge=0)
+    """trials TPE draws at random before it models the results (not counting the paper defaults); None: the rule in
+    ofasearch.search.searcher.default_startup_trials
+    """
     confirm: ConfirmSettings | None = None
-    # a finished search's folder whose trials the new study starts from (ofasearch.search.warm_start)
     warm_start: str | None = None
-    # students that cannot meet these are dropped before any teacher trains (ofasearch.search.plan)
+    """a finished search's folder whose trials the new study starts from (ofasearch.search.warm_start)"""
     constraints: Constraints | None = None
-    # seconds (or 90s, 30m, 2h): a trial running longer ends as an error ("timed out after ...")
-    # and the search goes on, so a hung step (a dead network mount, a deadlocked collective)
-    # never holds it. None: no limit
+    """students that cannot meet these are dropped before any teacher trains (ofasearch.search.plan)"""
     trial_timeout: Annotated[float | None, BeforeValidator(_duration)] = Field(default=None, gt=0)
+    """seconds (or 90s, 30m, 2h): a trial running longer ends as an error ("timed out after ...") and the search goes
+    on, so a hung step (a dead network mount, a deadlocked collective) never holds it. None: no limit
+    """
 
 
 class ResourcesSpec(Strict):
@@ -823,8 +857,8 @@ class _Document(Strict):
 
     name: str = Field(default="ofasearch", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
-    # a training recipe (ofasearch.config.registry.RECIPES) for every pair without its own
     recipe: RecipeName = "default"
+    """a training recipe (ofasearch.config.registry.RECIPES) for every pair without its own"""
     data: DataSpec
     pairs: list[PairSpec]
 

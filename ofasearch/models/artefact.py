@@ -10,7 +10,7 @@ timm's RandomResizedCrop the shorter side to ``input_size / crop_pct`` and the c
 the model as ofasearch builds it (timm classes such as ``MlpMixer`` included), the weight files'
 SHA-256 and the versions that made it.
 
-:func:`load_student` is the one loader (README, ``scripts/train_best.py`` and the tests use it):
+:func:`load_student` is the one loader (the docs, ``scripts/train_best.py`` and the tests use it):
 it returns the model in eval mode and a :class:`StudentTransform` that turns a PIL image or an
 image tensor into exactly the input the student saw in training.
 """

@@ -77,7 +77,7 @@ def _model_classes() -> dict[str, type]:
 
 def _class_hint(pattern: str) -> str | None:
     """For a filter that names (or nearly names) a timm model class, how to use the class form
-    the README recommends, and the registered names built from it."""
+    the docs recommend, and the registered names built from it."""
     stem = "".join(ch for ch in pattern if ch not in "*?[]")
     classes = _model_classes()
     close = difflib.get_close_matches(stem.lower(), list(classes), n=1, cutoff=0.9)
