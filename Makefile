@@ -29,7 +29,7 @@ run: install data
 	$(BIN)/ofasearch run search_spaces/cnn_to_vit.yaml
 
 lint: install
-	$(BIN)/ruff check ofasearch tests scripts
+	$(BIN)/ruff check ofasearch tests scripts docs
 
 # The docs site (docs/, mkdocs.yml) into site/; --strict: a broken link or reference fails it.
 docs: install
