@@ -10,6 +10,8 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from ofasearch.config.loading import install_model_check
+
 try:
     __version__ = version("ofasearch")  # one source: pyproject.toml
 except PackageNotFoundError:  # run from a source tree that was never installed
@@ -43,6 +45,18 @@ if TYPE_CHECKING:
     from ofasearch.distill import OFADistiller, kd_loss, ofa_loss
     from ofasearch.errors import SpecError
     from ofasearch.models.artefact import load_student
+
+
+def _timm_model_check(name: str) -> str | None:
+    """Whether timm can build ``name`` (the models layer's check, loaded on first use)."""
+    from ofasearch.models.factory import unknown_model_message
+
+    return unknown_model_message(name)
+
+
+# the package wires its layers: the config layer checks model names through the models layer's
+# check without importing it (tests/test_layers.py holds every layer to its imports)
+install_model_check(_timm_model_check)
 
 
 def __getattr__(name: str) -> Any:

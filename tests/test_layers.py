@@ -32,9 +32,9 @@ ALLOWED: dict[str, set[str]] = {
 }
 TORCH_FREE = {"errors", "utils", "config", "results"}
 HEAVY = {"torch", "torchvision", "timm", "ray", "safetensors"}
-# The one upward import, lazy and documented in config/loading.py: model names are checked
-# against the installed timm only by callers about to build models (check_models=True).
-EXCEPTIONS = {("ofasearch.config.loading", "ofasearch.models.factory")}
+# No exception: the config layer checks model names through a function the package installs
+# (ofasearch/__init__.py), not by importing the models layer.
+EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def _modules() -> list[Path]:

@@ -6,7 +6,7 @@ import copy
 import difflib
 import os
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +45,26 @@ def read_yaml(path: str | os.PathLike | ObjectPath) -> Any:
 
 M = typing.TypeVar("M", bound=Spec)
 
+ModelCheck = Callable[[str], str | None]
+"""A model name -> None when it can be built, else the message saying why not."""
+_model_check: list[ModelCheck] = []
+
+
+def install_model_check(check: ModelCheck) -> None:
+    """Set what ``check_models=True`` asks about each model name. The package installs timm's
+    check when it is imported (``ofasearch/__init__.py``, which loads timm only when a name is
+    checked), so this layer never imports the layers above it."""
+    _model_check[:] = [check]
+
 
 def _parse(cls: type[M], data: Any, source: str, check_models: bool) -> M:
     if not isinstance(data, dict):
         raise SpecError([f"{source}: expected a mapping at the top level, got {type(data).__name__}"])
     context = {}
-    if check_models:
-        # The one lazy import of an upper layer: model names are checked against the installed
-        # timm, which only code that is about to build models needs (readers of results don't).
-        from ofasearch.models.factory import unknown_model_message
-
-        context[MODEL_CHECK] = unknown_model_message
+    if check_models:  # only code about to build models asks timm (readers of results don't)
+        if not _model_check:
+            raise RuntimeError("no model check installed (ofasearch/__init__.py installs timm's)")
+        context[MODEL_CHECK] = _model_check[0]
     try:
         return cls.model_validate(data, context=context)
     except ValidationError as exc:

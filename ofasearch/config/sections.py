@@ -71,7 +71,7 @@ SECTION_FIELDS: dict[str, tuple[str, ...]] = {}
 PAPER_PROTOCOL = "paper: val_acc is the TEST accuracy (best over epochs), trained on all of train"
 HELD_OUT_PROTOCOL = "held-out validation split of train (test never scored during training)"
 # Validation-context key of the function that checks a model name against the installed timm
-# (``loading`` passes it; results folders are read without it, see ``check_models``).
+# (``loading`` passes the installed check; results folders are read without it, see ``check_models``).
 MODEL_CHECK = "model_check"
 RESIZE_POLICIES = ("squash", "center-crop", "pad")  # data.resize (ofasearch.data.imagefolder.decode)
 LATER_DATA_KEYS = ("resize",)  # data keys dumped only when set (see DataSpec)
