@@ -26,11 +26,12 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from ofasearch.cluster.capacity import check_fits
 from ofasearch.cluster.node import NODE_KEY, load_node_splits, node_name
-from ofasearch.cluster.ray_session import check_fits, ensure_ray, train_failure_config
+from ofasearch.cluster.ray_session import ensure_ray
 from ofasearch.cluster.shipping import receive_teacher, shipment
 from ofasearch.config import TrainConfig
 from ofasearch.distill import OFADistiller
@@ -240,3 +241,15 @@ def _resume_source(output: Path, run_folder: Location) -> Path | None:
     if state.is_file():
         return state
     raise SpecError([f"--resume: no checkpoint of {output} (neither Ray Train's in {run_folder} nor {state})"])
+
+
+# Ray Train re-runs a run whose workers were lost to a node preemption (the retry can help) at
+# most this often; errors raised by the training itself (OOM, bad data) are never retried, and a
+# NaN loss is not an error at all (the trial ends `diverged`).
+PREEMPTION_RETRIES = 3
+
+
+def train_failure_config() -> FailureConfig:
+    """Ray Train's retry policy for ofasearch runs: lost (preempted) workers only; a stuck worker
+    group start becomes an error after 3 controller failures instead of hanging."""
+    return FailureConfig(max_failures=0, max_preemption_failures=PREEMPTION_RETRIES, controller_failure_limit=3)

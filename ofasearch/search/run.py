@@ -22,7 +22,8 @@ from typing import Any
 import optuna
 from ray import tune
 
-from ofasearch.cluster.ray_session import check_fits, ray_session, stop_abandoned_instances
+from ofasearch.cluster.capacity import check_fits
+from ofasearch.cluster.ray_session import ray_session, stop_abandoned_instances
 from ofasearch.config import Spec, load_spec, parse_spec
 from ofasearch.data import DataFingerprint, data_fingerprint
 from ofasearch.errors import SpecError

@@ -21,15 +21,13 @@ import ray
 import yaml
 
 from ofasearch.cli import main
-from ofasearch.cluster import ray_session
-from ofasearch.cluster.ray_session import (
+from ofasearch.cluster import ray_instances, ray_session
+from ofasearch.cluster.ray_instances import (
     ADDRESS_FILE,
     INSTANCE_VAR,
     KEEP_SESSIONS,
     RECORDS_FILE,
-    ensure_ray,
     is_ray_process,
-    leave_ray,
     prune_ray_sessions,
     ray_temp_dir,
     reap_dead_sessions,
@@ -37,6 +35,7 @@ from ofasearch.cluster.ray_session import (
     records_dir,
     session_processes,
 )
+from ofasearch.cluster.ray_session import ensure_ray, leave_ray
 from ofasearch.errors import FileFault
 from tests.logcapture import log_lines
 from tests.specs import CONFIG, MIXER, SPEC, TEACHER
@@ -120,8 +119,9 @@ def records_here(tmp_path, monkeypatch):
     lock is made afresh in it and forgotten afterwards."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(ray_session, "_lock", None)
-    monkeypatch.setattr(ray_session, "ray_temp_dir", lambda: tmp_path / "ray")
+    monkeypatch.setattr(ray_instances, "_lock", None)
+    for module in (ray_instances, ray_session):  # both look up Ray's temp dir
+        monkeypatch.setattr(module, "ray_temp_dir", lambda: tmp_path / "ray")
     return tmp_path
 
 

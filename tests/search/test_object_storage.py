@@ -14,7 +14,8 @@ import pytest
 import yaml
 from ray import tune
 
-from ofasearch.cluster.ray_session import leave_ray, recorded_sessions, session_processes
+from ofasearch.cluster.ray_instances import recorded_sessions, session_processes
+from ofasearch.cluster.ray_session import leave_ray
 from ofasearch.config import load_spec
 from ofasearch.search.run import run_search
 from ofasearch.utils.killpoints import KILL_AT_VAR

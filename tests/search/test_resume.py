@@ -13,7 +13,7 @@ import pytest
 import ray
 import yaml
 
-from ofasearch.cluster.ray_session import RECORDS_FILE, recorded_sessions, records_dir, session_processes
+from ofasearch.cluster.ray_instances import RECORDS_FILE, recorded_sessions, records_dir, session_processes
 from ofasearch.search.run import resume_search
 from ofasearch.utils.killpoints import KILL_AT_VAR
 from tests.background import run_driver, saved_as_finished, start_search, table_rows, wait_for
