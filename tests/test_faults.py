@@ -67,7 +67,8 @@ from ofasearch.cli import failed_search_lines, main
 from ofasearch.config import parse_spec
 from ofasearch.errors import SpecError
 from ofasearch.results.tables import EPOCH_COLUMNS, EPOCHS_FILE, TRIAL_COLUMNS, TRIALS_FILE, read_rows, write_table
-from ofasearch.search.run import SPEC_HASH_KEY, claim_folder
+from ofasearch.search.claim import claim_folder
+from ofasearch.search.resume_checks import SPEC_HASH_KEY
 from ofasearch.search.state import Phase, read_state, update_state
 from ofasearch.utils.faults import describe_fault
 from ofasearch.utils.files import file_digest

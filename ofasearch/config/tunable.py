@@ -185,7 +185,7 @@ def searchable(section: type[BaseModel], name: str) -> type[BaseModel]:
         fields[key] = (annotation, Field(default=field.default, description=field.description))
     doc = f"{section.__doc__} In a search spec, each tunable value may be a Range or Choices."
     model = create_model(name, __base__=Strict, __doc__=doc, **fields)
-    model.__module__ = __name__
+    model.__module__ = section.__module__  # where the section (and so this form) is defined: pickles find it
     return model
 
 

@@ -25,16 +25,17 @@ from ray import tune
 from ofasearch.cluster.capacity import check_fits
 from ofasearch.cluster.ray_session import ray_session, stop_abandoned_instances
 from ofasearch.config import Spec, load_spec, parse_spec
-from ofasearch.data import DataFingerprint, data_fingerprint
-from ofasearch.errors import SpecError
+from ofasearch.data import data_fingerprint
 from ofasearch.results.export import write_best
 from ofasearch.results.folder import SPEC_FILE, load_folder_spec, read_tables
 from ofasearch.results.summary import summary_lines
 from ofasearch.results.tables import TRIALS_FILE, read_rows
+from ofasearch.search.claim import check_claimable, claim_folder, fresh_folder
 from ofasearch.search.grids import baseline_points, confirm_points, confirm_seeds, not_finished
 from ofasearch.search.plan import plan
 from ofasearch.search.progress import ProgressView
 from ofasearch.search.recorder import Recorder, trial_params
+from ofasearch.search.resume_checks import SPEC_HASH_KEY, check_same_data, spec_hash_to_record
 from ofasearch.search.saved_state import StateKeeper, repair_saved_state
 from ofasearch.search.searcher import (
     METRIC,
@@ -54,18 +55,14 @@ from ofasearch.search.trial import (
     trial_resources,
 )
 from ofasearch.search.warm_start import tell_baselines, warm_start
-from ofasearch.utils.claims import create_exclusive, hold_folder
+from ofasearch.utils.claims import hold_folder
 from ofasearch.utils.faults import note_results_folder
 from ofasearch.utils.killpoints import kill_point
 from ofasearch.utils.storage import Location, ObjectPath, as_location, location_digest, ray_storage, redact_uri
 from ofasearch.utils.versions import package_versions
 
 __all__ = [
-    "SPEC_HASH_KEY",
     "SearchInterrupted",
-    "check_claimable",
-    "claim_folder",
-    "fresh_folder",
     "load_and_run",
     "resume_search",
     "run_search",
@@ -76,7 +73,6 @@ logger = logging.getLogger(__name__)
 # Tune saves its experiment state (trial statuses, searcher) at most this often; a killed driver
 # loses at most this much: trials finished since then re-run on resume.
 TUNE_STATE_PERIOD_S = 2
-SPEC_HASH_KEY = "spec_hash"  # state.json: SHA-256 of spec.yaml as the search started (resume checks it)
 
 
 def _trainable(spec: Spec, space: SearchSpace, teachers: list[dict[str, Any]], folder: Location) -> Callable:
@@ -168,57 +164,6 @@ def _start(
         versions=package_versions(),  # ofasearch, torch, timm, ray, optuna that ran it
     )
     return _execute(spec, space, folder, address=address, num_cpus=num_cpus, verbose=verbose)
-
-
-def fresh_folder(storage: Location, name: str) -> Location:
-    """``storage/name``, or ``name-2``, ``name-3``... when an earlier search is there (a look
-    only: :func:`claim_folder` is what takes one)."""
-    folder, n = storage / name, 1
-    while (folder / SPEC_FILE).exists():
-        n += 1
-        folder = storage / f"{name}-{n}"
-    return folder
-
-
-def claim_folder(storage: Location, name: str, spec_text: Callable[[str], str], *, numbered: bool) -> Location:
-    """Take ``storage/name`` for a new search by creating its ``spec.yaml`` (``spec_text`` of the
-    folder's name) with ``O_EXCL``: of two searches started at the same moment exactly one gets
-    each name. ``numbered``: a taken name moves on to ``name-2``, ``name-3``...; otherwise it is a
-    SpecError. A folder without ``spec.yaml`` (e.g. made by hand) is used as it is."""
-    storage.mkdir(parents=True, exist_ok=True)
-    n = 1
-    while True:
-        folder = storage / (name if n == 1 else f"{name}-{n}")
-        folder.mkdir(exist_ok=True)
-        if create_exclusive(folder / SPEC_FILE, spec_text(folder.name)):
-            if n > 1:
-                logger.info(f"{storage / name} holds an earlier search; this one: {folder}")
-            return folder
-        if not numbered:
-            raise _taken(folder)
-        n += 1
-
-
-def _taken(folder: Location) -> SpecError:
-    return SpecError(
-        [f"name: {folder} already holds a search; `ofasearch resume {folder}` continues it, or choose another --name"]
-    )
-
-
-def check_claimable(folder: Location) -> None:
-    """What :func:`claim_folder` would refuse, checked without creating anything (``--dry-run``):
-    a folder that already holds a search, or (on a file system) storage that cannot be created
-    or written."""
-    if (folder / SPEC_FILE).exists():
-        raise _taken(folder)
-    if not isinstance(folder, Path):
-        return
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        what = "is not a folder" if not existing.is_dir() else "is not writable"
-        raise SpecError([f"storage: cannot create {folder}: {existing} {what}"])
 
 
 def _phases(spec: Spec) -> list[Phase]:
@@ -474,52 +419,6 @@ def _finish(spec: Spec, folder: Location) -> Location:
     return folder
 
 
-def _spec_hash_to_record(folder: Location, *, force_new_spec: bool) -> str | None:
-    """A resume runs the spec the search started with: an edited ``spec.yaml`` is a SpecError
-    unless ``force_new_spec``. Returns the hash ``state.json`` must now hold (None: it holds it)."""
-    path = folder / SPEC_FILE
-    if not path.is_file():
-        return None  # not a results folder: load_folder_spec says so
-    now, started = location_digest(path), read_state(folder).get(SPEC_HASH_KEY)
-    if started is None or started == now:
-        return None if started == now else now  # folders of earlier versions: accepted, recorded
-    if not force_new_spec:
-        raise SpecError(
-            [
-                f"{path}: edited since the search started; undo the edit (or start a new search: "
-                f"ofasearch run {path}), or resume with --force-new-spec to run what is left with the edited spec"
-            ]
-        )
-    logger.warning(
-        f"{path}: edited since the search started; --force-new-spec: what is left runs with the edited spec, "
-        "trials already finished keep the old one"
-    )
-    return now
-
-
-def _check_same_data(spec: Spec, folder: Location, *, force_new_spec: bool) -> None:
-    """A resume trains on the images the search started with: an image folder whose files
-    changed is a SpecError naming the change, unless ``force_new_spec`` (then recorded anew)."""
-    started = read_state(folder).get("data")
-    if started is None:
-        return  # a registry dataset, or a folder of an earlier version
-    now = data_fingerprint(spec.data)
-    if now is not None and now.digest == started.get("digest"):
-        return
-    then = DataFingerprint(**started).describe()
-    current = now.describe() if now else "not a folder"
-    changed = f"data.root {spec.data.root}: its images changed since the search started ({then}; now {current})"
-    if not force_new_spec:
-        raise SpecError(
-            [
-                f"{changed}; the teachers and finished trials belong to the old images: put them back, start a "
-                "new search, or resume with --force-new-spec to run what is left on the new images"
-            ]
-        )
-    logger.warning(f"{changed}; --force-new-spec: what is left runs on the new images, finished trials keep the old")
-    update_state(folder, data=now.as_dict() if now else None)
-
-
 def resume_search(
     folder: str | Path | ObjectPath, *, verbose: int = 0, force_new_spec: bool = False, mlflow: str | None = None
 ) -> Location:
@@ -542,10 +441,10 @@ def _resume(folder: Location, *, verbose: int, force_new_spec: bool, mlflow: str
     if isinstance(folder, Path) and journal_lock.exists():  # no other driver: a kill mid-append left it
         logger.info(f"{journal_lock}: left by a driver killed while writing the study; removed")
         journal_lock.unlink(missing_ok=True)
-    new_hash = _spec_hash_to_record(folder, force_new_spec=force_new_spec)
+    new_hash = spec_hash_to_record(folder, force_new_spec=force_new_spec)
     spec = load_folder_spec(folder, check_models=True)  # about to build models
     read_tables(folder)  # a deleted or damaged table: say how to rebuild it, before anything runs
-    _check_same_data(spec, folder, force_new_spec=force_new_spec)
+    check_same_data(spec, folder, force_new_spec=force_new_spec)
     if new_hash is not None:
         update_state(folder, **{SPEC_HASH_KEY: new_hash})
     if mlflow is not None:

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from timm.optim import create_optimizer_v2
 from timm.scheduler.scheduler import Scheduler
 from timm.utils import ModelEmaV3, NativeScaler, dispatch_clip_grad
@@ -26,11 +25,12 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from ofasearch.config import AugmentSpec, OptimSpec
-from ofasearch.config.schema import batch_split_problem
-from ofasearch.data import ImageSet, Pipeline, Splits
+from ofasearch.data import Pipeline, Splits
 from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
+from ofasearch.training.evaluation import evaluate
 from ofasearch.training.logit_cache import LogitCache
+from ofasearch.training.ranks import all_sum, per_worker_batch, rank_and_size
 from ofasearch.training.resident import ResidentTrainSet, resident_choice
 from ofasearch.training.schedule import build_schedule
 from ofasearch.training.speed import (
@@ -42,7 +42,7 @@ from ofasearch.training.speed import (
     uncompile_distiller,
 )
 
-__all__ = ["EpochReport", "FitResult", "LoopState", "evaluate", "fit", "per_worker_batch", "pick_device"]
+__all__ = ["EpochReport", "FitResult", "LoopState", "fit"]
 
 
 @dataclass
@@ -95,67 +95,6 @@ LOG_EVERY = 50  # steps between the loop's looks at the device (divergence check
 log = logging.getLogger(__name__)
 
 
-def pick_device(gpus: float = 0.0) -> torch.device:
-    """The current CUDA device when GPUs were asked for, else the CPU (one process, no Ray: a Ray
-    Train worker takes ``ray.train.torch.get_device()`` instead). Asking for a GPU where CUDA has
-    none is an input error, not a silent fall-back to a run many times slower."""
-    if gpus <= 0:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise SpecError([f"gpus_per_worker: {gpus:g} asked for, but CUDA sees no GPU on this machine"])
-    return torch.device("cuda", torch.cuda.current_device())
-
-
-def per_worker_batch(global_batch: int, workers: int) -> int:
-    """Each DDP worker's share of the global ``optim.batch_size``: a config searched on one worker
-    then takes the same steps on N (its shards together are the one-worker batch)."""
-    problem = batch_split_problem(global_batch, workers)
-    if problem:
-        raise SpecError([problem])
-    return global_batch // workers
-
-
-def _world() -> tuple[int, int]:
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def _all_sum(values: list[float], device: torch.device) -> list[float]:
-    if not dist.is_initialized():
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-@torch.no_grad()
-def evaluate(
-    distiller: OFADistiller,
-    data: ImageSet,
-    device: torch.device,
-    batch_size: int = 256,
-    *,
-    pipeline: Pipeline,
-    student: nn.Module | None = None,
-) -> float:
-    """Top-1 accuracy of the student alone (or ``student``, e.g. its EMA) on ``data``, through
-    the pipeline's eval transform; exact under DDP (rank-strided shards)."""
-    rank, world = _world()
-    student = student if student is not None else distiller.student
-    was_training = student.training
-    student.eval()
-    correct = total = 0
-    index = torch.arange(rank, len(data), world)
-    for start in range(0, len(index), batch_size):
-        idx = index[start : start + batch_size]
-        images = pipeline.eval_batch(data, idx).to(device)
-        logits = student((images - distiller.student_mean) / distiller.student_std)
-        correct += int((logits.argmax(-1).cpu() == data.labels[idx]).sum())
-        total += len(idx)
-    student.train(was_training)
-    correct, total = _all_sum([float(correct), float(total)], device)
-    return correct / max(total, 1.0)
-
-
 @dataclass
 class _Training:
     """What one :func:`fit` carries from step to step."""
@@ -194,7 +133,7 @@ def _start(
     pipeline: Pipeline,
 ) -> _Training:
     """Move the distiller to ``device``, wrap it for DDP and build optimiser, schedule and scaler."""
-    rank, world = _world()
+    rank, world = rank_and_size()
     distiller.to(device)
     model: nn.Module = distiller
     if world > 1:
@@ -289,7 +228,7 @@ def _train_step(run: _Training, idx: torch.Tensor, epoch: int) -> tuple[torch.Te
 def _diverged(bad: torch.Tensor, device: torch.device) -> bool:
     """Whether any rank has seen a non-finite loss (one host-device sync; every rank calls it
     at the same step, so all stop together)."""
-    return _all_sum([float(bad)], device)[0] > 0
+    return all_sum([float(bad)], device)[0] > 0
 
 
 def _sync(device: torch.device) -> None:
@@ -301,9 +240,9 @@ def _decide_compile(run: _Training, step_seconds: float | None) -> None:
     """Apply ``optim.compile`` (``auto``: from the measured eager step, averaged over the ranks so
     every rank chooses alike) and say what was chosen."""
     if step_seconds is not None:
-        step_seconds = _all_sum([step_seconds], run.device)[0] / _world()[1]
+        step_seconds = all_sum([step_seconds], run.device)[0] / rank_and_size()[1]
     choice = compile_choice(run.compile_mode, run.steps_left, step_seconds, run.device)
-    if _world()[0] == 0:
+    if rank_and_size()[0] == 0:
         log.info(choice.reason)
     if choice.compile:
         compile_distiller(run.distiller)
@@ -427,7 +366,7 @@ def _restore(run: _Training, state: LoopState) -> _Progress:
 def _mean_over_ranks(sums: dict[str, torch.Tensor], seen: int, device: torch.device) -> dict[str, float]:
     """Per-sample means of ``sums`` over every rank's samples (the epoch's one read of them)."""
     keys = sorted(sums)
-    totals = _all_sum([float(sums[k]) for k in keys] + [float(seen)], device)
+    totals = all_sum([float(sums[k]) for k in keys] + [float(seen)], device)
     count = max(totals[-1], 1.0)
     return {k: v / count for k, v in zip(keys, totals[:-1], strict=True)}
 
@@ -494,7 +433,7 @@ def _fit_epochs(
     scored = run.ema.module if run.ema is not None else None
     resumed_from = done.epoch
     epochs = int(optim.epochs)
-    bar = _progress(remaining) if progress and remaining and _world()[0] == 0 else None
+    bar = _progress(remaining) if progress and remaining and rank_and_size()[0] == 0 else None
     diverged = any(h.diverged for h in done.history)
     for epoch in range(done.epoch, epochs if not diverged else done.epoch):
         start = time.perf_counter()

@@ -35,7 +35,8 @@ from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
 from ofasearch.models import build_model, load_weights, normalization
 from ofasearch.training.logit_cache import LogitCache, cache_key, cache_views, open_or_build
-from ofasearch.training.loop import fit, pick_device
+from ofasearch.training.loop import fit
+from ofasearch.training.ranks import pick_device
 from ofasearch.utils.files import (
     CorruptFileError,
     atomic_write,

@@ -11,7 +11,8 @@ import pytest
 import ray
 
 from ofasearch.cli import main
-from ofasearch.search.run import fresh_folder, resume_search
+from ofasearch.search.claim import fresh_folder
+from ofasearch.search.run import resume_search
 from tests.logcapture import log_lines
 from tests.specs import SPEC
 
