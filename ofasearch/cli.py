@@ -29,8 +29,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ofasearch.config import load_config
     from ofasearch.data import load_splits
     from ofasearch.search.plan import plan
-    from ofasearch.training.artifacts import prepare_output, resume_state
     from ofasearch.training.job import log_summary, prepare_teacher_and_cache, resolve_resources, train
+    from ofasearch.training.run_folder import prepare_output, resume_state
 
     config = load_config(args.config, overrides=args.set)
     res = resolve_resources(config, workers=args.workers, cpus=args.cpus_per_worker, gpus=args.gpus_per_worker)

@@ -36,10 +36,10 @@ from ofasearch.cluster.shipping import receive_teacher, shipment
 from ofasearch.config import TrainConfig
 from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
-from ofasearch.training.artifacts import CHECKPOINTS, FINISHED_MARKERS, STATE_FILE, read_state
 from ofasearch.training.job import fit_for_search, train_worker
 from ofasearch.training.logit_cache import LogitCache
 from ofasearch.training.loop import EpochReport, LoopState
+from ofasearch.training.run_folder import CHECKPOINTS, FINISHED_MARKERS, STATE_FILE, read_state
 from ofasearch.training.teacher import TeacherInfo
 from ofasearch.utils.storage import Location, as_location, ray_storage
 

@@ -36,7 +36,6 @@ from ofasearch.search.plan import plan
 from ofasearch.search.progress import ProgressView
 from ofasearch.search.recorder import Recorder, trial_params
 from ofasearch.search.resume_checks import SPEC_HASH_KEY, check_same_data, spec_hash_to_record
-from ofasearch.search.saved_state import StateKeeper, repair_saved_state
 from ofasearch.search.searcher import (
     METRIC,
     STUDY_FILE,
@@ -54,6 +53,7 @@ from ofasearch.search.trial import (
     run_trial,
     trial_resources,
 )
+from ofasearch.search.tune_state import StateKeeper, repair_saved_state
 from ofasearch.search.warm_start import tell_baselines, warm_start
 from ofasearch.utils.claims import hold_folder
 from ofasearch.utils.faults import note_results_folder

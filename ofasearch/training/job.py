@@ -25,11 +25,11 @@ from ofasearch.config.registry import get_method
 from ofasearch.data import Splits
 from ofasearch.distill import OFADistiller
 from ofasearch.errors import SpecError
-from ofasearch.training.artifacts import RunFolder, check_same_config, prepare_output, resume_state, summarize
 from ofasearch.training.costs import measure_cost
 from ofasearch.training.logit_cache import LogitCache
 from ofasearch.training.loop import EpochReport, FitResult, LoopState, fit
 from ofasearch.training.ranks import pick_device
+from ofasearch.training.run_folder import RunFolder, check_same_config, prepare_output, resume_state, summarize
 from ofasearch.training.speed import cpu_threads
 from ofasearch.training.teacher import TeacherInfo, build_teacher, prepare_logit_cache, prepare_teacher
 

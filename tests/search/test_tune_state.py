@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ofasearch.errors import FileFault
-from ofasearch.search.saved_state import KEPT_DIR, StateKeeper, repair_saved_state, saved_state_files
+from ofasearch.search.tune_state import KEPT_DIR, StateKeeper, repair_saved_state, saved_state_files
 from tests.logcapture import log_lines
 
 SESSION = "2026-01-01_00-00-00"
