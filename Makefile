@@ -47,6 +47,7 @@ bench: install data
 	$(BIN)/python scripts/bench_teacher_cache.py
 	$(BIN)/python scripts/bench_search.py
 	$(BIN)/python scripts/bench_recipes.py
+	$(BIN)/python scripts/bench_views.py
 
 clean:
 	rm -rf $(VENV) runs site *.egg-info
