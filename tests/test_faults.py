@@ -80,10 +80,13 @@ from tests.specs import MIXER, SPEC, TEACHER
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "ofasearch.cli"]
 # The tiny search: one pair, 4 samples, 3 epochs, one trial at a time (reproducible).
+# Its teacher trains for one epoch: this module's store is its own, so the undisturbed search
+# trains it and the damaged-weights test trains it again; no fault here depends on its accuracy.
+FAULT_TEACHER = {**TEACHER, "recipe": {**TEACHER["recipe"], "epochs": 1}}
 FAULT_SPEC = {
     **SPEC,
     "name": "faults",
-    "pairs": [{"teacher": TEACHER, "student": MIXER}],
+    "pairs": [{"teacher": FAULT_TEACHER, "student": MIXER}],
     "search": {**SPEC["search"], "num_samples": 4},
 }
 SEARCH_ENDED = ("completed", "stopped", "diverged", "error")

@@ -29,14 +29,20 @@ def _phase(folder):
 @pytest.fixture(scope="module")
 def confirmed(tmp_path_factory):
     """A one-pair digits search with confirmation, SIGKILLed once a confirmation run has ended,
-    then resumed to the end."""
+    then resumed to the end. One baseline (the student alone): every baseline is confirmed, and one
+    shows that as well as two, at three fewer trials."""
     tmp = tmp_path_factory.mktemp("confirm")
     spec = {
         **SPEC,
         "name": "confirm",
         "pairs": [{"teacher": TEACHER, "student": MIXER}],
         "optim": {**SPEC["optim"], "epochs": EPOCHS},
-        "search": {**SPEC["search"], "num_samples": 4, "confirm": {"top_k": TOP_K, "seeds": SEEDS}},
+        "search": {
+            **SPEC["search"],
+            "num_samples": 4,
+            "baselines": ["none"],
+            "confirm": {"top_k": TOP_K, "seeds": SEEDS},
+        },
         "storage": str(tmp / "results"),
     }
     driver, folder = start_search(tmp, spec)
