@@ -52,7 +52,7 @@ def digits_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from ofasearch.config import load_spec
     from ofasearch.search.run import run_search
-    from tests.specs import ALL_BASELINES, SPEC
+    from tests.helpers.specs import ALL_BASELINES, SPEC
 
     tmp = tmp_path_factory.mktemp("search")
     path = tmp / "spec.yaml"

@@ -73,9 +73,9 @@ from ofasearch.search.state import Phase, read_state, update_state
 from ofasearch.utils.faults import describe_fault
 from ofasearch.utils.files import file_digest
 from ofasearch.utils.killpoints import HANG_AT_VAR, INTERRUPT_AT_VAR, TERMINATE_AT_VAR
-from tests.background import saved_as_finished, start_search, table_rows
-from tests.rebuilt import assert_rebuild_matches
-from tests.specs import MIXER, SPEC, TEACHER
+from tests.helpers.background import saved_as_finished, start_search, table_rows
+from tests.helpers.rebuilt import assert_rebuild_matches
+from tests.helpers.specs import MIXER, SPEC, TEACHER
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "ofasearch.cli"]

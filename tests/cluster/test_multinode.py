@@ -24,7 +24,7 @@ from ofasearch.cluster.shipping import RECEIVED_DIR, RECEIVED_LOG
 from ofasearch.results.tables import read_rows
 from ofasearch.results.tune_folders import LOST_WORKER
 from ofasearch.utils.storage import as_location
-from tests.specs import CONFIG, SPEC, TEACHER, VIT
+from tests.helpers.specs import CONFIG, SPEC, TEACHER, VIT
 
 pytestmark = pytest.mark.slow  # starts a Ray cluster and trains
 

@@ -37,8 +37,8 @@ from ofasearch.cluster.ray_instances import (
 )
 from ofasearch.cluster.ray_session import ensure_ray, leave_ray
 from ofasearch.errors import FileFault
-from tests.logcapture import log_lines
-from tests.specs import CONFIG, MIXER, SPEC, TEACHER
+from tests.helpers.logcapture import log_lines
+from tests.helpers.specs import CONFIG, MIXER, SPEC, TEACHER
 
 RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
 

@@ -13,7 +13,7 @@ from ofasearch.distill import DISTLoss, DKDLoss, KDLoss, OFADistiller, OFALoss, 
 from ofasearch.distill.criteria import build_loss
 from ofasearch.distill.loss import kd_loss
 from ofasearch.models import build_model
-from tests.specs import CONFIG, VIT
+from tests.helpers.specs import CONFIG, VIT
 
 
 def _paper_standardize(z: np.ndarray) -> np.ndarray:

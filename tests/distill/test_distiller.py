@@ -96,7 +96,7 @@ def test_a_loss_object_for_every_registered_loss_and_no_other():
 
 def test_from_config_seeds_the_student_and_drops_a_teacher_the_method_does_not_use(teacher):
     from ofasearch.config import parse_config
-    from tests.specs import CONFIG
+    from tests.helpers.specs import CONFIG
 
     config = parse_config(CONFIG)
     shape = {"num_classes": 10, "in_chans": 1, "image_size": 16}

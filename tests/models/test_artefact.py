@@ -21,7 +21,7 @@ from ofasearch.data import Pipeline, find_fashion_mnist, load_splits, resize_ima
 from ofasearch.models import build_model, normalization
 from ofasearch.models.artefact import CARD_FILE, STUDENT_FILE, StudentTransform, model_card
 from ofasearch.utils.files import CorruptFileError
-from tests.specs import VIT
+from tests.helpers.specs import VIT
 
 ARGS = {"num_classes": 10, "in_chans": 1, "image_size": 16}
 

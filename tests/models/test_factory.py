@@ -9,7 +9,7 @@ import yaml
 from ofasearch.cli import main
 from ofasearch.errors import SpecError
 from ofasearch.models.factory import FILE_KWARGS, build_model
-from tests.specs import MIXER, SPEC, TEACHER
+from tests.helpers.specs import MIXER, SPEC, TEACHER
 
 
 @pytest.mark.parametrize("key", FILE_KWARGS)

@@ -13,7 +13,7 @@ from torch import nn
 from ofasearch.errors import SpecError
 from ofasearch.models import build_model, load_weights, read_state_dict
 from ofasearch.models.weights import mismatch
-from tests.checkpoints import SHAPE, SWIN, SWIN_KWARGS, swin, timm06_checkpoint
+from tests.helpers.checkpoints import SHAPE, SWIN, SWIN_KWARGS, swin, timm06_checkpoint
 
 
 def _same_outputs(a: nn.Module, b: nn.Module) -> bool:

@@ -17,8 +17,8 @@ from ofasearch.config import parse_spec
 from ofasearch.errors import SpecError
 from ofasearch.results.folder import load_folder_spec, read_folder, read_folder_spec, read_state
 from ofasearch.results.tables import TRIAL_COLUMNS, write_table
-from tests.logcapture import log_lines
-from tests.specs import SPEC
+from tests.helpers.logcapture import log_lines
+from tests.helpers.specs import SPEC
 
 UNKNOWN = "mixer_from_another_timm"  # a model name today's timm does not know
 

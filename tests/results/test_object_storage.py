@@ -12,7 +12,7 @@ from ofasearch.cli import main
 from ofasearch.results.status import status_lines
 from ofasearch.results.tables import EPOCH_COLUMNS, TRIAL_COLUMNS, write_table
 from ofasearch.utils.storage import as_location
-from tests.specs import SPEC
+from tests.helpers.specs import SPEC
 
 
 def _fill(folder, trial_rows) -> None:

@@ -27,8 +27,8 @@ from ofasearch.results.report.data import decision_candidates, load
 from ofasearch.results.seeds import mean_interval
 from ofasearch.results.tables import EPOCH_COLUMNS, EPOCHS_FILE, TRIAL_COLUMNS, TRIALS_FILE, write_table
 from ofasearch.utils.storage import as_location
-from tests.logcapture import log_lines
-from tests.specs import SPEC
+from tests.helpers.logcapture import log_lines
+from tests.helpers.specs import SPEC
 
 FOLDER_FILES = ("spec.yaml", "state.json", "trials.parquet", "epochs.parquet", "best.yaml")
 IMG = re.compile(r'<img src="([^"]*)" alt="[^"]*" data-plot="([a-z_]+)">')

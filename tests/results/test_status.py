@@ -58,7 +58,7 @@ def test_status_of_a_folder_without_a_spec_exits_2(tmp_path, capsys):
 def _folder(root, name, rows):
     from ofasearch.config import parse_spec
     from ofasearch.results.tables import TRIAL_COLUMNS, TRIALS_FILE, write_table
-    from tests.specs import SPEC
+    from tests.helpers.specs import SPEC
 
     folder = root / name
     folder.mkdir(parents=True)

@@ -12,8 +12,8 @@ import yaml
 from ofasearch.results.ranking import ranked_trials
 from ofasearch.results.seeds import seed_runs
 from ofasearch.search.run import resume_search
-from tests.background import start_search, table_rows, wait_for
-from tests.specs import MIXER, SPEC, TEACHER
+from tests.helpers.background import start_search, table_rows, wait_for
+from tests.helpers.specs import MIXER, SPEC, TEACHER
 
 pytestmark = pytest.mark.slow
 

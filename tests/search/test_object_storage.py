@@ -20,8 +20,8 @@ from ofasearch.config import load_spec
 from ofasearch.search.run import run_search
 from ofasearch.utils.killpoints import KILL_AT_VAR
 from ofasearch.utils.storage import ObjectPath, as_location, ray_storage
-from tests.background import run_driver, table_rows
-from tests.specs import MIXER, SPEC, TEACHER
+from tests.helpers.background import run_driver, table_rows
+from tests.helpers.specs import MIXER, SPEC, TEACHER
 
 pytestmark = pytest.mark.slow  # starts Ray and trains
 

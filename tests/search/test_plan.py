@@ -6,8 +6,8 @@ import pytest
 from ofasearch import SpecError
 from ofasearch.config import parse_spec
 from ofasearch.search.plan import check_grace, plan
-from tests.logcapture import log_lines
-from tests.specs import MIXER, SPEC, TEACHER
+from tests.helpers.logcapture import log_lines
+from tests.helpers.specs import MIXER, SPEC, TEACHER
 
 
 def _spec(**sections):

@@ -1,5 +1,5 @@
 """``ofasearch rebuild``: the tables of a finished search recreated from Ray Tune's folders equal
-what the recorder wrote (the kill/resume tests check the same after a resume: see tests/rebuilt.py)."""
+what the recorder wrote (the kill/resume tests check the same after a resume: see tests/helpers/rebuilt.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ofasearch.errors import FileFault
 from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE, read_rows
 from ofasearch.search.rebuild import rebuild_tables, tables_to_rebuild
 from ofasearch.utils.storage import as_location
-from tests.rebuilt import assert_rebuild_matches
+from tests.helpers.rebuilt import assert_rebuild_matches
 
 
 def test_rebuilt_tables_equal_the_recorded_ones(digits_search, tmp_path):

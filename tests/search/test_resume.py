@@ -16,10 +16,10 @@ import yaml
 from ofasearch.cluster.ray_instances import RECORDS_FILE, recorded_sessions, records_dir, session_processes
 from ofasearch.search.run import resume_search
 from ofasearch.utils.killpoints import KILL_AT_VAR
-from tests.background import run_driver, saved_as_finished, start_search, table_rows, wait_for
-from tests.logcapture import log_lines
-from tests.rebuilt import assert_rebuild_matches
-from tests.specs import MIXER, SPEC, TEACHER
+from tests.helpers.background import run_driver, saved_as_finished, start_search, table_rows, wait_for
+from tests.helpers.logcapture import log_lines
+from tests.helpers.rebuilt import assert_rebuild_matches
+from tests.helpers.specs import MIXER, SPEC, TEACHER
 
 pytestmark = pytest.mark.slow  # starts Ray or trains a model: not in the fast tier
 

@@ -13,8 +13,8 @@ import ray
 from ofasearch.cli import main
 from ofasearch.search.claim import fresh_folder
 from ofasearch.search.run import resume_search
-from tests.logcapture import log_lines
-from tests.specs import SPEC
+from tests.helpers.logcapture import log_lines
+from tests.helpers.specs import SPEC
 
 
 def test_outputs_and_tables(digits_search):

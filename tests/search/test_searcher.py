@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from ofasearch.config import parse_spec
 from ofasearch.search.searcher import PROPOSED_BY, OptunaSearcher, default_startup_trials
 from ofasearch.search.space import SearchSpace
-from tests.specs import MIXER, SPEC, TEACHER
+from tests.helpers.specs import MIXER, SPEC, TEACHER
 
 
 def test_optuna_is_told_pruned_for_asha_stopped_trials():

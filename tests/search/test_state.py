@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from ofasearch.search.state import Phase, read_state, update_state
-from tests.logcapture import log_lines
+from tests.helpers.logcapture import log_lines
 
 
 def test_the_previous_state_is_kept_and_a_truncated_state_falls_back_to_it(tmp_path):

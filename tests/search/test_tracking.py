@@ -12,8 +12,8 @@ from ofasearch.cli import main
 from ofasearch.results.tables import EPOCHS_FILE, TRIALS_FILE, read_rows
 from ofasearch.search import tracking
 from ofasearch.search.tracking import mlflow_callback
-from tests.logcapture import log_lines
-from tests.specs import SPEC
+from tests.helpers.logcapture import log_lines
+from tests.helpers.specs import SPEC
 
 
 def _spec_file(tmp_path, **search):

@@ -7,7 +7,7 @@ import yaml
 
 from ofasearch.config import load_spec
 from ofasearch.search.run import run_search
-from tests.specs import MIXER, SPEC, TEACHER
+from tests.helpers.specs import MIXER, SPEC, TEACHER
 
 pytestmark = pytest.mark.slow  # starts Ray or trains a model: not in the fast tier
 

@@ -13,7 +13,7 @@ import pytest
 
 from ofasearch.errors import FileFault
 from ofasearch.search.tune_state import KEPT_DIR, StateKeeper, repair_saved_state, saved_state_files
-from tests.logcapture import log_lines
+from tests.helpers.logcapture import log_lines
 
 SESSION = "2026-01-01_00-00-00"
 

@@ -16,7 +16,7 @@ from ofasearch.search.plan import check_warm_start
 from ofasearch.search.searcher import PROPOSED_BY, OptunaSearcher
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.warm_start import same_space, warm_start
-from tests.specs import SPEC
+from tests.helpers.specs import SPEC
 
 STAGES = [[1, 2, 3, 4], [3, 4]]  # what plan() measures for SPEC's two students
 

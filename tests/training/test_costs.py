@@ -12,7 +12,7 @@ from ofasearch.cli import main
 from ofasearch.config import parse_config, parse_spec
 from ofasearch.data import load_splits
 from ofasearch.training.costs import COST_COLUMNS, ModelCost, measure_cost
-from tests.specs import SPEC
+from tests.helpers.specs import SPEC
 
 CPU = torch.device("cpu")
 

@@ -22,7 +22,7 @@ from ofasearch.data import load_splits, resize_images
 from ofasearch.training.job import RunResources, build_distiller, resolve_resources
 from ofasearch.training.loop import fit
 from ofasearch.training.teacher import prepare_teacher
-from tests.specs import CONFIG, VIT
+from tests.helpers.specs import CONFIG, VIT
 
 ROOT = Path(__file__).resolve().parents[2]
 

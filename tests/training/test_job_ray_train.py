@@ -17,7 +17,7 @@ from ofasearch.cli import main
 from ofasearch.config import parse_config
 from ofasearch.data import load_splits
 from ofasearch.distill import OFADistiller
-from tests.specs import CONFIG, VIT
+from tests.helpers.specs import CONFIG, VIT
 
 ROOT = Path(__file__).resolve().parents[2]
 

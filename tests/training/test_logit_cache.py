@@ -20,8 +20,8 @@ from ofasearch.data import Pipeline, augment, load_splits, resize_images
 from ofasearch.models import build_model, normalization
 from ofasearch.training.logit_cache import LogitCache, cache_views, open_or_build
 from ofasearch.utils.files import CorruptFileError, file_digest
-from tests.logcapture import log_lines
-from tests.specs import CONFIG
+from tests.helpers.logcapture import log_lines
+from tests.helpers.specs import CONFIG
 
 
 @pytest.fixture(scope="module")

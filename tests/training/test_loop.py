@@ -11,7 +11,7 @@ from ofasearch.distill import OFADistiller
 from ofasearch.models import build_model
 from ofasearch.training.job import input_normalization
 from ofasearch.training.loop import fit
-from tests.specs import VIT
+from tests.helpers.specs import VIT
 
 pytestmark = pytest.mark.slow  # trains (a minute per recipe on a shared 2-core CPU)
 

@@ -22,8 +22,8 @@ from ofasearch.data import Splits, load_splits
 from ofasearch.errors import SpecError
 from ofasearch.training.teacher import TeacherInfo, build_teacher, prepare_logit_cache, prepare_teacher, teacher_key
 from ofasearch.utils.files import file_digest
-from tests.checkpoints import SWIN, SWIN_KWARGS, swin, timm06_checkpoint
-from tests.logcapture import log_lines
+from tests.helpers.checkpoints import SWIN, SWIN_KWARGS, swin, timm06_checkpoint
+from tests.helpers.logcapture import log_lines
 
 DATA = DataSpec(dataset="digits", image_size=16, train_subset=300)
 TEACHER = ModelSpec(model="resnet10t", checkpoint="auto", recipe={"epochs": 2, "batch_size": 64})

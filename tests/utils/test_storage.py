@@ -24,7 +24,7 @@ from ofasearch.utils.storage import (
     redact_uri,
     uri_problem,
 )
-from tests.specs import SPEC
+from tests.helpers.specs import SPEC
 
 
 @pytest.fixture
