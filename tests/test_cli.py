@@ -65,8 +65,10 @@ def test_bad_input_is_one_clear_line_everywhere(tmp_path, capsys, command, case)
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert any(line.startswith(f"error: {expected}") for line in lines), err
-    assert all(line.startswith("error: ") for line in lines) and "Traceback" not in err
-    assert not (tmp_path / "results").exists() and not (tmp_path / "out").exists(), "nothing started"
+    assert all(line.startswith("error: ") for line in lines)
+    assert "Traceback" not in err
+    assert not (tmp_path / "results").exists(), "nothing started"
+    assert not (tmp_path / "out").exists(), "nothing started"
 
 
 @pytest.mark.parametrize("command", ["validate", "run", "train"])
@@ -107,7 +109,9 @@ def test_validate_shows_each_students_measurements(tmp_path, capsys):
     assert main(["validate", str(path)]) == 0
     out = capsys.readouterr()
     (line,) = [x for x in (out.out + out.err).splitlines() if x.startswith("student MlpMixer(")]
-    assert "params 40,746, flops " in line and "latency_ms_b1 " in line and "meets search.constraints" in line
+    assert "params 40,746, flops " in line
+    assert "latency_ms_b1 " in line
+    assert "meets search.constraints" in line
 
 
 def test_dry_run_refuses_a_taken_name_as_the_run_would(tmp_path, capsys):
@@ -161,7 +165,9 @@ def test_set_overrides_values_of_the_file_and_names_a_bad_key(tmp_path, capsys):
     from ofasearch.config import load_spec
 
     spec = load_spec(path, overrides=["optim.lr=0.004", "pairs[0].student.kwargs.num_blocks=3", "data.augment=off"])
-    assert spec.optim.lr == 0.004 and spec.pairs[0].student.kwargs["num_blocks"] == 3 and spec.data.augment is False
+    assert spec.optim.lr == 0.004
+    assert spec.pairs[0].student.kwargs["num_blocks"] == 3
+    assert spec.data.augment is False
     assert main(["run", str(path), "--dry-run", "--set", "optim.lrr=0.1"]) == 2
     err = capsys.readouterr().err.strip()
     from ofasearch.config.schema import OptimSpec
@@ -175,11 +181,14 @@ def test_set_overrides_values_of_the_file_and_names_a_bad_key(tmp_path, capsys):
     assert "error: --set optim.lr: expected key=value" in capsys.readouterr().err
     assert main(["validate", str(path), "--set", "optim.lr=-1"]) == 2, "the value is checked as in the file"
     assert "error: optim.lr: -1.0 is not allowed; must be > 0" in capsys.readouterr().err
-    assert not out.exists() and not (tmp_path / "results").exists()
+    assert not out.exists()
+    assert not (tmp_path / "results").exists()
 
 
 def test_models_with_a_class_name_says_how_to_use_the_class(capsys):
     assert main(["models", "MlpMixer"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no registered timm model name matches 'MlpMixer': MlpMixer is a timm model class: ")
-    assert "`model: MlpMixer`" in err and "mixer_s16_224" in err and "mixnet" not in err
+    assert "`model: MlpMixer`" in err
+    assert "mixer_s16_224" in err
+    assert "mixnet" not in err

@@ -143,7 +143,8 @@ def _outcomes(folder: Path) -> list[tuple]:
 
 def _one_error_line(err: str) -> str:
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
     assert "Traceback" not in err
     return lines[0]
 
@@ -195,7 +196,8 @@ def test_ctrl_c_then_an_edited_spec_then_resume(store, undisturbed, tmp_path, ca
     assert result.returncode == 0, result.stderr[-2000:]
     rows = table_rows(folder)
     searched = [r for r in rows if r["role"] == "search" and r["status"] in ("completed", "stopped")]
-    assert len(searched) == 4 and len({r["trial_id"] for r in rows}) == len(rows)
+    assert len(searched) == 4
+    assert len({r["trial_id"] for r in rows}) == len(rows)
     assert {t: v for t, v in ((r["trial_id"], r["val_acc"]) for r in searched) if t in saved} == done_before, (
         "finished trials are kept as they were"
     )
@@ -306,7 +308,8 @@ def test_a_damaged_store_entry_is_named_rebuilt_and_the_search_goes_on(
     assert main(["run", str(_run_spec(tmp_path, "spec"))]) == 0
     out = capsys.readouterr().out
     warnings = [line for line in out.splitlines() if "rebuilding it" in line or "retraining the teacher" in line]
-    assert len(warnings) == 1 and str(path) in warnings[0], out
+    assert len(warnings) == 1, out
+    assert str(path) in warnings[0], out
     if which == "teacher":  # retrained, its accuracy measured again: the same seeded weights
         assert "training teacher resnet10t" in out
         assert file_digest(path) == read_state(undisturbed)["teachers"][0]["info"]["sha256"]
@@ -329,7 +332,8 @@ def test_a_deleted_or_damaged_table_is_named_and_rebuilt(undisturbed, tmp_path, 
         line = _one_error_line(captured.err)
         missing = f"error: {folder / TRIALS_FILE}: missing, though Ray Tune's folders hold 6 started trial(s)"
         assert line == f"{missing} of this search; {rebuild}", line
-        assert "no trials yet" not in captured.out and "no best.yaml" not in captured.out
+        assert "no trials yet" not in captured.out
+        assert "no best.yaml" not in captured.out
 
     assert main(["rebuild", str(folder)]) == 0
     assert f"rebuilt {TRIALS_FILE} and {EPOCHS_FILE} of {folder}" in capsys.readouterr().out
@@ -339,7 +343,8 @@ def test_a_deleted_or_damaged_table_is_named_and_rebuilt(undisturbed, tmp_path, 
     assert "no trials yet" not in capsys.readouterr().out
     assert main(["resume", str(folder)]) == 0
     out = capsys.readouterr().out
-    assert f"best config: {folder / 'best.yaml'}" in out and "no best.yaml" not in out
+    assert f"best config: {folder / 'best.yaml'}" in out
+    assert "no best.yaml" not in out
     assert main(["export", str(folder), "-o", str(tmp_path / "best.yaml")]) == 0
 
     (folder / EPOCHS_FILE).unlink()  # only the epochs: the report needs them
@@ -350,8 +355,10 @@ def test_a_deleted_or_damaged_table_is_named_and_rebuilt(undisturbed, tmp_path, 
     for command in ("status", "resume"):
         assert main([command, str(folder)]) == 1
         line = _one_error_line(capsys.readouterr().err)
-        assert line.startswith(f"error: {folder / TRIALS_FILE}: unreadable Parquet table (") and line.endswith(rebuild)
-    assert main(["rebuild", str(folder)]) == 0 and main(["report", str(folder)]) == 0
+        assert line.startswith(f"error: {folder / TRIALS_FILE}: unreadable Parquet table (")
+        assert line.endswith(rebuild)
+    assert main(["rebuild", str(folder)]) == 0
+    assert main(["report", str(folder)]) == 0
 
 
 # --- A shared, read-only teacher store --------------------------------------------------------
@@ -400,7 +407,8 @@ def test_a_read_only_shared_store_is_used_by_another_user(store, undisturbed, tm
             timeout=300,
         )
         assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
-        assert "(cached" in done.stdout and "building the teacher-logit cache" not in done.stdout, done.stdout
+        assert "(cached" in done.stdout, done.stdout
+        assert "building the teacher-logit cache" not in done.stdout, done.stdout
         assert (out / "run" / "student.safetensors").is_file()
         after = sorted((p.relative_to(shared), p.stat().st_mtime_ns) for p in (shared / "store").rglob("*"))
         assert after == before, "nothing written to the shared store"
@@ -439,7 +447,8 @@ def _check_fault_then_resume(files: dict[str, str], folder: Path, reason: str) -
     lines = [line for line in files["run.err"].splitlines() if line.startswith("error: ") or "Traceback" in line]
     assert len(lines) == 1, files["run.err"][-3000:]
     line = lines[0]
-    assert line.startswith(f"error: {reason}") and f"then continue with: ofasearch resume {folder}" in line, line
+    assert line.startswith(f"error: {reason}"), line
+    assert f"then continue with: ofasearch resume {folder}" in line, line
     assert files["resume.rc"].strip() == "0", files["resume.err"][-3000:]
     return line
 
@@ -449,10 +458,12 @@ def _assert_finished(folder: Path) -> None:
     (Not compared with the undisturbed run: trials re-run after a restore meet ASHA in another order.)"""
     rows = read_rows(folder / TRIALS_FILE)
     search = [r for r in rows if r["role"] == "search"]
-    assert len(search) == 4 and all(r["status"] in SEARCH_ENDED for r in search), search
+    assert len(search) == 4, search
+    assert all(r["status"] in SEARCH_ENDED for r in search), search
     assert len({r["trial_id"] for r in rows}) == len(rows)
     assert sorted(r["method"] for r in rows if r["role"] == "baseline" and r["status"] == "completed") == ["kd", "none"]
-    assert read_state(folder)["phase"] == "done" and (folder / "best.yaml").is_file()
+    assert read_state(folder)["phase"] == "done"
+    assert (folder / "best.yaml").is_file()
 
 
 def _storage_to_mount(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -598,16 +609,22 @@ def test_read_only_storage_is_one_line_and_a_log_file(tmp_path, capsys, log_dir)
     spec = _write(tmp_path / "spec.yaml", {**SPEC, "storage": str(tmp_path / "unused")})
     assert main(["run", str(spec), "--storage", str(storage)]) == 1
     line = _one_error_line(capsys.readouterr().err)
-    assert str(storage) in line and "make it writable" in line and "--storage" in line, line
+    assert str(storage) in line, line
+    assert "make it writable" in line, line
+    assert "--storage" in line, line
     log = _log_path(line)
-    assert log.parent == log_dir / f"ofasearch-{os.getuid()}" and log.is_file()
+    assert log.parent == log_dir / f"ofasearch-{os.getuid()}"
+    assert log.is_file()
     text = log.read_text()
-    assert "Traceback" in text and "PermissionError" in text and f"--storage {storage}" in text
+    assert "Traceback" in text
+    assert "PermissionError" in text
+    assert f"--storage {storage}" in text
 
     # --verbose (before the command) prints the traceback too, the one line still last
     assert main(["--verbose", "run", str(spec), "--storage", str(storage)]) == 1
     err = capsys.readouterr().err
-    assert "Traceback" in err and "PermissionError" in err
+    assert "Traceback" in err
+    assert "PermissionError" in err
     assert err.strip().splitlines()[-1].startswith("error: ")
 
 
@@ -637,7 +654,8 @@ def test_train_never_overwrites_a_finished_run_without_overwrite(tmp_path, capsy
     (out / "notes.txt").write_text("mine")  # not the run's: stays
     assert main(["train", str(config), "-o", str(out), "--no-progress", "--overwrite"]) == 0
     events = sorted((out / "tensorboard").rglob("events.*"))
-    assert events and not set(events) & set(first_events), "the old run's TensorBoard events are gone"
+    assert events, "the old run's TensorBoard events are gone"
+    assert not set(events) & set(first_events), "the old run's TensorBoard events are gone"
     assert len(events) == len(first_events), "one run's events, not two runs' mixed"
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
     assert (out / "notes.txt").read_text() == "mine"
@@ -677,11 +695,10 @@ def test_an_edited_spec_is_never_resumed_silently(tmp_path, capsys):
     _edit_spec(folder)
     assert main(["resume", str(folder)]) == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert (
-        line.startswith(f"error: {folder / 'spec.yaml'}: edited since the search started")
-        and "--force-new-spec" in line
-    )
-    assert read_state(folder)[SPEC_HASH_KEY] == started and read_state(folder)["phase"] is Phase.TEACHERS
+    assert line.startswith(f"error: {folder / 'spec.yaml'}: edited since the search started")
+    assert "--force-new-spec" in line
+    assert read_state(folder)[SPEC_HASH_KEY] == started
+    assert read_state(folder)["phase"] is Phase.TEACHERS
 
 
 def test_force_new_spec_warns_and_records_the_new_hash(tmp_path, capsys):
@@ -726,7 +743,8 @@ def test_concurrent_claims_of_one_name_get_distinct_folders(tmp_path, numbered):
         for folder in claimed:
             assert (folder / "spec.yaml").read_text() == f"name: {folder.name}\n", "each spec names its own folder"
     else:  # an explicit --name that is taken stays an error
-        assert [p.name for p in claimed] == ["same"] and len(refused) == claimants - 1
+        assert [p.name for p in claimed] == ["same"]
+        assert len(refused) == claimants - 1
         assert "already holds a search" in refused[0].problems[0]
 
 
@@ -768,7 +786,8 @@ def test_a_search_whose_every_trial_failed_exits_1_with_the_distinct_errors(tmp_
     ]
     assert main(["resume", str(folder)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[0] == f"error: every one of the 4 search trials failed ({folder}):" and len(err) == 4
+    assert err[0] == f"error: every one of the 4 search trials failed ({folder}):"
+    assert len(err) == 4
 
     write_table([*rows, _trial("f", "stopped")], TRIAL_COLUMNS, folder / TRIALS_FILE)
     assert failed_search_lines(folder) == [], "one trial that ended normally: the search did not fail"
@@ -785,7 +804,9 @@ def test_damaged_weights_name_the_file_and_the_remedy(tmp_path):
     with pytest.raises(Exception) as caught:
         load_file(str(path))
     line = describe_fault(caught.value)
-    assert line is not None and line.startswith(f"damaged file: {path} (SafetensorError") and "delete it" in line
+    assert line is not None
+    assert line.startswith(f"damaged file: {path} (SafetensorError")
+    assert "delete it" in line
 
 
 def test_disk_full_and_lost_ray_are_named():
@@ -807,7 +828,8 @@ def test_disk_full_and_lost_ray_are_named():
     except RuntimeError as outer:
         assert "lost the Ray cluster (ConnectionError" in describe_fault(outer)
     line = describe_fault(RaySystemError("System error: the GCS is gone"), then="continue with: ofasearch resume X")
-    assert line.startswith("lost the Ray cluster (RaySystemError") and line.endswith("ofasearch resume X")
+    assert line.startswith("lost the Ray cluster (RaySystemError")
+    assert line.endswith("ofasearch resume X")
     assert describe_fault(ValueError("nothing known")) is None
 
 
@@ -815,4 +837,5 @@ def test_a_missing_file_names_its_path(tmp_path):
     with pytest.raises(OSError) as caught:
         (tmp_path / "gone.safetensors").read_bytes()
     line = describe_fault(caught.value)
-    assert line.startswith(f"no such file or folder: {tmp_path / 'gone.safetensors'}: ") and "restore it" in line
+    assert line.startswith(f"no such file or folder: {tmp_path / 'gone.safetensors'}: ")
+    assert "restore it" in line

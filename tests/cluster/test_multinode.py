@@ -83,7 +83,8 @@ def test_ddp_across_two_nodes_without_a_shared_disk(cluster, tmp_path, s3_bucket
     out, _ = train.communicate(timeout=900)
     assert train.returncode == 0, out[-3000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["epochs"] == 2 and (tmp_path / "out" / "student.safetensors").is_file()
+    assert metrics["epochs"] == 2
+    assert (tmp_path / "out" / "student.safetensors").is_file()
     for name, (_node, cache) in nodes.items():  # each node's worker fetched the teacher and its cache
         fetched = [line.split()[3] for line in _received(cache)]
         assert sorted(f.split("/")[0] for f in fetched) == ["logits", "teachers"], (name, fetched)
@@ -148,7 +149,11 @@ def test_a_node_lost_mid_trial_marks_that_trial_and_the_search_completes(cluster
     )
     print("\n".join(line for line in out.splitlines() if victim["trial_id"] in line or "error" in line.lower()))
     lost = after[victim["trial_id"]]
-    assert lost["status"] == "error" and lost["error"].startswith(f"{LOST_WORKER}: The actor"), (
+    assert lost["status"] == "error", (
+        lost["error"],
+        out[-3000:],
+    )
+    assert lost["error"].startswith(f"{LOST_WORKER}: The actor"), (
         lost["error"],
         out[-3000:],
     )
@@ -162,5 +167,6 @@ def test_a_node_lost_mid_trial_marks_that_trial_and_the_search_completes(cluster
     }
     assert on["a"], "no trial completed on node a"
     later = [r for r in after.values() if r["trial_id"] not in ended and r["trial_id"] != victim["trial_id"]]
-    assert later and all(b_id not in (r["node"] or "") for r in later if r["status"] == "completed" and r["epochs"])
+    assert later
+    assert all(b_id not in (r["node"] or "") for r in later if r["status"] == "completed" and r["epochs"])
     assert (as_location(folder) / "best.yaml").is_file()

@@ -99,17 +99,22 @@ def test_records_naming_anything_but_rays_session_folders_delete_nothing(tmp_pat
     foreign = [tmp_path / "home" / "session_data", root / "logs", root / "session_link", root / "sub" / ".." / "logs"]
     with log_lines() as logs:
         removed, kept = prune_ray_sessions([str(p) for p in [*sessions, *foreign]], keep=1, root=root)
-    assert removed == sessions[:2] and kept == [str(sessions[2])]
-    assert (tmp_path / "home" / "session_data").is_dir() and (root / "logs").is_dir()
-    assert (root / "session_link").is_symlink() and (tmp_path / "home").is_dir()
+    assert removed == sessions[:2]
+    assert kept == [str(sessions[2])]
+    assert (tmp_path / "home" / "session_data").is_dir()
+    assert (root / "logs").is_dir()
+    assert (root / "session_link").is_symlink()
+    assert (tmp_path / "home").is_dir()
     assert sum("not a Ray session folder" in line for line in logs) == len(foreign), logs
 
 
 def test_only_rays_command_lines_count_as_its_processes():
     package = Path(ray.__file__).parent
-    assert is_ray_process(["ray::IDLE"]) and is_ray_process([str(package / "core/src/ray/raylet/raylet"), "--x=1"])
+    assert is_ray_process(["ray::IDLE"])
+    assert is_ray_process([str(package / "core/src/ray/raylet/raylet"), "--x=1"])
     assert is_ray_process([sys.executable, "-u", str(package / "dashboard" / "agent.py"), "--node-ip-address=x"])
-    assert not is_ray_process(["sleep", "60"]) and not is_ray_process(["bash", "-c", "ray start"])
+    assert not is_ray_process(["sleep", "60"])
+    assert not is_ray_process(["bash", "-c", "ray start"])
     assert not is_ray_process([str(package.parent / "ray-evil" / "x.py")]), "a sibling folder is not Ray's"
 
 
@@ -205,10 +210,12 @@ def test_a_planted_records_folder_is_refused_and_nothing_read_stopped_or_deleted
     finally:
         bystander.kill()
         bystander.wait()
-    assert len(exc.value.problems) == 1 and exc.value.problems[0].startswith(f"{folder}: ")
+    assert len(exc.value.problems) == 1
+    assert exc.value.problems[0].startswith(f"{folder}: ")
     what = "a symbolic link, not a folder" if how == "symlink" else "mode 0777, open to other users"
     assert what in exc.value.problems[0]
-    assert (folder / RECORDS_FILE).read_bytes() == before and not (folder / "ray.lock").exists()
+    assert (folder / RECORDS_FILE).read_bytes() == before
+    assert not (folder / "ray.lock").exists()
     assert _session_folders(records_here) == folders, "nothing deleted"
 
 
@@ -388,7 +395,8 @@ def test_a_worker_node_whose_head_is_invisible_is_joined_not_stopped(tmp_path):
             pass
     assert seen["visible"] == ["raylet"], "inside the namespace the worker node's raylet is all there is"
     assert seen["raylet_alive"], "the worker node was stopped"
-    assert seen["nodes"] == 2 and seen["cpus"] == 2, "the driver joined the cluster (head + worker node)"
+    assert seen["nodes"] == 2, "the driver joined the cluster (head + worker node)"
+    assert seen["cpus"] == 2, "the driver joined the cluster (head + worker node)"
     assert seen["task"] == 42
     assert f"joining the Ray instance at {address}" in run.stderr
     assert "--num-cpus 8 ignored" in run.stderr

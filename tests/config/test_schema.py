@@ -22,7 +22,8 @@ def problems(data, parse=parse_spec):
 
 def test_shipped_configs_are_valid():
     config = load_config(ROOT / "search_spaces" / "train_cnn_to_vit.yaml")
-    assert config.pair.teacher.checkpoint == "auto" and config.distill.method == "ofa"
+    assert config.pair.teacher.checkpoint == "auto"
+    assert config.distill.method == "ofa"
     for path in (ROOT / "search_spaces").glob("*.yaml"):
         load_spec(path)
 
@@ -36,8 +37,10 @@ def test_distributions_are_parsed():
         }
     )
     searched = spec.searched_values()
-    assert isinstance(searched["distill.eps"], Range) and isinstance(searched["distill.stages"], Choices)
-    assert searched["optim.lr"].log and set(searched) == {
+    assert isinstance(searched["distill.eps"], Range)
+    assert isinstance(searched["distill.stages"], Choices)
+    assert searched["optim.lr"].log
+    assert set(searched) == {
         "distill.eps",
         "distill.stages",
         "optim.lr",
@@ -166,9 +169,12 @@ def test_pairs_are_always_a_non_empty_list(parse):
     product = {"data": BASE["data"], "teachers": [{"model": "resnet10t"}], "students": [{"model": "resnet10t"}]}
     for data in (BASE, product):
         doc = parse(data)
-        assert isinstance(doc.pairs, list) and len(doc.pairs) == 1
-        assert "teachers" not in type(doc).model_fields and "students" not in type(doc).model_fields
-        assert "teachers" not in doc.to_yaml() and "students" not in doc.to_yaml()
+        assert isinstance(doc.pairs, list)
+        assert len(doc.pairs) == 1
+        assert "teachers" not in type(doc).model_fields
+        assert "students" not in type(doc).model_fields
+        assert "teachers" not in doc.to_yaml()
+        assert "students" not in doc.to_yaml()
     for data in ({"data": BASE["data"]}, {**BASE, "pairs": None}, {**BASE, "pairs": []}):
         assert problems(data, parse) == ["pairs: at least one teacher/student pair is needed"]
 
@@ -182,14 +188,20 @@ def test_train_config_values_have_concrete_types():
         }
     )
     d, o = config.distill, config.optim
-    assert isinstance(o.epochs, int) and o.epochs == 3
-    assert isinstance(o.batch_size, int) and isinstance(o.warmup_epochs, int)
+    assert isinstance(o.epochs, int)
+    assert o.epochs == 3
+    assert isinstance(o.batch_size, int)
+    assert isinstance(o.warmup_epochs, int)
     assert all(isinstance(v, float) for v in (d.temperature, d.gt_weight, d.kd_weight, o.lr, o.momentum, o.clip_grad))
-    assert d.eps == [1.0, 1.5] and all(isinstance(e, float) for e in d.eps)
-    assert d.stages == [3, 4] and isinstance(d.method, str) and isinstance(o.name, str)
+    assert d.eps == [1.0, 1.5]
+    assert all(isinstance(e, float) for e in d.eps)
+    assert d.stages == [3, 4]
+    assert isinstance(d.method, str)
+    assert isinstance(o.name, str)
     assert isinstance(parse_config({**BASE, "distill": {"eps": 1}}).distill.eps, float)
     defaults = parse_config(BASE)
-    assert isinstance(defaults.distill.temperature, float) and isinstance(defaults.optim.epochs, int)
+    assert isinstance(defaults.distill.temperature, float)
+    assert isinstance(defaults.optim.epochs, int)
 
 
 def test_search_spec_fields_are_constants_or_distributions():
@@ -200,9 +212,12 @@ def test_search_spec_fields_are_constants_or_distributions():
             "optim": {"lr": {"low": 1e-4, "high": 1e-2}},
         }
     )
-    assert spec.distill.temperature == 2.0 and isinstance(spec.distill.temperature, float)
-    assert isinstance(spec.distill.eps, Choices) and isinstance(spec.optim.lr, Range)
-    assert isinstance(spec.optim.epochs, int) and set(spec.searched_values()) == {"distill.eps", "optim.lr"}
+    assert spec.distill.temperature == 2.0
+    assert isinstance(spec.distill.temperature, float)
+    assert isinstance(spec.distill.eps, Choices)
+    assert isinstance(spec.optim.lr, Range)
+    assert isinstance(spec.optim.epochs, int)
+    assert set(spec.searched_values()) == {"distill.eps", "optim.lr"}
     assert parse_spec(yaml.safe_load(spec.to_yaml())) == spec, "to_yaml round-trips without exclusions"
 
 
@@ -216,7 +231,8 @@ def test_old_train_configs_with_search_and_storage_still_load(tmp_path):
     assert set(yaml.safe_load(config.to_yaml())) == {
         *("name", "seed", "recipe", "data", "pairs", "distill", "optim", "augment", "resources")
     }
-    assert not hasattr(config, "search") and not hasattr(config, "storage")
+    assert not hasattr(config, "search")
+    assert not hasattr(config, "storage")
 
 
 def test_global_batch_must_split_over_the_workers():
@@ -224,7 +240,8 @@ def test_global_batch_must_split_over_the_workers():
     ddp = {**BASE, "resources": {"workers_per_trial": 4}}
     assert parse_spec({**ddp, "optim": {"batch_size": 128}}).optim.batch_size == 128
     (line,) = problems({**ddp, "optim": {"batch_size": 130}})
-    assert line.startswith("optim.batch_size: 130 is not divisible by the 4 workers") and "multiple of 4" in line
+    assert line.startswith("optim.batch_size: 130 is not divisible by the 4 workers")
+    assert "multiple of 4" in line
     (line,) = problems({**ddp, "optim": {"batch_size": {"choices": [64, 96, 90]}}})
     assert "90 is not divisible" in line
     (line,) = problems({**ddp, "optim": {"batch_size": {"low": 64, "high": 256}}})
@@ -240,11 +257,13 @@ def test_search_baselines_are_a_list_of_methods_default_all_four():
 
     assert baselines(None) == ["none", "kd", "dkd", "dist"]
     assert baselines(True) == ["none", "kd", "dkd", "dist"], "the boolean of earlier specs still works"
-    assert baselines(False) == [] and baselines([]) == []
+    assert baselines(False) == []
+    assert baselines([]) == []
     assert baselines(["dist", "kd"]) == ["dist", "kd"]
     assert problems({**BASE, "search": {"baselines": ["kd", "kd"]}}) == ["search.baselines: kd given twice"]
     (line,) = problems({**BASE, "search": {"baselines": ["ofa"]}})
-    assert line.startswith("search.baselines[0]: 'ofa' is not allowed") and "'dkd'" in line
+    assert line.startswith("search.baselines[0]: 'ofa' is not allowed")
+    assert "'dkd'" in line
 
 
 def test_recipes_fill_what_the_config_does_not_give():
@@ -272,7 +291,8 @@ def test_recipes_fill_what_the_config_does_not_give():
         1e-3,
         0.0,
     )
-    assert not cnn.augment.mixes and cnn.augment.label_smoothing == 0.1
+    assert not cnn.augment.mixes
+    assert cnn.augment.label_smoothing == 0.1
     default = parse_config(BASE)
     assert default.optim == parse_config({**BASE, "recipe": "default"}).optim
     assert (default.augment.crop, default.augment.label_smoothing, default.optim.ema_decay) == ("pad", 0.0, 0.0)
@@ -290,7 +310,8 @@ def test_pair_recipes_differ_and_shared_values_move_to_the_spec():
     ]
     spec = parse_spec({**BASE, "pairs": pairs, "distill": {"ofa_weight": {"low": 0.05, "high": 1.0, "log": True}}})
     assert (spec.optim.epochs, spec.optim.batch_size, spec.augment.crop) == (300, 1024, "rrc"), "shared: hoisted"
-    assert spec.pairs[0].settings["optim.name"] == "sgd" and spec.pairs[1].settings["optim.name"] == "adamw"
+    assert spec.pairs[0].settings["optim.name"] == "sgd"
+    assert spec.pairs[1].settings["optim.name"] == "adamw"
     assert spec.pairs[1].settings["distill.ofa_weight"] == 0.1, "a searched value's pair setting stays on the pair"
     assert parse_spec(yaml.safe_load(spec.to_yaml())) == spec
     (line,) = problems({**BASE, "pairs": [{**pairs[0], "settings": {"optim.epochs": 10}}, pairs[1]]})
@@ -339,4 +360,5 @@ def test_a_fraction_of_a_gpu_packs_trials_and_reaches_rays_accounting():
     assert parse_spec({**base, "resources": {"gpus_per_worker": 2}}).resources.gpus_per_worker == 2
     with pytest.raises(SpecError) as err:
         parse_spec({**base, "resources": {"gpus_per_worker": 1.5}})
-    assert "resources.gpus_per_worker" in str(err.value) and "fraction" in str(err.value)
+    assert "resources.gpus_per_worker" in str(err.value)
+    assert "fraction" in str(err.value)

@@ -8,14 +8,17 @@ from ofasearch.data import augment, find_fashion_mnist, load_splits
 def test_digits_split_is_fixed_and_disjoint():
     a = load_splits(DataSpec(dataset="digits", image_size=16))
     b = load_splits(DataSpec(dataset="digits", image_size=16))
-    assert torch.equal(a.val.images, b.val.images) and torch.equal(a.train.labels, b.train.labels)
+    assert torch.equal(a.val.images, b.val.images)
+    assert torch.equal(a.train.labels, b.train.labels)
     assert (len(a.train), len(a.val), len(a.test)) == (1294, 144, 359)
     # stored at the native 8 px, upsampled per batch to the 16-px input (ofasearch.data.pipeline)
-    assert a.train.images.shape[1:] == (1, 8, 8) and a.input_size == (1, 16, 16)
+    assert a.train.images.shape[1:] == (1, 8, 8)
+    assert a.input_size == (1, 16, 16)
     assert a.train.images.dtype == torch.uint8
     train_rows = {bytes(x.numpy()) for x in a.train.images}
     assert not any(bytes(x.numpy()) in train_rows for x in a.val.images[:50])
-    assert a.num_classes == 10 and not a.flip
+    assert a.num_classes == 10
+    assert not a.flip
 
 
 def test_train_subset_and_val_fraction():
@@ -47,7 +50,8 @@ def test_fashion_mnist_from_the_debian_package():
     assert find_fashion_mnist() is not None, "install it: apt-get install dataset-fashion-mnist (make data)"
     s = load_splits(DataSpec(dataset="fashion-mnist", val_fraction=0.1))
     assert (len(s.train), len(s.val), len(s.test)) == (54000, 6000, 10000)
-    assert s.input_size == (1, 28, 28) and s.flip
+    assert s.input_size == (1, 28, 28)
+    assert s.flip
     larger = load_splits(DataSpec(dataset="fashion-mnist", image_size=32, train_subset=100))
     assert larger.train.images.shape[1:] == (1, 28, 28), "never upsampled in memory"
     assert larger.input_size == (1, 32, 32)
@@ -63,14 +67,17 @@ def test_augmentation_replays_per_sample_and_view():
     assert torch.equal(a[5:9], b), "a sample's view must not depend on its batch"
     c = augment(images, index, seed=1, view=4, flip=True)
     assert not torch.equal(a, c)
-    assert a.dtype == torch.float32 and 0.0 <= a.min() and a.max() <= 1.0
+    assert a.dtype == torch.float32
+    assert 0.0 <= a.min()
+    assert a.max() <= 1.0
 
 
 def test_augmentation_is_a_crop_of_the_padded_image():
     images = torch.arange(64, dtype=torch.uint8).view(1, 1, 8, 8)
     out = augment(images, torch.tensor([0]), seed=0, view=0, flip=False, pad=1)
     values = set((out * 255).round().long().flatten().tolist()) - {0}
-    assert values <= set(range(64)) and len(values) >= 40
+    assert values <= set(range(64))
+    assert len(values) >= 40
 
 
 def test_missing_cifar_root_is_a_clear_error(tmp_path):
@@ -91,7 +98,10 @@ def test_paper_protocol_trains_on_all_and_scores_on_test():
     spec = DataSpec(dataset="digits", val_fraction=0)
     s = load_splits(spec)
     assert (len(s.train), len(s.val), len(s.test)) == (1438, 359, 359), "all of train trains"
-    assert torch.equal(s.val.labels, s.test.labels) and torch.equal(s.val.images, s.test.images), "scored on test"
-    assert spec.paper_protocol and spec.protocol.startswith("paper: val_acc is the TEST accuracy")
+    assert torch.equal(s.val.labels, s.test.labels), "scored on test"
+    assert torch.equal(s.val.images, s.test.images), "scored on test"
+    assert spec.paper_protocol
+    assert spec.protocol.startswith("paper: val_acc is the TEST accuracy")
     held_out = DataSpec(dataset="digits")
-    assert not held_out.paper_protocol and "held-out" in held_out.protocol
+    assert not held_out.paper_protocol
+    assert "held-out" in held_out.protocol

@@ -31,7 +31,8 @@ def test_a_copy_elsewhere_is_the_same_data_and_a_changed_image_is_not(tmp_path, 
     there = tmp_path / "there"
     shutil.copytree(here, there)  # copies keep modification times, as rsync -a does
     first, copy = data_fingerprint(_spec(here)), data_fingerprint(_spec(there))
-    assert first is not None and first == copy
+    assert first is not None
+    assert first == copy
     assert first.files == 3 * sum(COUNTS.values())
     assert data_identity(_spec(here)) == data_identity(_spec(there)), "the root is not part of the identity"
 
@@ -40,7 +41,8 @@ def test_a_copy_elsewhere_is_the_same_data_and_a_changed_image_is_not(tmp_path, 
         pixels = np.asarray(img)
     Image.fromarray(255 - pixels).save(changed)
     after = data_fingerprint(_spec(there))
-    assert after is not None and after.digest != first.digest
+    assert after is not None
+    assert after.digest != first.digest
     assert data_identity(_spec(here)) != data_identity(_spec(there))
     assert after.describe().startswith(f"{first.files} image files, ")
 
@@ -67,4 +69,5 @@ def test_two_folders_of_the_same_layout_and_other_images_get_different_teachers(
     assert infos[0].checkpoint != infos[1].checkpoint
     assert infos[0].sha256 != infos[1].sha256
     again = prepare_teacher(teacher, _spec(first), load_splits(_spec(first)))
-    assert again.checkpoint == infos[0].checkpoint and not again.trained_now, "the same folder reuses its own"
+    assert again.checkpoint == infos[0].checkpoint, "the same folder reuses its own"
+    assert not again.trained_now, "the same folder reuses its own"

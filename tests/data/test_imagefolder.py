@@ -59,9 +59,12 @@ def test_train_val_test_are_used_as_named_and_read_lazily(tmp_path, fashion):
     assert isinstance(splits.train.images, ImageFiles), "nothing decoded up front"
     assert all(Path(p).parent.parent.name == "val" for p in splits.val.images.paths)
     batch = splits.train.images[torch.tensor([0, 45, 89])]
-    assert batch.dtype == torch.uint8 and batch.shape == (3, 3, 16, 16) and splits.in_chans == 3
+    assert batch.dtype == torch.uint8
+    assert batch.shape == (3, 3, 16, 16)
+    assert splits.in_chans == 3
     assert torch.equal(batch[1], decode(splits.train.images.paths[45], 16, "squash"))
-    assert sorted(splits.train.labels.tolist()) == [0] * 30 + [1] * 30 + [2] * 30 and splits.num_classes == 3
+    assert sorted(splits.train.labels.tolist()) == [0] * 30 + [1] * 30 + [2] * 30
+    assert splits.num_classes == 3
     labels = {Path(p).parent.name: int(y) for p, y in zip(splits.train.images.paths, splits.train.labels, strict=True)}
     assert labels == {"boot": 0, "shirt": 1, "trouser": 2}, "classes are the sorted class folder names"
     with pytest.raises(SpecError) as caught:
@@ -86,7 +89,8 @@ def test_flat_class_folders_get_a_seeded_split(tmp_path, fashion):
     splits = load_splits(DataSpec(dataset="imagefolder", root=str(root), image_size=16))
     assert (len(splits.train), len(splits.val), len(splits.test)) == (86, 10, 24)
     paths = [set(s.images.paths) for s in (splits.train, splits.val, splits.test)]
-    assert sum(map(len, paths)) == 120 and len(set.union(*paths)) == 120, "disjoint, nothing lost"
+    assert sum(map(len, paths)) == 120, "disjoint, nothing lost"
+    assert len(set.union(*paths)) == 120, "disjoint, nothing lost"
     again = load_splits(DataSpec(dataset="imagefolder", root=str(root), image_size=16))
     assert again.test.images.paths == splits.test.images.paths
 
@@ -112,11 +116,15 @@ def test_resize_policies_on_a_wide_image(tmp_path):
     path = tmp_path / "wide.png"
     Image.fromarray(pixels).save(path)
     squash, crop, pad = (decode(str(path), 16, p)[0] for p in ("squash", "center-crop", "pad"))
-    assert squash[:, :7].float().mean() == pytest.approx(200, abs=2) and squash[:, 9:].float().mean() < 102
+    assert squash[:, :7].float().mean() == pytest.approx(200, abs=2)
+    assert squash[:, 9:].float().mean() < 102
     # center-crop: 16x32 after scaling, the middle 16 columns: still light | dark, and full height
-    assert crop[:, :7].float().mean() == pytest.approx(200, abs=2) and crop[:, 9:].float().mean() < 102
+    assert crop[:, :7].float().mean() == pytest.approx(200, abs=2)
+    assert crop[:, 9:].float().mean() < 102
     # pad: 8x16 after scaling, black bands of 4 rows above and below, nothing stretched
-    assert pad[:4].max() == 0 and pad[12:].max() == 0 and pad[4:12, :7].float().mean() == pytest.approx(200, abs=2)
+    assert pad[:4].max() == 0
+    assert pad[12:].max() == 0
+    assert pad[4:12, :7].float().mean() == pytest.approx(200, abs=2)
     with pytest.raises(Exception, match="resize"):
         DataSpec(dataset="imagefolder", root=str(tmp_path), resize="stretch")
 
@@ -163,4 +171,5 @@ def test_a_student_trains_on_the_lazy_folder(tmp_path, fashion):
     out = tmp_path / "run"
     assert main(["train", str(path), "-o", str(out), "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["epochs"] == 2 and 0.0 <= metrics["test_acc"] <= 1.0
+    assert metrics["epochs"] == 2
+    assert 0.0 <= metrics["test_acc"] <= 1.0

@@ -38,7 +38,8 @@ def cifar_like():
 
 
 def test_stored_at_native_size_and_upsampled_per_batch(digits):
-    assert digits.train.images.shape[-1] == 8 and digits.image_size == 16
+    assert digits.train.images.shape[-1] == 8
+    assert digits.image_size == 16
     pipeline = Pipeline(AugmentSpec(), digits)
     idx = torch.tensor([3, 1, 4, 1, 5])
     # the default pipeline is today's: pad-crop + flip of the 16-px image
@@ -57,9 +58,11 @@ def test_paper_views_depend_only_on_seed_view_and_sample(cifar_like, recipe):
     idx = torch.tensor([5, 17, 42, 99, 0, 64])
     states = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
     x, y = pipeline.train_batch(cifar_like.train, idx, seed=1, view=2)
-    assert random.getstate() == states[0] and np.array_equal(np.random.get_state()[1], states[1])
+    assert random.getstate() == states[0]
+    assert np.array_equal(np.random.get_state()[1], states[1])
     assert torch.equal(torch.get_rng_state(), states[2]), "seeding per sample leaves the global RNGs alone"
-    assert x.shape == (6, 3, 32, 32) and x.dtype == torch.float32
+    assert x.shape == (6, 3, 32, 32)
+    assert x.dtype == torch.float32
     # the same samples in another batch, order and company: the same images and targets
     order = torch.tensor([3, 0, 5])
     x2, y2 = pipeline.train_batch(cifar_like.train, idx[order], seed=1, view=2)
@@ -68,7 +71,8 @@ def test_paper_views_depend_only_on_seed_view_and_sample(cifar_like, recipe):
     other, _ = pipeline.train_batch(cifar_like.train, idx, seed=1, view=3)
     assert not torch.allclose(other, x), "another view is another augmentation"
     if recipe == "paper-vit":
-        assert y.shape == (6, 10) and torch.allclose(y.sum(1), torch.ones(6)), "mixed: soft labels"
+        assert y.shape == (6, 10), "mixed: soft labels"
+        assert torch.allclose(y.sum(1), torch.ones(6)), "mixed: soft labels"
         assert (y.max(1).values < 1).all(), "label smoothing 0.1 inside timm's Mixup"
     else:
         assert torch.equal(y, cifar_like.train.labels[idx]), "paper-cnn: no mixing, labels stay"
@@ -86,7 +90,9 @@ def test_mixup_partners_are_one_cycle_per_view(cifar_like):
 def test_eval_is_resize_and_center_crop(cifar_like):
     pipeline = Pipeline(recipe_augment("paper-cnn"), cifar_like)
     out = pipeline.eval_images(cifar_like.val.images[:3])
-    assert out.shape == (3, 3, 32, 32) and 0 <= float(out.min()) and float(out.max()) <= 1
+    assert out.shape == (3, 3, 32, 32)
+    assert 0 <= float(out.min())
+    assert float(out.max()) <= 1
     torch.testing.assert_close(out, pipeline.eval_images(cifar_like.val.images[:3]), rtol=0, atol=0)
 
 
@@ -114,7 +120,8 @@ def test_folder_eval_is_resize_and_center_crop_of_the_original(wide_folder):
     expected = center_crop(resize(original, 18, antialias=True), [16, 16]).float() / 255
     torch.testing.assert_close(out[0], expected, atol=1 / 255, rtol=0)
     # the middle of a wide image: neither edge (a squashed image would span 0..237)
-    assert float(out[0, 0, :, 0].mean()) * 255 > 50 and float(out[0, 0, :, -1].mean()) * 255 < 190
+    assert float(out[0, 0, :, 0].mean()) * 255 > 50
+    assert float(out[0, 0, :, -1].mean()) * 255 < 190
 
 
 def test_folder_crops_come_from_the_original(wide_folder):
@@ -130,7 +137,8 @@ def test_folder_crops_come_from_the_original(wide_folder):
     # RandomResizedCrop's aspect ratio is at most 4:3, so a crop of a 2:1 original never spans
     # both edges (it would from an image squashed to 16x16 first)
     assert max(spans) < 0.75 * 237
-    assert min(lows) < 60 and max(highs) > 177, "crops land all over the original"
+    assert min(lows) < 60, "crops land all over the original"
+    assert max(highs) > 177, "crops land all over the original"
     again, _ = pipeline.train_batch(wide_folder.train, idx[:3], seed=0, view=5)
     torch.testing.assert_close(again, x[:3], rtol=0, atol=0)
 
@@ -143,7 +151,8 @@ def test_crop_and_flip_views_are_timms_pil_views_within_a_level(cifar_like):
     level on average, and few pixels more than one level apart."""
     settings = recipe_augment("paper-cnn")
     tensor = Pipeline(settings, cifar_like)
-    assert tensor.tensor_views and tensor.batched
+    assert tensor.tensor_views
+    assert tensor.batched
     pil = Pipeline(settings, cifar_like)
     pil.tensor_views = False  # the per-sample PIL path, as for RandAugment recipes
     idx = torch.arange(40)

@@ -102,8 +102,10 @@ def test_mobilenetv2_stage_four_is_after_the_conv_head():
         net = timm.create_model("mobilenetv2_100", num_classes=100)
         d = OFADistiller(net, None, 100, teacher_features=384, input_size=(3, 224, 224))
     conv = d.branches["4"].features[0]
-    assert isinstance(conv, nn.Conv2d) and (conv.in_channels, conv.out_channels) == (1280, 1280)
-    assert conv.kernel_size == (1, 1) and conv.bias is not None, "stage 4: a biased 1x1 conv, no BN/ReLU"
+    assert isinstance(conv, nn.Conv2d)
+    assert (conv.in_channels, conv.out_channels) == (1280, 1280)
+    assert conv.kernel_size == (1, 1), "stage 4: a biased 1x1 conv, no BN/ReLU"
+    assert conv.bias is not None, "stage 4: a biased 1x1 conv, no BN/ReLU"
     assert len(d.branches["4"].features) == 1
 
 
@@ -122,7 +124,8 @@ def test_class_token_is_carried_past_the_merges_and_read_out(small_deit):
     during the merge, put back in front and read out."""
     d = OFADistiller(small_deit, None, 10, teacher_features=64, input_size=(3, SMALL, SMALL)).eval()
     branch = d.branches["1"]
-    assert branch.class_token and len(branch.merge) == 1
+    assert branch.class_token
+    assert len(branch.merge) == 1
     spatial = torch.randn(2, 192, 16, 16)
     prefix = torch.randn(2, 1, 192)
     out = branch(spatial, prefix)
@@ -160,4 +163,5 @@ def test_branch_init_follows_the_reference():
     assert head_conv.weight.std().item() == pytest.approx(math.sqrt(2 / 768), rel=0.05)
     assert not head_conv.bias.any()
     bns = [m for b in d.branches.values() for m in b.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert bns and all(m.weight.eq(1).all() and not m.bias.any() for m in bns)
+    assert bns
+    assert all(m.weight.eq(1).all() and not m.bias.any() for m in bns)

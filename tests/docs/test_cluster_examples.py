@@ -24,13 +24,15 @@ def test_the_rayjob_runs_a_search_with_storage_every_pod_mounts():
     words = shlex.split(job["spec"]["entrypoint"])
     assert words[:2] == ["ofasearch", "run"]
     args = build_parser().parse_args(words[1:])
-    assert args.command == "run" and args.spec.endswith(".yaml")
+    assert args.command == "run"
+    assert args.spec.endswith(".yaml")
     cluster = job["spec"]["rayClusterSpec"]
     pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
     mounts = [_mounts(pod) for pod in pods]
     assert all(m == mounts[0] for m in mounts), "head and workers mount the same volume"
     (path,) = mounts[0]
-    assert args.storage.startswith(path + "/") and args.spec.startswith(path + "/"), "spec and results on it"
+    assert args.storage.startswith(path + "/"), "spec and results on it"
+    assert args.spec.startswith(path + "/"), "spec and results on it"
     assert cluster["rayVersion"].split(".")[0] == "2"
 
 
@@ -44,6 +46,9 @@ def test_the_slurm_script_starts_ray_then_a_search_on_shared_storage():
     shared = next(line.split("=", 1)[1] for line in lines if line.startswith("SHARED="))
     words = shlex.split(run.replace("$SHARED", shared).replace('"$head:$port"', "node1:6379"))
     args = build_parser().parse_args(words[1:])
-    assert args.command == "run" and args.address == "node1:6379"
-    assert args.storage.startswith(shared + "/") and args.spec.startswith(shared + "/")
-    assert "#SBATCH --nodes=" in script and "scontrol show hostnames" in script
+    assert args.command == "run"
+    assert args.address == "node1:6379"
+    assert args.storage.startswith(shared + "/")
+    assert args.spec.startswith(shared + "/")
+    assert "#SBATCH --nodes=" in script
+    assert "scontrol show hostnames" in script

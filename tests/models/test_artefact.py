@@ -41,13 +41,18 @@ def test_card_records_model_and_training_preprocessing(tmp_path, spec):
     model, card = _write_student(tmp_path, spec["model"], spec["kwargs"], **ARGS)
     mean, std = normalization(model, 1)
     cfg = card["pretrained_cfg"]
-    assert cfg["input_size"] == [1, 16, 16] and cfg["mean"] == list(mean) and cfg["std"] == list(std)
+    assert cfg["input_size"] == [1, 16, 16]
+    assert cfg["mean"] == list(mean)
+    assert cfg["std"] == list(std)
     assert (cfg["interpolation"], cfg["crop_pct"], cfg["crop_mode"]) == ("bilinear", 1.0, "squash")
     assert card["ofasearch"]["input_range"] == [0.0, 1.0]
-    assert card["model_args"]["num_classes"] == 10 and card["model_args"]["in_chans"] == 1
+    assert card["model_args"]["num_classes"] == 10
+    assert card["model_args"]["in_chans"] == 1
     assert ("img_size" in card["model_args"]) == (spec is VIT), "only models that take img_size get it"
     assert set(card["ofasearch"]["versions"]) == {"ofasearch", "torch", "timm", "ray", "optuna"}
-    assert "url" not in cfg and "hf_hub_id" not in cfg and cfg["custom_load"] is False
+    assert "url" not in cfg
+    assert "hf_hub_id" not in cfg
+    assert cfg["custom_load"] is False
 
 
 def test_load_student_gives_the_same_model_and_timm_reads_the_folder(tmp_path):
@@ -61,7 +66,8 @@ def test_load_student_gives_the_same_model_and_timm_reads_the_folder(tmp_path):
         native = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
         assert torch.equal(native(x), model(x))
     data_cfg = timm.data.resolve_model_data_config(native)
-    assert data_cfg["input_size"] == (1, 16, 16) and list(data_cfg["mean"]) == list(transform.mean.flatten().tolist())
+    assert data_cfg["input_size"] == (1, 16, 16)
+    assert list(data_cfg["mean"]) == list(transform.mean.flatten().tolist())
 
 
 def test_transform_reproduces_the_training_input():

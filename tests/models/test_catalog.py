@@ -44,21 +44,26 @@ def test_limit_stops_early_and_says_what_is_left(capsys):
     assert main(["models", "resnet1*", "--limit", "2"]) == 0
     out, _ = lines(capsys)
     total = len(catalog.matching_names("resnet1*"))
-    assert len(out) == 4 and out[2].startswith("2 shown of 2 checked")
-    assert out[3].startswith(f"{total - 2} more matching names not checked") and "--limit 0" in out[3]
+    assert len(out) == 4
+    assert out[2].startswith("2 shown of 2 checked")
+    assert out[3].startswith(f"{total - 2} more matching names not checked")
+    assert "--limit 0" in out[3]
 
 
 def test_no_match_exits_2_with_one_line_of_close_names(capsys):
     assert main(["models", "resnt18*"]) == 2
     out, err = lines(capsys)
-    assert out == [] and len(err.splitlines()) == 1
-    assert "'resnt18*'" in err and "resnet18" in err
+    assert out == []
+    assert len(err.splitlines()) == 1
+    assert "'resnt18*'" in err
+    assert "resnet18" in err
 
 
 def test_unusable_models_are_counted_not_raised(capsys):
     assert main(["models", "inception_v3"]) == 0  # no wildcard: substring match; too small for 32 px
     out, err = lines(capsys)
-    assert out == ["0 shown of 1 checked (1 not usable at 32px)"] and err == ""
+    assert out == ["0 shown of 1 checked (1 not usable at 32px)"]
+    assert err == ""
     assert main(["models", "inception_v3", "--verbose"]) == 0
     assert "not usable at 32px: RuntimeError" in lines(capsys)[0][0]
 
@@ -80,10 +85,12 @@ def test_cpu_fallback_when_meta_lacks_an_operation(monkeypatch):
 
     monkeypatch.setattr(catalog, "_probe_on", meta_fails)
     result = catalog.probe("resnet10t", 32)
-    assert result.usable and result.stages[-1] == (4, 512, 1, 1)
+    assert result.usable
+    assert result.stages[-1] == (4, 512, 1, 1)
 
 
 @pytest.mark.parametrize("size", [16, 32])
 def test_probe_follows_the_image_size(size):
     result = catalog.probe("resnet10t", size)
-    assert result.family == "cnn" and result.stages[0] == (1, 64, size // 4, size // 4)
+    assert result.family == "cnn"
+    assert result.stages[0] == (1, 64, size // 4, size // 4)

@@ -92,7 +92,8 @@ def test_unknown_model_names_get_close_matches():
     assert unknown_model_message("resnet18") is None
     assert unknown_model_message("MlpMixer") is None
     message = unknown_model_message("resnet81")
-    assert message is not None and "resnet18" in message
+    assert message is not None
+    assert "resnet18" in message
     with pytest.raises(SpecError, match="unknown timm model 'convnxt_atto'.*convnext_atto"):
         build_model("convnxt_atto", num_classes=10, in_chans=1, image_size=32)
 

@@ -49,7 +49,8 @@ def test_a_misfit_names_the_first_mismatching_keys_in_one_line(tmp_path):
     with pytest.raises(SpecError) as caught:
         load_weights(swin(seed=0), tmp_path / "c100.pth")
     (line,) = caught.value.problems
-    assert "c100.pth" in line and "shape 2: head.fc.weight (100, 192) vs model (10, 192)" in line
+    assert "c100.pth" in line
+    assert "shape 2: head.fc.weight (100, 192) vs model (10, 192)" in line
     assert "head.fc.bias (100,) vs model (10,)" in line
 
     resnet = build_model("resnet10t", **SHAPE)
@@ -59,7 +60,8 @@ def test_a_misfit_names_the_first_mismatching_keys_in_one_line(tmp_path):
     (line,) = caught.value.problems
     first_three = r"\S+, \S+, \S+ \(\+\d+ more\)"
     assert re.search(rf"missing \d+: {first_three}; unexpected \d+: {first_three}$", line), line
-    assert "patch_embed.proj.weight" in line and "conv1.0.weight" not in line.split("unexpected")[0]
+    assert "patch_embed.proj.weight" in line
+    assert "conv1.0.weight" not in line.split("unexpected")[0]
 
 
 class NotWeights:

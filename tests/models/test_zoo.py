@@ -40,7 +40,8 @@ def test_registered_swin_has_the_reference_layout_and_size(name):
     assert [len(stage.blocks) for stage in ours.layers] == [2, 2, 2, 2]
     assert [stage.blocks[0].attn.num_heads for stage in ours.layers] == [2, 4, 8, 16]
     assert ours.num_features == SWIN_LAYOUTS[name]["embed_dim"] * 8
-    assert ours.pretrained_cfg["crop_pct"] == 0.9 and ours.pretrained_cfg["interpolation"] == "bicubic"
+    assert ours.pretrained_cfg["crop_pct"] == 0.9
+    assert ours.pretrained_cfg["interpolation"] == "bicubic"
 
 
 def test_swin_pico_builds_for_small_images_and_has_no_hub_weights():

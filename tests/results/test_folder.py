@@ -43,14 +43,17 @@ def test_an_unknown_model_name_is_not_checked(tmp_path):
     with log_lines() as logged:
         spec = read_folder_spec(_spec_folder(tmp_path, data))
     assert logged == []
-    assert spec.pairs[1].student.startswith(f"{UNKNOWN}(") and spec.max_epochs == 3
+    assert spec.pairs[1].student.startswith(f"{UNKNOWN}(")
+    assert spec.max_epochs == 3
 
 
 def test_a_key_todays_schema_rejects_falls_back_to_the_raw_fields_with_one_warning(tmp_path):
     strict = read_folder_spec(_spec_folder(tmp_path / "strict", copy.deepcopy(SPEC)))
     with log_lines() as logged:
         lenient = read_folder_spec(_spec_folder(tmp_path / "other", _other_version(SPEC)))
-    assert len(logged) == 1 and "read leniently" in logged[0] and "optim.lookahead: unknown key" in logged[0]
+    assert len(logged) == 1
+    assert "read leniently" in logged[0]
+    assert "optim.lookahead: unknown key" in logged[0]
     renamed = strict.pairs[1].student.replace("MlpMixer", UNKNOWN)
     assert [(p.teacher, p.student) for p in lenient.pairs] == [
         (strict.pairs[0].teacher, strict.pairs[0].student),
@@ -87,11 +90,13 @@ def test_bad_folders_give_one_clear_line(tmp_path):
     (tmp_path / "spec.yaml").write_text("name: [unclosed\n")
     with pytest.raises(SpecError) as exc:
         read_folder(tmp_path)
-    assert len(exc.value.problems) == 1 and "invalid YAML" in exc.value.problems[0]
+    assert len(exc.value.problems) == 1
+    assert "invalid YAML" in exc.value.problems[0]
     (tmp_path / "state.json").write_text("{not json")
     with pytest.raises(SpecError) as exc:
         read_state(tmp_path)
-    assert len(exc.value.problems) == 1 and exc.value.problems[0].startswith(f"{tmp_path / 'state.json'}: invalid JSON")
+    assert len(exc.value.problems) == 1
+    assert exc.value.problems[0].startswith(f"{tmp_path / 'state.json'}: invalid JSON")
     assert read_state(tmp_path / "nowhere") == {}
 
 
@@ -101,15 +106,16 @@ def test_a_damaged_state_falls_back_to_its_backup_with_one_warning(tmp_path, dam
     (tmp_path / "state.json.bak").write_text(json.dumps({"phase": "search", "stages": [[4]]}))
     with log_lines() as logs:
         assert read_state(tmp_path) == {"phase": "search", "stages": [[4]]}
-    assert len(logs) == 1 and logs[0].startswith(f"{tmp_path / 'state.json'}: "), logs
-    assert "using state.json.bak" in logs[0] and ("empty" in logs[0]) == (damage == "")
+    assert len(logs) == 1, logs
+    assert logs[0].startswith(f"{tmp_path / 'state.json'}: "), logs
+    assert "using state.json.bak" in logs[0]
+    assert ("empty" in logs[0]) == (damage == "")
     (tmp_path / "state.json.bak").write_text("")
     with pytest.raises(SpecError) as exc:
         read_state(tmp_path)
     (line,) = exc.value.problems
-    assert line.startswith(f"{tmp_path / 'state.json'}: ") and line.endswith(
-        "no readable state.json.bak to fall back to"
-    )
+    assert line.startswith(f"{tmp_path / 'state.json'}: ")
+    assert line.endswith("no readable state.json.bak to fall back to")
 
 
 def test_a_finished_search_from_another_version_opens_in_status_report_and_export(digits_search, tmp_path, capsys):
@@ -131,17 +137,22 @@ def test_a_finished_search_from_another_version_opens_in_status_report_and_expor
     assert main(["status", str(folder)]) == 0
     out = capsys.readouterr().out
     assert out.count("read leniently") == 1
-    assert f"{folder.resolve()}: phase {phase}" in out and "best: " in out
-    assert all(row["trial_id"] in out for row in trials) and UNKNOWN in out
+    assert f"{folder.resolve()}: phase {phase}" in out
+    assert "best: " in out
+    assert all(row["trial_id"] in out for row in trials)
+    assert UNKNOWN in out
 
     assert main(["report", str(folder)]) == 0
     page = (folder / "report.html").read_text()
-    assert "ofasearch report: digits-search" in page and UNKNOWN in page
+    assert "ofasearch report: digits-search" in page
+    assert UNKNOWN in page
     assert page.count('<tr data-pair="') == 2, "the spec's two pairs, matched to the trials by label"
-    assert page.count('data-plot="') >= 2 and (folder / "report" / "learning_curves.png").is_file()
+    assert page.count('data-plot="') >= 2
+    assert (folder / "report" / "learning_curves.png").is_file()
 
     out_file = tmp_path / "rank1.yaml"
     assert main(["export", str(folder), "-o", str(out_file)]) == 0
     exported = yaml.safe_load(out_file.read_text())
     best = (digits_search / "best.yaml").read_text().splitlines()[0]
-    assert exported["name"] == "digits-search-rank1" and out_file.read_text().splitlines()[0].split()[6] in best
+    assert exported["name"] == "digits-search-rank1"
+    assert out_file.read_text().splitlines()[0].split()[6] in best

@@ -38,7 +38,8 @@ def test_status_export_and_report_read_an_s3_folder(trial_rows, s3_bucket, tmp_p
     lines, rows = status_lines(str(remote))
     local_lines, local_rows = status_lines(local)
     assert lines[0] == f"{remote}: phase done"
-    assert lines[1:] == local_lines[1:] and rows == local_rows
+    assert lines[1:] == local_lines[1:]
+    assert rows == local_rows
     assert any(line.startswith("best: ") for line in lines), lines
     assert main(["status", str(remote)]) == 0
     assert capsys.readouterr().out.splitlines() == lines
@@ -51,7 +52,8 @@ def test_status_export_and_report_read_an_s3_folder(trial_rows, s3_bucket, tmp_p
 
     assert main(["report", str(remote)]) == 0
     page = (remote / "report.html").read_text()
-    assert "<html" in page and "data:image/png;base64," in page
+    assert "<html" in page
+    assert "data:image/png;base64," in page
     assert (remote / "report" / "learning_curves.png").read_bytes().startswith(b"\x89PNG")
 
 

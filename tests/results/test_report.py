@@ -75,12 +75,15 @@ def _max_epochs(folder: Path) -> int:
 
 def test_report_is_self_contained_with_one_png_per_plot(report):
     page, folder = report["html"], report["folder"]
-    assert report["path"] == folder / "report.html" and report["path"].is_file()
+    assert report["path"] == folder / "report.html"
+    assert report["path"].is_file()
     assert report["seconds"] < 10, f"report took {report['seconds']:.1f} s"
     assert any("report.html" in line for line in report["log"])
     assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", page, re.IGNORECASE)
-    assert "http://" not in page and "https://" not in page
-    assert "<link" not in page and "<style>" in page
+    assert "http://" not in page
+    assert "https://" not in page
+    assert "<link" not in page
+    assert "<style>" in page
     images = IMG.findall(page)
     assert len(images) == page.count("<img"), "every image is a data-plot PNG"
     trials = report["trials"]
@@ -138,7 +141,8 @@ def test_top_k_lists_best_first_with_gains_recomputed_from_the_table(report):
         t = by_id[trial_id]
         assert f"{t['val_acc']:.4f}" in row
         if not full(t):  # an early-stopped score is never compared with a full-budget baseline
-            assert "data-vs-" not in row and " pts vs " not in row
+            assert "data-vs-" not in row
+            assert " pts vs " not in row
             if t["status"] == "stopped":
                 assert f"stopped after {t['epochs']} of {max_epochs} epochs: not compared" in row
             continue
@@ -187,7 +191,8 @@ def test_importance_is_plotted_when_the_trials_allow_it(report):
         assert 'data-plot="importance"' in page
         assert f"fANOVA over {len(finished)} finished search trials" in page
     else:
-        assert "Not enough to estimate importances" in page and 'data-plot="importance"' not in page
+        assert "Not enough to estimate importances" in page
+        assert 'data-plot="importance"' not in page
 
 
 def _dump_dom(path: Path, profile: Path) -> str:
@@ -211,7 +216,8 @@ def _body_counts(dom: str) -> tuple[int, int]:
     assert body, dom[:500]
     plots = re.search(r'data-plots="(\d+)"', body.group(1))
     expected = re.search(r'data-plots-expected="(\d+)"', body.group(1))
-    assert plots and expected, f"the load script did not run: {body.group(0)}"
+    assert plots, f"the load script did not run: {body.group(0)}"
+    assert expected, f"the load script did not run: {body.group(0)}"
     return int(plots.group(1)), int(expected.group(1))
 
 
@@ -235,7 +241,8 @@ def test_bad_folders_give_one_clear_line(tmp_path):
     (tmp_path / "spec.yaml").write_text(parse_spec(SPEC).to_yaml())
     with pytest.raises(SpecError) as exc:
         write_report(tmp_path)
-    assert len(exc.value.problems) == 1 and "no trials yet" in exc.value.problems[0]
+    assert len(exc.value.problems) == 1
+    assert "no trials yet" in exc.value.problems[0]
     assert not (tmp_path / "report.html").exists()
 
 
@@ -250,7 +257,8 @@ def test_decision_without_confirmation_shows_each_full_budget_candidate_once(rep
     winner = best_trial(trials, _max_epochs(folder))
     assert f'<tr data-winner="{winner["trial_id"]}">' in page
     assert ("a baseline won" in page) == (winner["role"] == "baseline")
-    assert "OFA trial" not in page and "best OFA" not in page
+    assert "OFA trial" not in page
+    assert "best OFA" not in page
 
 
 def test_learning_curves_colour_each_method_and_composition_apart(report):
@@ -266,7 +274,8 @@ def test_learning_curves_colour_each_method_and_composition_apart(report):
         kind = ("baseline", row["method"]) if row["role"] == "baseline" else ("search", "")
         colours.setdefault(kind, set()).add(line.get_color())
     base = [colours[("baseline", m)] for m in ("none", "kd", "dkd", "dist")]
-    assert all(len(c) == 1 for c in base) and len(set.union(*base)) == 4  # one colour per method
+    assert all(len(c) == 1 for c in base)
+    assert len(set.union(*base)) == 4  # one colour per method
     assert not colours[("search", "")] & set.union(*base)  # a searched config never looks like a baseline
     legend = {text.get_text() for text in fig.legends[0].get_texts()}
     assert {"baseline: DIST", "baseline: student alone"} <= legend
@@ -362,15 +371,18 @@ def test_decision_figure_shows_every_confirmed_candidate_and_a_baseline_winner(b
     candidates, total = decision_candidates(data)
     confirmed = {tid: v for tid, v in CONFIRMED.items() if len(v[-1]) >= 2}
     by_mean = sorted(confirmed, key=lambda tid: -sum(confirmed[tid][-1]) / len(confirmed[tid][-1]))
-    assert [c.row["trial_id"] for c in candidates] == by_mean and total == len(confirmed)
+    assert [c.row["trial_id"] for c in candidates] == by_mean
+    assert total == len(confirmed)
     assert [c.winner for c in candidates] == [True] + [False] * (len(by_mean) - 1)
-    assert candidates[0].row["role"] == "baseline" and candidates[0].label == "P1 \u00b7 dist (baseline)"
+    assert candidates[0].row["role"] == "baseline"
+    assert candidates[0].label == "P1 \u00b7 dist (baseline)"
 
     fig = plots.decision_figure(data, candidates)
     (ax,) = fig.axes
     ticks = [t.get_text() for t in ax.get_yticklabels()]
     assert ticks[0] == "1. \u2605 winner: P1 \u00b7 dist (baseline)  (n=3)"
-    assert ticks[1] == "2. P1 \u00b7 ofa + ofa@3,4  (n=3)" and "kd + ofa@4  (n=2)" in ticks[2]
+    assert ticks[1] == "2. P1 \u00b7 ofa + ofa@3,4  (n=3)"
+    assert "kd + ofa@4  (n=2)" in ticks[2]
     assert not any("1,2,3,4" in t for t in ticks)  # one lucky run is not a confirmed candidate
     dots = _figure_lines(fig, "seed")
     assert [list(d.get_xdata()) for d in dots] == [confirmed[tid][-1] for tid in by_mean]
@@ -388,7 +400,8 @@ def test_decision_figure_shows_every_confirmed_candidate_and_a_baseline_winner(b
 
 def test_report_names_a_baseline_winner_and_states_the_noise(baseline_wins):
     page = write_report(baseline_wins).read_text()
-    assert 'data-plot="decision"' in page and (baseline_wins / "report" / "decision.png").is_file()
+    assert 'data-plot="decision"' in page
+    assert (baseline_wins / "report" / "decision.png").is_file()
     half = _half_width(CONFIRMED["b_dist"][-1])
     caption = re.search(r'<p class="caption" data-candidates="7">(.*?)</p>', page).group(1)
     assert "7 candidates confirmed on 2 to 3 seeds each" in caption
@@ -397,30 +410,36 @@ def test_report_names_a_baseline_winner_and_states_the_noise(baseline_wins):
     assert f"Winner, handed over as best.yaml: P1 \u00b7 dist (baseline), mean 0.7500 \u00b1 {half:.4f}" in caption
     assert "over 3 seeds. A baseline won: no searched config beat it." in caption
     winner = re.search(r'<tr data-winner="b_dist"><th>winner \(best.yaml\)</th><td>(.*?)</td></tr>', page).group(1)
-    assert winner.startswith("a baseline won") and "DIST baseline" in winner
-    assert "vs alone" in winner and "vs DIST" not in winner  # never compared with itself
+    assert winner.startswith("a baseline won")
+    assert "DIST baseline" in winner
+    assert "vs alone" in winner
+    assert "vs DIST" not in winner  # never compared with itself
     assert "<th>best searched config</th><td>searched config <code>ofa + ofa@3,4</code>" in page
     # the top table lists searched configs only: confirmed first, by mean; none carries the winner's star
     rows = _rows(page)
     assert [tid for tid, _ in rows] == ["s_ofa", "s_kd", "s_lucky", "m_ofa", "s_stop"]
     assert not any("\u2605" in row for _, row in rows)
-    assert "<td>ofa + ofa@3,4</td>" in rows[0][1] and "0.7167 ± 0.0153 (3 seeds)" in rows[0][1]
+    assert "<td>ofa + ofa@3,4</td>" in rows[0][1]
+    assert "0.7167 ± 0.0153 (3 seeds)" in rows[0][1]
     best_search = re.findall(r'<td class="num best-search">([^<]*)</td>', page)
     assert best_search == ["0.7167", "0.5800"]
-    assert "OFA trial" not in page and "best OFA" not in page
+    assert "OFA trial" not in page
+    assert "best OFA" not in page
 
 
 def test_unconfirmed_candidates_each_show_their_single_run(tmp_path):
     data = load(_write_folder(tmp_path / "one-seed", _hand_rows(confirm=False)))
     candidates, total = decision_candidates(data)
     assert total == len(CONFIRMED) == len(candidates)  # every full-budget candidate, the stopped one left out
-    assert candidates[0].row["trial_id"] == "s_lucky" and candidates[0].winner
+    assert candidates[0].row["trial_id"] == "s_lucky"
+    assert candidates[0].winner
     assert all(c.seeds == 1 and c.half_width is None for c in candidates)
     fig = plots.decision_figure(data, candidates)
     assert not fig.axes[0].containers  # no interval over seeds
     assert "95% t-interval of the mean" not in {text.get_text() for text in fig.legends[0].get_texts()}
     shown, total = decision_candidates(data, limit=3)
-    assert [c.row["trial_id"] for c in shown] == ["s_lucky", "b_dist", "s_ofa"] and total == len(CONFIRMED)
+    assert [c.row["trial_id"] for c in shown] == ["s_lucky", "b_dist", "s_ofa"]
+    assert total == len(CONFIRMED)
     page = write_report(data.folder).read_text()
     floor = 1.959964 * (0.9 * 0.1 / VAL_IMAGES) ** 0.5  # the lucky run's binomial 95 % half-width
     assert "No candidate was trained on several seeds" in page

@@ -21,16 +21,19 @@ def test_baselines_first_then_best_first_with_the_gains_of_the_best(trial_rows):
         "/",
         "values",
     ]
-    assert set(lines[1]) == {"-"} and len(lines[1]) == len(lines[0])
+    assert set(lines[1]) == {"-"}
+    assert len(lines[1]) == len(lines[0])
     ids = [line.split()[0] for line in lines[2:12]]
     assert ids[:4] == ["base_3", "base_2", "base_1", "base_0"]
     # full-budget trials first, best first; the stopped trial's higher score never ranks above them
-    assert set(ids[4:6]) == {"mix_best", "mix_tie"} and ids[6:10] == ["vit_done", "vit_nan", "vit_stop", "mix_err"]
+    assert set(ids[4:6]) == {"mix_best", "mix_tie"}
+    assert ids[6:10] == ["vit_done", "vit_nan", "vit_stop", "mix_err"]
     row = next(line for line in lines if line.split()[0] == "vit_stop")
     assert row.split()[1:7] == ["search", "-", "stopped", "ofa", "0.7000", "1"]
     assert row.endswith("stages=3,4 eps=1.2 lr=0.002")
     base = next(line for line in lines if line.split()[0] == "base_0")
-    assert "eps=" not in base and " no " in base
+    assert "eps=" not in base
+    assert " no " in base
     assert lines[-6:] == [
         "(1 trial(s) stopped early by ASHA: their val_acc is after 'ep' of 3 epochs, listed after the full-budget "
         "ones and never compared with a baseline)",

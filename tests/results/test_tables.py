@@ -13,7 +13,8 @@ def test_rows_round_trip_with_the_fixed_columns_first(tmp_path, trial_rows):
     assert [r["trial_id"] for r in rows] == [r["trial_id"] for r in trial_rows]
     assert list(rows[0])[: len(TRIAL_COLUMNS)] == TRIAL_COLUMNS
     assert list(rows[0])[len(TRIAL_COLUMNS) :] == ["distill.eps", "distill.stages", "optim.lr"]
-    assert rows[4]["distill.stages"] == "3,4" and rows[0]["distill.eps"] is None
+    assert rows[4]["distill.stages"] == "3,4"
+    assert rows[0]["distill.eps"] is None
     assert [p.name for p in tmp_path.iterdir()] == ["trials.parquet"], "no temporary file is left behind"
 
 
@@ -22,7 +23,8 @@ def test_an_empty_table_still_has_its_columns_and_a_missing_one_has_no_rows(tmp_
 
     path = tmp_path / "epochs.parquet"
     write_table([], EPOCH_COLUMNS, path)
-    assert pq.read_table(path).column_names == EPOCH_COLUMNS and read_rows(path) == []
+    assert pq.read_table(path).column_names == EPOCH_COLUMNS
+    assert read_rows(path) == []
     assert read_rows(tmp_path / "missing.parquet") == []
 
 

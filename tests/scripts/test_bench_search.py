@@ -50,9 +50,11 @@ def test_shipped_table_covers_the_grid_and_every_baseline_with_full_curves(bench
     assert {key for key, role, _ in points if role == bench.BASELINE} == set(table.baselines)
     assert {json.loads(k)["baseline"] for k in table.baselines} == {"none", "kd", "dkd", "dist"}
     for curve in [*table.curves.values(), *table.baselines.values()]:
-        assert len(curve) == table.epochs and all(0 <= v <= 1 for v in curve)
+        assert len(curve) == table.epochs
+        assert all(0 <= v <= 1 for v in curve)
     meta = table.meta
-    assert meta["record_seconds"] > 0 and "bench_search.py record" in meta["command"]
+    assert meta["record_seconds"] > 0
+    assert "bench_search.py record" in meta["command"]
     assert {"torch", "timm", "optuna", "ray"} <= set(meta["software"])
 
 
@@ -115,7 +117,8 @@ def test_told_baselines_are_tpes_start_and_never_count_as_found(bench, table, su
     skipped = tell_baselines(searcher, space, table.baseline_rows())
     complete = searcher.study.get_trials(states=(TrialState.COMPLETE,))
     assert sorted(t.user_attrs["baseline"] for t in complete) == ["dist", "dist", "dkd", "dkd"]
-    assert len(skipped) == 4 and all(s.startswith(("none", "kd")) for s in skipped)
+    assert len(skipped) == 4
+    assert all(s.startswith(("none", "kd")) for s in skipped)
     for run in summaries["TPE+ASHA (default)"].runs:  # regret counts only the search's own trials
         assert not any(t.proposed_by == "baseline" for t in run.trials)
         assert all(t.key in table.curves for t in run.trials)
@@ -136,7 +139,8 @@ def test_asha_stops_trials_and_fifo_runs_every_trial_to_the_budget(summaries, ta
         assert len(run.trials) == table.spec.search.num_samples
         assert all(t.epoch == table.epochs for t in run.trials)
     stopped = [t for run in summaries["TPE+ASHA (default)"].runs for t in run.trials if t.epoch < table.epochs]
-    assert stopped and all(t.epoch >= table.spec.search.grace_epochs for t in stopped)
+    assert stopped
+    assert all(t.epoch >= table.spec.search.grace_epochs for t in stopped)
     # same epochs, more configs looked at
     assert len(summaries["random+ASHA"].runs[0].trials) > table.spec.search.num_samples
 
@@ -153,10 +157,13 @@ def test_smoke_run_prints_every_table():
     assert result.returncode == 0, result.stderr[-3000:]
     for method in ("TPE+ASHA (default)", "random+ASHA", "random+FIFO", "TPE+FIFO", "paper defaults only"):
         assert method in result.stdout
-    assert "target (<= 1/3)" in result.stdout and "ratio" in result.stdout
-    assert "TPE+ASHA vs random+FIFO" in result.stdout and "epochs to match" in result.stdout
+    assert "target (<= 1/3)" in result.stdout
+    assert "ratio" in result.stdout
+    assert "TPE+ASHA vs random+FIFO" in result.stdout
+    assert "epochs to match" in result.stdout
     assert "baselines told to the study first or not" in result.stdout
-    assert "ASHA rung metric" in result.stdout and "mean2" in result.stdout
+    assert "ASHA rung metric" in result.stdout
+    assert "mean2" in result.stdout
 
 
 @pytest.mark.slow
@@ -169,7 +176,9 @@ def test_recording_resumes_where_it_stopped(tmp_path):
     assert "1 recorded" in result.stdout  # the second session skipped the first config
     data = pq.read_table(table)
     rows = data.to_pylist()
-    assert len({r["key"] for r in rows}) == 2 and len(rows) == 2 * 6
+    assert len({r["key"] for r in rows}) == 2
+    assert len(rows) == 2 * 6
     assert sorted(r["epoch"] for r in rows) == sorted(list(range(1, 7)) * 2)
     meta = json.loads(data.schema.metadata[b"bench_search"])
-    assert len(meta["session_seconds"]) == 2 and meta["record_seconds"] > 0
+    assert len(meta["session_seconds"]) == 2
+    assert meta["record_seconds"] > 0

@@ -39,11 +39,13 @@ def test_train_best_example_smoke(tmp_path):
     )
     student.load_state_dict(load_file(out / "student.safetensors"))
     loaded, transform = load_student(out)  # and the loader finds model and preprocessing in config.json
-    assert transform.image_size == 28 and type(loaded) is type(student)
+    assert transform.image_size == 28
+    assert type(loaded) is type(student)
 
 
 def test_train_best_rejects_a_search_spec(tmp_path):
     script, spec = ROOT / "scripts" / "train_best.py", ROOT / "search_spaces" / "cnn_to_vit.yaml"
     result = subprocess.run([sys.executable, str(script), str(spec)], capture_output=True, text=True)
     assert result.returncode == 2
-    assert "a train config" in result.stderr and "Traceback" not in result.stderr
+    assert "a train config" in result.stderr
+    assert "Traceback" not in result.stderr

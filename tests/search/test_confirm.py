@@ -64,7 +64,8 @@ def confirmed(tmp_path_factory):
 
 def test_confirmation_reruns_the_top_configs_and_baselines_on_new_seeds(confirmed):
     folder, killed_at = confirmed
-    assert killed_at >= 1 and _phase(folder) == "done"
+    assert killed_at >= 1
+    assert _phase(folder) == "done"
     rows = table_rows(folder)
     confirm = [r for r in rows if r["role"] == "confirm"]
     baselines = [r for r in rows if r["role"] == "baseline"]
@@ -87,11 +88,13 @@ def test_ranking_and_best_yaml_use_the_mean_over_seeds(confirmed):
     rows = table_rows(folder)
     searched = ranked_trials(rows, EPOCHS, roles=("search",))
     top = [r for r in searched if r["seeds"] == SEEDS]
-    assert len(top) == min(TOP_K, len(searched)) and searched[: len(top)] == top, "confirmed configs rank first"
+    assert len(top) == min(TOP_K, len(searched)), "confirmed configs rank first"
+    assert searched[: len(top)] == top, "confirmed configs rank first"
     # the candidates best.yaml is chosen from: the confirmed search configs and baselines, by their means
     ranked = ranked_trials(rows, EPOCHS)
     confirmed = [r for r in ranked if r["seeds"] == SEEDS]
-    assert {r["role"] for r in confirmed} == {"search", "baseline"} and ranked[: len(confirmed)] == confirmed
+    assert {r["role"] for r in confirmed} == {"search", "baseline"}
+    assert ranked[: len(confirmed)] == confirmed
     for r in confirmed:
         runs = seed_runs(rows, r)
         assert r["val_acc_mean"] == pytest.approx(sum(runs.accuracies.values()) / SEEDS)

@@ -35,7 +35,8 @@ def test_diverging_trials_are_recorded_and_never_best(tmp_path, ray_local):
     trials = pq.read_table(folder / "trials.parquet").to_pylist()
     assert len(trials) == 4, "the search went on after a trial diverged"
     diverged = [t for t in trials if t["status"] == "diverged"]
-    assert diverged and all(t["optim.lr"] == 1.0e6 for t in diverged)
+    assert diverged
+    assert all(t["optim.lr"] == 1.0e6 for t in diverged)
     assert all("NaN" in t["error"] and t["val_acc"] == 0.0 for t in diverged)
     assert all(math.isfinite(e["val_acc"]) for e in pq.read_table(folder / "epochs.parquet").to_pylist())
     best = (folder / "best.yaml").read_text()
@@ -74,10 +75,12 @@ def test_a_trial_that_raises_ends_in_error_and_the_search_goes_on(tmp_path, monk
         ray.shutdown()
     trials = pq.read_table(folder / "trials.parquet").to_pylist()
     broken = [t for t in trials if t["teacher"] == "resnet14t" and t["method"] != "none"]
-    assert broken and all(t["status"] == "error" for t in broken)
+    assert broken
+    assert all(t["status"] == "error" for t in broken)
     # the worker checks the cache before mapping it: the error names the file and what is wrong
     assert all("logits.f16: 0 bytes" in t["error"] and "truncated" in t["error"] for t in broken), broken[0]["error"]
     fine = [t for t in trials if t not in broken]
-    assert fine and all(t["status"] in ("completed", "stopped") for t in fine)
+    assert fine
+    assert all(t["status"] in ("completed", "stopped") for t in fine)
     assert len([t for t in trials if t["role"] == "search"]) == 4, "the search went on after the errors"
     assert "resnet10t" in (folder / "best.yaml").read_text()

@@ -56,10 +56,12 @@ def test_a_search_on_s3_finds_what_it_finds_on_disk(tmp_path, s3_bucket):
     finally:
         leave_ray()
     print(f"\ntiny search (3 trials x 2 epochs): local {local_s:.1f} s (with set-up), s3 (moto) {remote_s:.1f} s")
-    assert isinstance(remote, ObjectPath) and str(remote) == f"{prefix}/tiny"
+    assert isinstance(remote, ObjectPath)
+    assert str(remote) == f"{prefix}/tiny"
     rows = sorted(table_rows(remote), key=lambda r: r["config"])
     local_rows = sorted(table_rows(local), key=lambda r: r["config"])
-    assert len(rows) == 3 and all(r["status"] in ENDED for r in rows)
+    assert len(rows) == 3
+    assert all(r["status"] in ENDED for r in rows)
     for key in ("status", "epochs", "val_acc", "config"):  # seeded, one trial at a time: the same search
         assert [r[key] for r in rows] == [r[key] for r in local_rows], key
     # the same winner, or one tied with it (a tie goes to the faster trial: timing, not storage)
@@ -92,7 +94,8 @@ def test_a_killed_s3_search_resumes_from_the_bucket(tmp_path, s3_bucket):
     assert run_driver(tmp_path, ["resume", str(folder)]) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     assert not [r for r in recorded_sessions() if session_processes(r)], "no Ray instance left running"
     rows = {r["trial_id"]: r for r in table_rows(as_location(str(folder)))}
-    assert len(rows) == 4 and all(r["status"] in ENDED for r in rows.values())
+    assert len(rows) == 4
+    assert all(r["status"] in ENDED for r in rows.values())
     for trial_id, row in kept.items():
         assert {k: rows[trial_id][k] for k in SAME} == {k: row[k] for k in SAME}
     assert '"phase": "done"' in (folder / "state.json").read_text()

@@ -23,7 +23,8 @@ def test_a_convnext_teacher_at_28_px_is_one_line_naming_model_and_size():
         plan(spec)
     (line,) = caught.value.problems
     assert line.startswith("pairs[0].teacher: convnext_atto does not run at the data's image size, 28x28 px")
-    assert "Kernel size can't be greater than actual input size" in line and "\n" not in line
+    assert "Kernel size can't be greater than actual input size" in line
+    assert "\n" not in line
     spec32 = _spec(
         data={"dataset": "digits", "image_size": 32},
         pairs=[{"teacher": {"model": "convnext_atto"}, "student": MIXER}],
@@ -70,7 +71,9 @@ def test_constraints_drop_the_student_over_the_limit_and_keep_the_other():
     assert dropped.startswith("dropped student vit_tiny_patch16_224(")
     assert dropped.endswith(": params 115,354 > search.constraints.max_params 60,000 (on cpu)")
     (kept,) = [line for line in lines if line.startswith("student MlpMixer")]
-    assert "params 40,746, flops " in kept and "latency_ms_b1 " in kept and kept.endswith("meets search.constraints")
+    assert "params 40,746, flops " in kept
+    assert "latency_ms_b1 " in kept
+    assert kept.endswith("meets search.constraints")
     assert [p.student.model for p in spec.pairs] == ["vit_tiny_patch16_224", "MlpMixer"], "the input spec is unchanged"
 
 
@@ -78,7 +81,8 @@ def test_flops_are_counted_and_limit_like_params():
     with log_lines() as lines:
         plan(_constrained({"max_flops": 10**12}))
     measured = [line for line in lines if line.startswith("student ")]
-    assert len(measured) == 2 and all("flops " in line for line in measured)
+    assert len(measured) == 2
+    assert all("flops " in line for line in measured)
     vit_flops = int(measured[0].split("flops ")[1].split(", latency")[0].replace(",", ""))
     mixer_flops = int(measured[1].split("flops ")[1].split(", latency")[0].replace(",", ""))
     assert vit_flops > mixer_flops > 100_000, (vit_flops, mixer_flops)
@@ -91,5 +95,8 @@ def test_no_student_left_is_one_error_line():
         plan(_constrained({"max_params": 1000, "max_latency_ms": 1e-6}))
     (line,) = caught.value.problems
     assert line.startswith("search.constraints: no student meets {max_params: 1,000, max_latency_ms: 1e-06} (")
-    assert "vit_tiny_patch16_224(" in line and "MlpMixer(" in line and "params 115,354 > " in line
-    assert line.endswith("relax the limits or add smaller students") and "\n" not in line
+    assert "vit_tiny_patch16_224(" in line
+    assert "MlpMixer(" in line
+    assert "params 115,354 > " in line
+    assert line.endswith("relax the limits or add smaller students")
+    assert "\n" not in line

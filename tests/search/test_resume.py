@@ -120,12 +120,14 @@ def test_a_kill_between_or_inside_grid_phases_resumes_every_point_once(digits_se
         ray.shutdown()
     after = pq.read_table(folder / "trials.parquet").to_pylist()
     again = [r for r in after if r["role"] == "baseline"]
-    assert len(again) == len(baselines) == 8 and all(r["status"] == "completed" for r in again)
+    assert len(again) == len(baselines) == 8
+    assert all(r["status"] == "completed" for r in again)
     assert sorted((r["student"], r["method"]) for r in again) == sorted((r["student"], r["method"]) for r in baselines)
     by_id = {r["trial_id"]: r for r in after}
     for row in kept:  # finished before the kill: kept as they were
         assert by_id[row["trial_id"]]["val_acc"] == row["val_acc"]
-    assert cut["trial_id"] not in by_id and not never_started & set(by_id), "cut trials run again as new trials"
+    assert cut["trial_id"] not in by_id, "cut trials run again as new trials"
+    assert not never_started & set(by_id), "cut trials run again as new trials"
     assert [r for r in after if r["role"] == "search"] == [r for r in rows if r["role"] == "search"]
     assert json.loads((folder / "state.json").read_text())["phase"] == "done"
     epochs = pq.read_table(folder / "epochs.parquet").to_pylist()
@@ -244,7 +246,8 @@ def test_a_resume_on_changed_images_is_refused_in_one_line(tmp_path, capsys):
     assert main(["resume", str(folder)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: data.root {images}: its images changed since the search started ("), err
-    assert len(err.splitlines()) == 1 and "--force-new-spec" in err
+    assert len(err.splitlines()) == 1
+    assert "--force-new-spec" in err
     assert json.loads((folder / "state.json").read_text())["data"] == started, "nothing recorded on a refusal"
 
     assert main(["resume", str(folder), "--force-new-spec"]) == 0

@@ -47,7 +47,8 @@ def test_outputs_and_tables(digits_search):
     host = f"{socket.gethostname()} ("  # each trial's Ray node: host (ip, node <id>)
     assert all(t["node"].startswith(host) and "node " in t["node"] for t in trials), [t["node"] for t in trials]
     ids = [t["trial_id"] for t in trials]  # one format for every role: Tune's eight hex digits
-    assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[0-9a-f]{8}", i) for i in ids), ids
+    assert len(set(ids)) == len(ids), ids
+    assert all(re.fullmatch(r"[0-9a-f]{8}", i) for i in ids), ids
     epochs = pq.read_table(digits_search / "epochs.parquet").to_pylist()
     assert {"trial_id", "epoch", "train_loss", "val_acc", "lr", "seconds"} <= set(epochs[0])
     assert len(epochs) == sum(t["epochs"] for t in trials)
@@ -59,12 +60,14 @@ def test_asha_stopped_trials_and_best_is_full_budget(digits_search):
     trials = pq.read_table(digits_search / "trials.parquet").to_pylist()
     search = [t for t in trials if t["role"] == "search"]
     stopped = [t for t in search if t["status"] == "stopped"]
-    assert stopped and all(t["epochs"] < 3 for t in stopped)
+    assert stopped
+    assert all(t["epochs"] < 3 for t in stopped)
     # the best of everything that ran the full budget, baselines included, is what best.yaml holds
     completed = [t for t in trials if t["status"] == "completed" and t["role"] in ("search", "baseline")]
     best_line = (digits_search / "best.yaml").read_text().splitlines()[0]
     best = max(completed, key=lambda t: t["val_acc"])
-    assert best["trial_id"] in best_line and best["epochs"] == 3
+    assert best["trial_id"] in best_line
+    assert best["epochs"] == 3
     assert all(t["val_acc"] <= best["val_acc"] or t["status"] != "completed" for t in search)
 
 
@@ -77,10 +80,12 @@ def test_a_baseline_that_beats_every_searched_config_is_handed_over(digits_searc
     trials = pq.read_table(digits_search / "trials.parquet").to_pylist()
     completed = [t for t in trials if t["role"] in ("search", "baseline") and t["status"] == "completed"]
     best = max(completed, key=lambda t: t["val_acc"])
-    assert best["role"] == "baseline" and best["method"] == "dist", best
+    assert best["role"] == "baseline", best
+    assert best["method"] == "dist", best
     assert all(t["val_acc"] < best["val_acc"] for t in trials if t["role"] == "search")
     config = yaml.safe_load((digits_search / "best.yaml").read_text())
-    assert config["distill"]["method"] == "dist" and config["distill"]["stages"] == []
+    assert config["distill"]["method"] == "dist"
+    assert config["distill"]["stages"] == []
     assert (config["distill"]["kd_weight"], config["distill"]["dist_temperature"]) == (2.0, 4.0), "DIST's own setting"
     assert main(["export", str(digits_search), "--rank", "1", "-o", str(tmp_path / "rank1.yaml")]) == 0
     assert yaml.safe_load((tmp_path / "rank1.yaml").read_text()) | {"name": config["name"]} == config
@@ -106,7 +111,8 @@ def test_resume_of_a_finished_search_keeps_everything(digits_search, capsys):
 def test_a_rerun_goes_next_to_an_earlier_search(digits_search, capsys):
     assert main(["run", str(digits_search / "spec.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "holds an earlier search" in out and f"results would go to {digits_search}-2" in out
+    assert "holds an earlier search" in out
+    assert f"results would go to {digits_search}-2" in out
     assert main(["run", str(digits_search / "spec.yaml"), "--name", digits_search.name]) == 2
     assert "already holds a search; `ofasearch resume" in capsys.readouterr().err
 
@@ -195,8 +201,10 @@ def test_progress_view_replaces_tunes_tables(second_run, capsys):
 def test_dashboard_answers_during_the_run(second_run):
     _folder, _logs, probes = second_run
     (_, page_status, page), (_, api_status, version) = probes
-    assert page_status == 200 and b"Ray Dashboard" in page
-    assert api_status == 200 and json.loads(version)["ray_version"] == ray.__version__
+    assert page_status == 200
+    assert b"Ray Dashboard" in page
+    assert api_status == 200
+    assert json.loads(version)["ray_version"] == ray.__version__
 
 
 def test_credentials_in_the_storage_and_mlflow_uris_are_used_but_never_written(s3_bucket, tmp_path, monkeypatch):
@@ -226,7 +234,8 @@ def test_credentials_in_the_storage_and_mlflow_uris_are_used_but_never_written(s
     assert executed["spec"].storage == f"s3://AKIA:s3cr3t@{where}", "the run uses the real URI"
     assert str(folder) == f"s3://{where}/{SPEC['name']}"
     spec_text, state_text = (folder / "spec.yaml").read_text(), (folder / "state.json").read_text()
-    assert "s3cr3t" not in spec_text + state_text and "AKIA" not in spec_text + state_text
+    assert "s3cr3t" not in spec_text + state_text
+    assert "AKIA" not in spec_text + state_text
     assert yaml.safe_load(spec_text)["storage"] == f"s3://***@{where}"
     state = json.loads(state_text)
     assert state["mlflow"] == "https://***@mlflow.example:5000"

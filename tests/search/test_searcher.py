@@ -122,7 +122,8 @@ def test_the_study_lives_in_its_journal_file_and_survives_a_crash_after_the_last
         TrialState.COMPLETE,
         TrialState.FAIL,  # the orphan of the crash
     ]
-    assert states[5] == TrialState.RUNNING and len(states) == 6
+    assert states[5] == TrialState.RUNNING
+    assert len(states) == 6
 
 
 def _free_port() -> int:
@@ -178,7 +179,8 @@ def test_optuna_dashboard_opens_the_journal(tmp_path):
             f"http://127.0.0.1:{port}/dashboard/studies/{studies[0]['study_id']}",
         ]
         dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False).stdout
-        assert "search (id=0)" in dom and "History" in dom, dom[:2000]
+        assert "search (id=0)" in dom, dom[:2000]
+        assert "History" in dom, dom[:2000]
     finally:
         server.terminate()
         server.wait(timeout=30)

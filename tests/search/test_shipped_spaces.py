@@ -18,7 +18,8 @@ SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 @pytest.mark.parametrize("name, pairs", [("cnn_to_vit", 1), ("vit_to_cnn", 2), ("cnn_to_mlp", 2)])
 def test_fashion_spaces_plan(name, pairs):
     space = plan(load_spec(SPACES / f"{name}.yaml"))
-    assert len(space.pairs) == pairs and all(space.available_stages)
+    assert len(space.pairs) == pairs
+    assert all(space.available_stages)
     assert space.spec.search.confirm is not None, "shipped specs confirm their winners over seeds"
     assert space.spec.searched_values(), "a search space searches something"
 
@@ -27,7 +28,8 @@ def test_validate_and_dry_run_build_every_pair(capsys, tmp_path):
     assert main(["validate", str(SPACES / "cnn_to_vit.yaml")]) == 0
     assert "valid; 1 pair(s)" in capsys.readouterr().out
     assert main(["run", str(SPACES / "cnn_to_vit.yaml"), "--dry-run", "--storage", str(tmp_path)]) == 0
-    assert "dry run" in capsys.readouterr().out and not any(tmp_path.iterdir())
+    assert "dry run" in capsys.readouterr().out
+    assert not any(tmp_path.iterdir())
 
 
 def _paper_space(name: str, classes: int) -> SearchSpace:
@@ -44,11 +46,14 @@ def _paper_space(name: str, classes: int) -> SearchSpace:
 def test_cifar100_paper_space_holds_the_papers_setting():
     space = _paper_space("cifar100_paper.yaml", 100)
     spec = space.spec
-    assert spec.data.image_size == 224 and spec.data.paper_protocol, "224 px, scored on test as the paper"
+    assert spec.data.image_size == 224, "224 px, scored on test as the paper"
+    assert spec.data.paper_protocol, "224 px, scored on test as the paper"
     assert (spec.optim.epochs, spec.optim.batch_size, spec.augment.label_smoothing) == (300, 1024, 0.1)
-    assert spec.augment.crop == "rrc" and spec.augment.normalize == "dataset"
+    assert spec.augment.crop == "rrc"
+    assert spec.augment.normalize == "dataset"
     students = [p.student.label for p in spec.pairs]
-    assert students[:3] == ["resnet18", "resnet18", "mobilenetv2_100"] and "resmlp_12_224" in students
+    assert students[:3] == ["resnet18", "resnet18", "mobilenetv2_100"]
+    assert "resmlp_12_224" in students
     assert "swin_pico_patch4_window7_224(drop_path_rate=0.0)" in students, "the reference's Swin-P"
     configs = [trial_config(space, space.defaults(i)) for i in range(len(spec.pairs))]
     firsts = [(c.optim.name, c.optim.lr, c.distill.eps, c.distill.temperature, c.distill.ofa_weight) for c in configs]
@@ -67,7 +72,8 @@ def test_cifar100_paper_space_holds_the_papers_setting():
 
 def test_imagenet_paper_space_is_valid_without_its_data():
     space = _paper_space("imagenet_paper.yaml", 1000)
-    assert space.spec.data.dataset == "imagefolder" and space.spec.data.paper_protocol
+    assert space.spec.data.dataset == "imagefolder"
+    assert space.spec.data.paper_protocol
     configs = [trial_config(space, space.defaults(i)) for i in range(len(space.pairs))]
     assert all(c.distill.eps == 1.5 and c.optim.name == "sgd" for c in configs), "the paper's ImageNet eps first"
     assert all(p.teacher.pretrained for p in space.pairs)
@@ -94,6 +100,7 @@ def test_imagenet_paper_space_validates_on_an_image_folder(capsys, tmp_path):
     args += ["--set", "pairs[1].teacher.pretrained=false"]
     assert main(["validate", str(SPACES / "imagenet_paper.yaml"), *args]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "valid; 2 pair(s)" in out and "train 4 (train/)" in out
+    assert "valid; 2 pair(s)" in out
+    assert "train 4 (train/)" in out
     assert "val 4 (the test split (val_fraction 0: the paper's protocol))" in out
     assert "crop rrc: cut from each original image" in out

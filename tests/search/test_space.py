@@ -47,7 +47,8 @@ def test_define_by_run_names_stage_choices_per_student():
         seen_stage_values.setdefault(stage_keys[0], set()).add(trial.params[stage_keys[0]])
         assert 1.1 <= trial.params["distill.eps"] <= 1.6
         config = s.config_for(trial.params)
-        assert config.pair.label == pair and config.distill.eps == trial.params["distill.eps"]
+        assert config.pair.label == pair
+        assert config.distill.eps == trial.params["distill.eps"]
         assert isinstance(config.distill.stages, list)
         study.tell(trial, 0.5)
     by_student = {k.split("__")[1][:40]: v for k, v in seen_stage_values.items()}
@@ -60,13 +61,15 @@ def test_paper_defaults_are_clipped_into_ranges():
     s = space()
     point = s.defaults(0)
     assert point["distill.eps"] == 1.1  # paper eps 1 clipped to the range
-    assert point["distill.temperature"] == 1.0 and point["distill.ofa_weight"] == 1.0
+    assert point["distill.temperature"] == 1.0
+    assert point["distill.ofa_weight"] == 1.0
     assert point[s.param_name("distill.stages", 0)] == "1,2,3,4"
     assert s.defaults(1)[s.param_name("distill.stages", 1)] == "3,4"
     assert point["optim.lr"] == pytest.approx(1e-3)
     assert point["optim.batch_size"] == 64
     base = trial_config(s, {**s.defaults(1), BASELINE_KEY: "none"})  # what a baseline trial runs
-    assert base.distill.method == "none" and base.pair.student.kwargs["depth"] == 2
+    assert base.distill.method == "none"
+    assert base.pair.student.kwargs["depth"] == 2
 
 
 def test_enqueued_defaults_come_first_in_optuna():
@@ -186,7 +189,9 @@ def test_the_paper_defaults_are_the_first_point_and_baselines_are_points_or_say_
 
     s = SearchSpace(parse_spec(COMPOSED), STAGES)
     first = s.config_for(s.defaults(0)).distill
-    assert first.composition == "ofa + ofa@1,2,3,4" and first.eps == 1.0 and first.temperature == 1.0
+    assert first.composition == "ofa + ofa@1,2,3,4"
+    assert first.eps == 1.0
+    assert first.temperature == 1.0
     found = {}
     for point in baseline_points(s)[:4]:
         config = trial_config(s, point)
@@ -194,7 +199,8 @@ def test_the_paper_defaults_are_the_first_point_and_baselines_are_points_or_say_
             found[config.distill.method] = s.params_of(config)
         except NotInSpace as exc:
             found[config.distill.method] = str(exc)
-    assert found["dist"]["distill.logit_loss"] == "dist" and found["dist"]["distill.kd_weight"] == 2.0
+    assert found["dist"]["distill.logit_loss"] == "dist"
+    assert found["dist"]["distill.kd_weight"] == 2.0
     assert found["dkd"]["distill.dkd_beta"] == 8.0
     assert found["kd"] == "distill.gt_weight is 0.1, the spec's is 1.0", "mdistiller's KD weighs CE by 0.1"
     assert found["none"] == "distill.method is 'none', the spec's is 'ofa'"
@@ -214,4 +220,5 @@ def test_the_paper_defaults_are_the_first_point_and_baselines_are_points_or_say_
 def test_a_composition_the_schema_cannot_train_is_one_line_naming_the_field(distill, message):
     with pytest.raises(SpecError) as err:
         SearchSpace(parse_spec({**SPEC, "distill": distill}), STAGES)
-    assert len(err.value.problems) == 1 and err.value.problems[0].startswith(message), err.value.problems
+    assert len(err.value.problems) == 1, err.value.problems
+    assert err.value.problems[0].startswith(message), err.value.problems

@@ -22,7 +22,8 @@ def test_the_previous_state_is_kept_and_a_truncated_state_falls_back_to_it(tmp_p
         (tmp_path / "state.json").write_text(damage)
         with log_lines() as logs:
             assert read_state(tmp_path) == {"phase": Phase.SEARCH, "stages": [[4]]}
-        assert len(logs) == 1 and "using state.json.bak" in logs[0], logs
+        assert len(logs) == 1, logs
+        assert "using state.json.bak" in logs[0], logs
 
     # the next update starts from the backup and keeps a good backup, never the damaged file
     update_state(tmp_path, phase=Phase.DONE)

@@ -66,7 +66,8 @@ def test_every_trial_is_an_mlflow_run_with_params_and_per_epoch_metrics(tmp_path
         assert run.data.tags["ofasearch.role"] == role
         prefix = "point/" if role == "baseline" else ""
         if role == "baseline":  # its method reads no eps: its row leaves it empty, its point has the pair's
-            assert row["distill.eps"] is None and f"{prefix}distill.eps" in run.data.params
+            assert row["distill.eps"] is None
+            assert f"{prefix}distill.eps" in run.data.params
         else:
             assert float(run.data.params[f"{prefix}distill.eps"]) == pytest.approx(row["distill.eps"])
         assert float(run.data.params[f"{prefix}optim.lr"]) == pytest.approx(row["optim.lr"])
@@ -88,7 +89,9 @@ def test_an_mlflow_uri_is_recorded_without_credentials_and_used_with_them(monkey
     monkeypatch.setattr(tracking, "_real_uris", {})
     with log_lines() as logs:
         assert mlflow_callback(recorded, "x", "search").tracking_uri == "https://mlflow.example:5000"
-    assert len(logs) == 1 and "MLFLOW_TRACKING_USERNAME" in logs[0] and "s3cr3t" not in logs[0]
+    assert len(logs) == 1
+    assert "MLFLOW_TRACKING_USERNAME" in logs[0]
+    assert "s3cr3t" not in logs[0]
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "t")
     with log_lines() as logs:
         mlflow_callback(recorded, "x", "search")

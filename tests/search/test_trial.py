@@ -32,6 +32,7 @@ def test_search_with_ray_train_trials(tmp_path, ray_local):
     epochs = pq.read_table(folder / "epochs.parquet").to_pylist()
     for t in trials:
         losses = [e["train_loss"] for e in sorted(epochs, key=lambda e: e["epoch"]) if e["trial_id"] == t["trial_id"]]
-        assert len(losses) == 2 and losses[1] < losses[0], "DDP training reduces the loss"
+        assert len(losses) == 2, "DDP training reduces the loss"
+        assert losses[1] < losses[0], "DDP training reduces the loss"
     assert (folder / "best.yaml").is_file()
     assert len(list((folder / "train_runs").iterdir())) == 2, "one Ray Train run per trial, next to the Tune run"

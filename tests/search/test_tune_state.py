@@ -43,7 +43,8 @@ def test_a_state_cut_short_is_replaced_by_the_kept_copy(tmp_path):
         repair_saved_state(experiment)
     assert {p.name: p.read_bytes() for p in saved_state_files(experiment)} == complete
     (warning,) = messages
-    assert warning.startswith(f"{files[0]}: JSONDecodeError") and "resuming from its last complete copy" in warning
+    assert warning.startswith(f"{files[0]}: JSONDecodeError")
+    assert "resuming from its last complete copy" in warning
 
     with log_lines() as messages:
         repair_saved_state(experiment)  # a complete state is left alone, silently
@@ -57,4 +58,5 @@ def test_a_damaged_state_without_a_copy_is_refused_in_one_line(tmp_path):
     with pytest.raises(FileFault) as caught:
         repair_saved_state(experiment)
     (line,) = caught.value.problems
-    assert line.startswith(f"{files[2]}: EOFError") and "no complete copy was kept" in line
+    assert line.startswith(f"{files[2]}: EOFError")
+    assert "no complete copy was kept" in line

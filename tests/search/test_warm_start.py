@@ -76,11 +76,13 @@ def _searcher(data):
 def test_same_space_adds_the_finished_trials_so_tpe_models_them(old_search):
     searcher, space = _searcher(copy.deepcopy(SPEC))
     result = warm_start(searcher, space, old_search)
-    assert result.same_space and result.added == {"COMPLETE": 2, "PRUNED": 1}
+    assert result.same_space
+    assert result.added == {"COMPLETE": 2, "PRUNED": 1}
     trials = searcher.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert sorted(t.value or 0.0 for t in trials) == [0.0, pytest.approx(0.7), pytest.approx(0.8)]
     pruned = next(t for t in trials if t.state is TrialState.PRUNED)
-    assert pruned.intermediate_values == {1: pytest.approx(0.3)} and pruned.params["distill.eps"] == 1.2
+    assert pruned.intermediate_values == {1: pytest.approx(0.3)}
+    assert pruned.params["distill.eps"] == 1.2
     best = searcher.study.best_trial
     assert best.params == {
         "pair": space.pairs[0].label,
@@ -102,13 +104,15 @@ def test_different_space_enqueues_the_best_configs_that_fit_and_says_what_it_ski
     assert not same_space(parse_spec(copy.deepcopy(SPEC)), space.spec)
     with caplog.at_level("INFO", logger="ofasearch.search.warm_start"):
         result = warm_start(searcher, space, old_search)
-    assert not result.same_space and result.enqueued == 1
+    assert not result.same_space
+    assert result.enqueued == 1
     assert result.skipped == ["a (distill.eps 1.4 is outside [1, 1.3])"]
     (line,) = [r.getMessage() for r in caplog.records if r.name == "ofasearch.search.warm_start"]
     assert "different space): enqueued 1 of its best configs; skipped a (distill.eps 1.4 is outside" in line
     configs = [searcher.suggest(str(i)) for i in range(3)]
     assert [c[PROPOSED_BY] for c in configs] == ["default", "default", "warm-start"]
-    assert configs[2]["distill.eps"] == 1.1 and configs[2]["pair"] == space.pairs[1].label
+    assert configs[2]["distill.eps"] == 1.1
+    assert configs[2]["pair"] == space.pairs[1].label
     assert len(searcher.study.get_trials(states=(TrialState.COMPLETE,))) == 0, "nothing added as finished"
 
 

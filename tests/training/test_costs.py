@@ -36,10 +36,12 @@ def test_resnet_cost_and_train_mode_restored():
     model = timm.create_model("resnet10t", num_classes=10).train()
     rng = torch.get_rng_state()
     cost = measure_cost(model, (3, 32, 32), CPU, repeats=3)
-    assert model.training and all(m.training for m in model.modules())
+    assert model.training
+    assert all(m.training for m in model.modules())
     assert torch.equal(torch.get_rng_state(), rng), "measuring must not move the global RNG (training seeds)"
     assert cost.params == sum(p.numel() for p in model.parameters())
-    assert cost.flops > 0 and cost.device == "cpu"
+    assert cost.flops > 0
+    assert cost.device == "cpu"
     assert cost.latency_ms_b64 > cost.latency_ms_b1 > 0
     assert set(cost.as_metrics()) == set(COST_COLUMNS)
     deeper = measure_cost(timm.create_model("resnet18", num_classes=10), (3, 32, 32), CPU, repeats=1)
@@ -53,7 +55,9 @@ def test_eval_model_and_frozen_parts_keep_their_mode():
     model.train()
     model.patch_embed.eval()  # e.g. a frozen stem
     measure_cost(model, (3, 32, 32), CPU, batch_sizes=(1,), repeats=1)
-    assert model.training and model.blocks[0].training and not model.patch_embed.proj.training
+    assert model.training
+    assert model.blocks[0].training
+    assert not model.patch_embed.proj.training
 
 
 def test_vit_flops_scale_with_depth_and_count_attention():
@@ -70,7 +74,8 @@ def test_vit_flops_scale_with_depth_and_count_attention():
 def test_custom_batch_sizes_and_latency_lookup():
     cost = measure_cost(tiny_vit(2), (3, 32, 32), CPU, batch_sizes=(2, 8, 2), repeats=2)
     assert [b for b, _ in cost.latency_ms] == [2, 8]
-    assert cost.latency(8) > 0 and cost.latency_ms_b1 is None
+    assert cost.latency(8) > 0
+    assert cost.latency_ms_b1 is None
     assert set(cost.as_metrics()) == {"params", "flops", "latency_ms_b2", "latency_ms_b8", "device"}
     with pytest.raises(KeyError, match="batch 64 was not measured"):
         cost.latency(64)
@@ -117,7 +122,9 @@ def test_train_writes_the_student_cost_into_metrics(tmp_path):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(COST_COLUMNS) <= set(metrics)
     assert metrics["params"] == metrics["student_params"] > 0
-    assert metrics["flops"] > 0 and metrics["latency_ms_b64"] > 0 and metrics["device"] == "cpu"
+    assert metrics["flops"] > 0
+    assert metrics["latency_ms_b64"] > 0
+    assert metrics["device"] == "cpu"
 
 
 def test_every_search_report_and_trials_parquet_carry_the_cost(tmp_path):
@@ -128,7 +135,8 @@ def test_every_search_report_and_trials_parquet_carry_the_cost(tmp_path):
     config = parse_config(CONFIG)
     reports: list[dict] = []
     fit_for_search(config, load_splits(config.data), None, reports.append)
-    assert len(reports) == 2 and all(set(COST_COLUMNS) <= set(r) for r in reports)
+    assert len(reports) == 2
+    assert all(set(COST_COLUMNS) <= set(r) for r in reports)
     assert reports[0]["params"] == sum(p.numel() for p in timm.create_model(**_student_args()).parameters())
 
     space = plan(parse_spec(SPEC))

@@ -44,7 +44,9 @@ def trained(tmp_path_factory):
 def test_train_writes_the_contract_outputs_and_learns(trained):
     metrics = json.loads((trained / "metrics.json").read_text())
     assert {"val_acc", "test_acc", "epochs", "train_seconds"} <= set(metrics)
-    assert metrics["epochs"] == 6 and metrics["train_seconds"] > 0 and not metrics["diverged"]
+    assert metrics["epochs"] == 6
+    assert metrics["train_seconds"] > 0
+    assert not metrics["diverged"]
     # chance is 0.1; measured 0.42 (seeds 0-2: 0.35-0.42) with the reference's exit branches, whose
     # trunc_normal(0.02) init makes them slow learners in 6 epochs (PyTorch's default init: 0.60)
     assert metrics["val_acc"] > 0.3, f"10 classes: chance is 0.1, got {metrics['val_acc']}"
@@ -53,7 +55,8 @@ def test_train_writes_the_contract_outputs_and_learns(trained):
     assert losses[-1] < losses[0]
     assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
     again = load_config(trained / "config.yaml")
-    assert again.pair.student.model == VIT["model"] and again.distill.eps == 1.2
+    assert again.pair.student.model == VIT["model"]
+    assert again.distill.eps == 1.2
 
 
 def test_student_weights_load_into_timm_as_they_are(trained):
@@ -74,7 +77,8 @@ def test_auto_teacher_is_trained_once_and_reused():
     splits = load_splits(config.data)
     first = prepare_teacher(config.pair.teacher, config.data, splits)
     second = prepare_teacher(config.pair.teacher, config.data, splits)
-    assert not second.trained_now and second.checkpoint == first.checkpoint
+    assert not second.trained_now
+    assert second.checkpoint == first.checkpoint
     assert second.val_acc == first.val_acc > 0.8
 
 
@@ -107,7 +111,8 @@ def test_logit_baselines_train_from_the_logit_cache_and_learn(tmp_path, method):
     out = tmp_path / method
     assert main(["train", str(write(tmp_path, data)), "--output", str(out), "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["teacher_cache"] and not metrics["diverged"]
+    assert metrics["teacher_cache"]
+    assert not metrics["diverged"]
     # 3 epochs of this config: student alone 0.19, KD 0.24, DKD (paper T 4) 0.26, DIST 0.42
     assert metrics["val_acc"] > 0.2, f"10 classes: chance is 0.1, got {metrics['val_acc']}"
     assert load_config(out / "config.yaml").distill.method == method
@@ -118,7 +123,8 @@ def test_shipped_student_is_the_best_epoch_and_the_last_is_kept(trained):
     val_acc_last on checkpoints/student_last.safetensors."""
     metrics = json.loads((trained / "metrics.json").read_text())
     history = [h["val_acc"] for h in metrics["history"]]
-    assert metrics["val_acc"] == max(history) and history[metrics["best_epoch"] - 1] == max(history)
+    assert metrics["val_acc"] == max(history)
+    assert history[metrics["best_epoch"] - 1] == max(history)
     val = load_splits(parse_config(CONFIG).data).val
     for weights, key in (("student.safetensors", "val_acc"), ("checkpoints/student_last.safetensors", "val_acc_last")):
         model, transform = load_student(trained, weights=weights)
@@ -126,7 +132,8 @@ def test_shipped_student_is_the_best_epoch_and_the_last_is_kept(trained):
             acc = float((model(transform(val.images)).argmax(-1) == val.labels).float().mean())
         assert acc == pytest.approx(metrics[key], abs=1e-6), weights  # float32 here: 1 image is 0.007
     card = json.loads((trained / "config.json").read_text())
-    assert card["ofasearch"]["versions"] == metrics["versions"] and metrics["versions"]["timm"] == timm.__version__
+    assert card["ofasearch"]["versions"] == metrics["versions"]
+    assert metrics["versions"]["timm"] == timm.__version__
 
 
 @pytest.mark.slow
@@ -154,12 +161,14 @@ def test_fit_keeps_the_best_epoch_and_resumes_bit_for_bit():
     )
     assert [h.val_acc for h in resumed.history] == [h.val_acc for h in full.history]
     assert [h.train_loss for h in resumed.history] == [h.train_loss for h in full.history]
-    assert resumed.test_acc == full.test_acc and resumed.best_epoch == full.best_epoch
+    assert resumed.test_acc == full.test_acc
+    assert resumed.best_epoch == full.best_epoch
 
     claimed = {**states[0], "best_val_acc": 1.0, "best_epoch": 1, "best_student": initial}
     distiller = build_distiller(config, splits, None)
     result = fit(distiller, splits, config.optim, seed=0, device=device, keep_best=True, resume=claimed)
-    assert result.best_epoch == 1 and result.best_val_acc == 1.0
+    assert result.best_epoch == 1
+    assert result.best_val_acc == 1.0
     assert all(torch.equal(v, initial[k]) for k, v in distiller.student.state_dict().items())
     assert result.last_state is not None
     assert all(torch.equal(result.last_state[k], v) for k, v in states[-1]["student"].items())
@@ -183,14 +192,16 @@ def test_a_killed_train_run_resumes_where_it_stopped(tmp_path, trained, capsys):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = _epoch(state)
-    assert not (out / "metrics.json").exists() and not (out / "student.safetensors").exists()
+    assert not (out / "metrics.json").exists()
+    assert not (out / "student.safetensors").exists()
 
     assert main(["train", str(config), "-o", str(out), "--no-progress", "--resume"]) == 0
     assert f"resuming {out} after epoch {before} of 6" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     reference = json.loads((trained / "metrics.json").read_text())
     print(f"\nkilled after epoch {before} of 6; resumed to epoch {metrics['epochs']}")
-    assert metrics["epochs"] == 6 and [h["epoch"] for h in metrics["history"]] == list(range(1, 7))
+    assert metrics["epochs"] == 6
+    assert [h["epoch"] for h in metrics["history"]] == list(range(1, 7))
     assert metrics["resumed_from_epoch"] == before
     assert [h["val_acc"] for h in metrics["history"]] == [h["val_acc"] for h in reference["history"]]
     assert metrics["test_acc"] == reference["test_acc"]
@@ -209,7 +220,8 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, trained, capsys):
     edited = write(tmp_path, {**CONFIG, "optim": {**CONFIG["optim"], "lr": 1e-3}}, "edited.yaml")
     assert main(["train", str(edited), "-o", str(unfinished), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert "made with another config (optim differ)" in err and len(err.strip().splitlines()) == 1
+    assert "made with another config (optim differ)" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_resources_come_from_the_config_and_flags_override(tmp_path, capsys):
@@ -244,7 +256,9 @@ def test_a_pinned_teacher_whose_file_changed_is_one_error_line(tmp_path, capsys)
     data = {**CONFIG, "pairs": [{"teacher": pinned, "student": VIT}]}
     assert main(["train", str(write(tmp_path, data)), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: pairs[0].teacher.sha256:") and "not the pinned teacher" in err[0]
+    assert len(err) == 1
+    assert err[0].startswith("error: pairs[0].teacher.sha256:")
+    assert "not the pinned teacher" in err[0]
     path.unlink()
     assert main(["train", str(write(tmp_path, data)), "-o", str(tmp_path / "o")]) == 2
     assert "no such file" in capsys.readouterr().err

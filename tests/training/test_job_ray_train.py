@@ -33,7 +33,8 @@ def test_two_gloo_workers_on_ray_train(tmp_path, ray_local):
     assert metrics["epochs"] == CONFIG["optim"]["epochs"]
     assert metrics["val_acc"] > 0.3, f"10 classes: chance is 0.1, got {metrics['val_acc']}"
     assert (out / "student.safetensors").stat().st_size > 10_000
-    assert (out / "config.yaml").is_file() and list((out / "tensorboard").glob("events.*"))
+    assert (out / "config.yaml").is_file()
+    assert list((out / "tensorboard").glob("events.*"))
     assert not (tmp_path / ".out-ray").exists(), "Ray Train's run folder is cleaned up"
 
 
@@ -94,7 +95,8 @@ def test_a_killed_ray_train_run_resumes_from_its_ray_checkpoint(tmp_path, ray_lo
     proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 900
     while not list(storage.glob("*/checkpoint_*/last.pth")):
-        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before a checkpoint"
+        assert proc.poll() is None, "the run ended before a checkpoint"
+        assert time.monotonic() < deadline, "the run ended before a checkpoint"
         time.sleep(0.5)
     time.sleep(1.0)  # let Ray record the checkpoint in its run snapshot
     proc.send_signal(signal.SIGKILL)
@@ -109,7 +111,9 @@ def test_a_killed_ray_train_run_resumes_from_its_ray_checkpoint(tmp_path, ray_lo
     metrics = json.loads((out / "metrics.json").read_text())
     resumed = metrics["resumed_from_epoch"]
     print(f"\nRay Train: killed with checkpoints of epochs {saved} of 4; resumed after epoch {resumed}")
-    assert metrics["epochs"] == 4 and [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
-    assert resumed in saved and resumed >= 1, f"continued after a checkpointed epoch {saved}, not from 0"
+    assert metrics["epochs"] == 4
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+    assert resumed in saved, f"continued after a checkpointed epoch {saved}, not from 0"
+    assert resumed >= 1, f"continued after a checkpointed epoch {saved}, not from 0"
     assert metrics["val_acc"] > 0.15, f"10 classes: chance is 0.1, got {metrics['val_acc']}"  # 4 epochs: ~0.25
     assert not storage.exists(), "Ray Train's run folder is cleaned up after success"

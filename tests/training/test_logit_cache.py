@@ -55,11 +55,14 @@ def test_cache_is_reused_not_rebuilt(tmp_path, splits, teacher):
     with log_lines() as messages:
         first = open_or_build(teacher, splits, tmp_path / "c", seed=0, views=2)
         second = open_or_build(teacher, splits, tmp_path / "c", seed=0, views=2)
-    assert second.build_seconds == first.build_seconds and sum("building" in m for m in messages) == 1
+    assert second.build_seconds == first.build_seconds
+    assert sum("building" in m for m in messages) == 1
 
 
 def test_default_views_follow_the_epochs():
-    assert cache_views(6, None) == 6 and cache_views(300, None) == 300 and cache_views(6, 4) == 4
+    assert cache_views(6, None) == 6
+    assert cache_views(300, None) == 300
+    assert cache_views(6, 4) == 4
 
 
 def _train(tmp_path, name, cache, seed):
@@ -77,7 +80,8 @@ def test_cached_run_matches_the_live_teacher_run(tmp_path):
     for seed in (0, 1):
         cached = _train(tmp_path, f"cached{seed}", "on", seed)
         live = _train(tmp_path, f"live{seed}", "off", seed)
-        assert cached["teacher_cache"] and not live["teacher_cache"]
+        assert cached["teacher_cache"]
+        assert not live["teacher_cache"]
         assert abs(cached["val_acc"] - live["val_acc"]) <= 0.035, (seed, cached["val_acc"], live["val_acc"])
         assert cached["val_acc"] > 0.3, "learns: chance is 0.1"
 
@@ -115,7 +119,8 @@ def test_damaged_cache_is_one_warning_and_rebuilt_equal(tmp_path, splits, teache
     with log_lines() as messages:
         cache = open_or_build(teacher, splits, folder, seed=0, views=2)
     warnings = [m for m in messages if "rebuilding" in m]
-    assert len(warnings) == 1 and str(folder / "logits.f16") in warnings[0], messages
+    assert len(warnings) == 1, messages
+    assert str(folder / "logits.f16") in warnings[0], messages
     assert sum("building the teacher-logit cache" in m for m in messages) == 1
     assert np.array_equal(np.fromfile(cache.path, np.float16), np.fromfile(built.path, np.float16))
     assert cache.sha256 == built.sha256 == file_digest(cache.path)
@@ -137,8 +142,10 @@ def test_cache_from_an_older_version_is_upgraded_not_rebuilt(tmp_path, splits, t
     (folder / "meta.json").write_text(json.dumps(old))
     with log_lines() as messages:
         cache = open_or_build(teacher, splits, folder, seed=0, views=2)
-    assert not any("building" in m for m in messages) and any("checksums recorded" in m for m in messages)
-    assert cache.sha256 == built.sha256 and json.loads((folder / "meta.json").read_text())["files"] == meta["files"]
+    assert not any("building" in m for m in messages)
+    assert any("checksums recorded" in m for m in messages)
+    assert cache.sha256 == built.sha256
+    assert json.loads((folder / "meta.json").read_text())["files"] == meta["files"]
 
 
 def test_an_older_cache_with_nan_is_rebuilt(tmp_path, splits, teacher, built):
@@ -202,7 +209,9 @@ def test_cached_logits_equal_the_live_teacher_under_mixup(tmp_path):
     augment_spec = AugmentSpec(
         **{k.split(".", 1)[1]: v for k, v in RECIPES["paper-vit"].items() if k.startswith("augment.")}
     )
-    assert augment_spec.mixes and augment_spec.auto_augment and augment_spec.re_prob > 0
+    assert augment_spec.mixes
+    assert augment_spec.auto_augment
+    assert augment_spec.re_prob > 0
     torch.manual_seed(0)
     teacher = build_model("resnet10t", num_classes=10, in_chans=1, image_size=32).eval()
     mean_std = (splits.mean, splits.std)

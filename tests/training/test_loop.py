@@ -44,9 +44,11 @@ def test_each_recipe_trains_a_few_steps(recipe, student):
     distiller = OFADistiller.from_config(config, teacher, mean_std=mean_std, **splits.model_args)
     before = {k: v.clone() for k, v in distiller.student.state_dict().items()}
     result = fit(distiller, splits, config.optim, seed=0, device=torch.device("cpu"), augment=config.augment)
-    assert not result.diverged and len(result.history) == 2
+    assert not result.diverged
+    assert len(result.history) == 2
     assert all(math.isfinite(e.train_loss) and e.parts["ofa"] > 0 for e in result.history)
-    assert result.test_acc is not None and 0 <= result.test_acc <= 1
+    assert result.test_acc is not None
+    assert 0 <= result.test_acc <= 1
     after = distiller.student.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), "the student learned something"
     gt = type(distiller.gt_loss).__name__ if distiller.gt_loss is not None else None

@@ -56,7 +56,8 @@ def test_a_resident_batch_is_the_host_batch(splits, cache):
     for view in (0, 1):
         images, labels, cached = resident.batch(idx, seed=3, view=view)
         host_images, host_labels = pipeline.train_batch(splits.train, idx, seed=3, view=view)
-        assert torch.equal(images, host_images) and torch.equal(labels, host_labels)
+        assert torch.equal(images, host_images)
+        assert torch.equal(labels, host_labels)
         assert torch.equal(cached, cache.lookup(idx, view))
     assert not torch.equal(resident.batch(idx, seed=3, view=0)[0], resident.batch(idx, seed=3, view=1)[0])
 
@@ -65,17 +66,20 @@ def test_rrc_crop_and_flip_views_move_with_the_stored_images(splits, cache):
     """The paper's CNN views (RandomResizedCrop + flip, no PIL-only transform) are tensor ops: the
     resident set keeps the native 8-px images and cuts the same views from them there."""
     pipeline = Pipeline(AugmentSpec(crop="rrc"), splits)
-    assert pipeline.tensor_views and pipeline.batched
+    assert pipeline.tensor_views
+    assert pipeline.batched
     choice = resident_choice("on", pipeline, splits.train, cache, CPU)
     mb = resident_bytes(splits.train, 0, cache) / 2**20
-    assert choice.resident and choice.reason == f"optim.data_on_device: on ({mb:.1f} MB on cpu)"
+    assert choice.resident
+    assert choice.reason == f"optim.data_on_device: on ({mb:.1f} MB on cpu)"
     resident = ResidentTrainSet(splits.train, pipeline, cache, CPU)
     assert resident.train.images.shape[-1] == 8, "stored at the native size: crops come from it"
     idx = torch.tensor([5, 0, 77, 31])
     images, labels, _cached = resident.batch(idx, seed=3, view=1)
     host_images, host_labels = pipeline.train_batch(splits.train, idx, seed=3, view=1)
     assert images.shape == (4, 1, 16, 16)
-    assert torch.equal(images, host_images) and torch.equal(labels, host_labels)
+    assert torch.equal(images, host_images)
+    assert torch.equal(labels, host_labels)
 
 
 def test_training_on_the_resident_set_computes_what_the_host_path_does(splits, cache, caplog):
@@ -100,16 +104,15 @@ def test_training_on_the_resident_set_computes_what_the_host_path_does(splits, c
 )
 def test_per_sample_views_stay_on_the_host(splits, augment, reason):
     choice = resident_choice("on", Pipeline(AugmentSpec(**augment), splits), splits.train, None, CPU)
-    assert not choice.resident and choice.reason == f"optim.data_on_device: on -> off ({reason})"
+    assert not choice.resident
+    assert choice.reason == f"optim.data_on_device: on -> off ({reason})"
 
 
 def test_auto_keeps_the_host_path_on_a_cpu_and_off_is_off(splits, cache):
     pipeline = Pipeline(AugmentSpec(), splits)
     auto = resident_choice("auto", pipeline, splits.train, cache, CPU)
-    assert (
-        not auto.resident
-        and auto.reason == "optim.data_on_device: auto -> off (on cpu the host path is the device path)"
-    )
+    assert not auto.resident
+    assert auto.reason == "optim.data_on_device: auto -> off (on cpu the host path is the device path)"
     assert resident_choice("off", pipeline, splits.train, cache, CPU).reason == "optim.data_on_device: off"
 
 

@@ -90,8 +90,10 @@ def test_damaged_auto_teacher_is_retrained_to_the_same_weights(store, splits, tr
     with log_lines() as messages:
         info = prepare_teacher(TEACHER, DATA, splits)
     warnings = _warnings(messages)
-    assert len(warnings) == 1 and str(weights) in warnings[0], messages
-    assert info.trained_now and info.val_acc == trained.val_acc, "accuracy measured again"
+    assert len(warnings) == 1, messages
+    assert str(weights) in warnings[0], messages
+    assert info.trained_now, "accuracy measured again"
+    assert info.val_acc == trained.val_acc, "accuracy measured again"
     assert file_digest(weights) == trained.sha256 == info.sha256, "seeded training gives the same weights"
     again = prepare_teacher(TEACHER, DATA, splits)
     assert not again.trained_now
@@ -103,7 +105,8 @@ def test_teacher_from_an_older_version_is_upgraded_not_retrained(store, splits, 
     meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "files"}))
     with log_lines() as messages:
         info = prepare_teacher(TEACHER, DATA, splits)
-    assert not info.trained_now and not _warnings(messages)
+    assert not info.trained_now
+    assert not _warnings(messages)
     assert json.loads(meta_path.read_text())["files"] == meta["files"], "checksums added"
 
 
@@ -118,7 +121,8 @@ def user_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_valid_user_checkpoint_is_used_as_is(splits, user_checkpoint):
     info = prepare_teacher(ModelSpec(model="resnet10t", checkpoint=str(user_checkpoint)), DATA, splits)
-    assert info.checkpoint == str(user_checkpoint) and not info.trained_now
+    assert info.checkpoint == str(user_checkpoint)
+    assert not info.trained_now
 
 
 @pytest.mark.parametrize("damage", [_truncate, _random_megabyte_inside])
@@ -128,7 +132,8 @@ def test_a_corrupt_user_checkpoint_is_one_spec_error_naming_it(tmp_path, splits,
     damage(path)
     with pytest.raises(SpecError) as caught:
         prepare_teacher(ModelSpec(model="resnet10t", checkpoint=str(path)), DATA, splits)
-    assert len(caught.value.problems) == 1 and str(path) in caught.value.problems[0]
+    assert len(caught.value.problems) == 1
+    assert str(path) in caught.value.problems[0]
 
 
 def _shared_copy(store: Path) -> Path:
@@ -174,7 +179,8 @@ def test_a_read_only_store_is_read_without_write_access(store, trained):
         done = subprocess.run(
             [*prefix, sys.executable, "-c", READER], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
         )
-        assert done.returncode == 0 and "read-only OK" in done.stdout, done.stderr[-2000:]
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "read-only OK" in done.stdout, done.stderr[-2000:]
         assert sorted(p.name for p in (shared / "store").rglob("*")) == before, "nothing written"
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(shared)], check=True)
@@ -187,7 +193,8 @@ def test_no_lock_file_is_opened_when_nothing_is_built(store, splits, trained):
         lock.unlink()
     info = prepare_teacher(TEACHER, DATA, splits)
     prepare_logit_cache(TEACHER, info, DATA, splits, DISTILL, seed=0, epochs=2)
-    assert not info.trained_now and not list(store.rglob("*.lock"))
+    assert not info.trained_now
+    assert not list(store.rglob("*.lock"))
 
 
 def test_a_timm06_teacher_checkpoint_is_used_as_the_teacher(tmp_path, splits):
@@ -209,7 +216,8 @@ def test_a_teacher_checkpoint_for_other_classes_names_the_keys(tmp_path, splits)
     with pytest.raises(SpecError) as caught:
         prepare_teacher(ModelSpec(model="resnet10t", checkpoint=str(tmp_path / "c.pth")), DATA, splits)
     (line,) = caught.value.problems
-    assert line.startswith("teacher.checkpoint: ") and "fc.weight (100, 512) vs model (10, 512)" in line
+    assert line.startswith("teacher.checkpoint: ")
+    assert "fc.weight (100, 512) vs model (10, 512)" in line
 
 
 @pytest.fixture
@@ -234,17 +242,22 @@ def test_pretrained_with_a_recipe_is_fine_tuned_from_the_pretrained_weights(stor
     head is replaced by a new one for these classes, as timm does)."""
     still = {"epochs": 1, "lr": 1e-7, "batch_size": 64}
     spec = ModelSpec(model="resnet10t", pretrained=True, recipe=still)
-    assert spec.fine_tunes and spec.checkpoint == "auto"
+    assert spec.fine_tunes
+    assert spec.checkpoint == "auto"
     with log_lines() as messages:
         tuned = prepare_teacher(spec, DATA, splits)
-    assert tuned.trained_now and tuned.checkpoint != trained.checkpoint and hub
+    assert tuned.trained_now
+    assert tuned.checkpoint != trained.checkpoint
+    assert hub
     assert any("fine-tuning pretrained teacher resnet10t" in m for m in messages), messages
     start, end = load_file(str(trained.checkpoint)), load_file(str(tuned.checkpoint))
     weights = [k for k in start if k.endswith(".weight") and "bn" not in k and start[k].dim() > 1 and k != "fc.weight"]
-    assert weights and all(torch.allclose(start[k], end[k], atol=1e-5) for k in weights)
+    assert weights
+    assert all(torch.allclose(start[k], end[k], atol=1e-5) for k in weights)
     assert torch.cat([(start[k] - end[k]).flatten() for k in weights]).abs().max() > 0, "it was trained"
     again = prepare_teacher(spec, DATA, splits)
-    assert not again.trained_now and again.checkpoint == tuned.checkpoint, "kept like a trained teacher"
+    assert not again.trained_now, "kept like a trained teacher"
+    assert again.checkpoint == tuned.checkpoint, "kept like a trained teacher"
     # the stored teacher loads from its file, without reaching for the hub's weights again
     hub.clear()
     build_teacher(spec, again, splits)
@@ -253,9 +266,11 @@ def test_pretrained_with_a_recipe_is_fine_tuned_from_the_pretrained_weights(stor
 
 def test_pretrained_without_a_recipe_teaches_as_it_is(store, splits, trained, hub):
     spec = ModelSpec(model="resnet10t", pretrained=True)
-    assert not spec.fine_tunes and spec.checkpoint is None
+    assert not spec.fine_tunes
+    assert spec.checkpoint is None
     info = prepare_teacher(spec, DATA, splits)
-    assert info.checkpoint is None and not info.trained_now
+    assert info.checkpoint is None
+    assert not info.trained_now
 
 
 def test_a_recipe_beside_a_checkpoint_file_is_refused(user_checkpoint):

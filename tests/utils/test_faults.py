@@ -31,16 +31,21 @@ def _mode(path) -> int:
 
 def test_a_log_in_the_temp_dir_is_0600_in_a_0700_folder(tmpdir_here):
     log = write_fault_log(_fault(), ["run", "spec.yaml"])
-    assert log is not None and log.parent == tmpdir_here / f"ofasearch-{os.getuid()}"
-    assert "Traceback" in log.read_text() and "No space left" in log.read_text()
-    assert _mode(log) == 0o600 and _mode(log.parent) == 0o700
+    assert log is not None
+    assert log.parent == tmpdir_here / f"ofasearch-{os.getuid()}"
+    assert "Traceback" in log.read_text()
+    assert "No space left" in log.read_text()
+    assert _mode(log) == 0o600
+    assert _mode(log.parent) == 0o700
 
 
 def test_a_log_in_the_results_folder_is_0600(tmpdir_here):
     folder = tmpdir_here / "results"
     folder.mkdir()
     log = write_fault_log(_fault(), ["resume", str(folder)], folder)
-    assert log is not None and log.parent == folder and _mode(log) == 0o600
+    assert log is not None
+    assert log.parent == folder
+    assert _mode(log) == 0o600
 
 
 def test_a_planted_log_folder_gets_no_log(tmpdir_here):

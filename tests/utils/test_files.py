@@ -45,7 +45,8 @@ def test_a_file_the_disk_cannot_flush_never_replaces_the_old_one(tmp_path, monke
     _fail_fsync_of("file", errno.EIO, monkeypatch)
     with pytest.raises(OSError) as exc:
         atomic_write(path, "new")
-    assert exc.value.errno == errno.EIO and exc.value.filename == str(path)
+    assert exc.value.errno == errno.EIO
+    assert exc.value.filename == str(path)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
@@ -69,7 +70,8 @@ def _refused(folder) -> str:
         private_dir(folder)
     assert len(exc.value.problems) == 1
     line = exc.value.problems[0]
-    assert line.startswith(f"{folder}: ") and "\n" not in line
+    assert line.startswith(f"{folder}: ")
+    assert "\n" not in line
     return line
 
 

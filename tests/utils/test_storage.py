@@ -39,13 +39,18 @@ def test_paths_stay_paths_and_uris_become_object_paths(tmp_path, s3_bucket):
     assert as_location(str(tmp_path)) == tmp_path
     assert as_location(f"file://{tmp_path}") == tmp_path
     remote = as_location(f"{s3_bucket}/a/b/")
-    assert isinstance(remote, ObjectPath) and str(remote) == f"{s3_bucket}/a/b"
+    assert isinstance(remote, ObjectPath)
+    assert str(remote) == f"{s3_bucket}/a/b"
     assert str(remote / "c.yaml") == f"{s3_bucket}/a/b/c.yaml"
-    assert (remote / "c.yaml").name == "c.yaml" and remote.parent == as_location(f"{s3_bucket}/a")
-    assert is_uri(remote) and is_uri("gs://x/y") and not is_uri(tmp_path)
+    assert (remote / "c.yaml").name == "c.yaml"
+    assert remote.parent == as_location(f"{s3_bucket}/a")
+    assert is_uri(remote)
+    assert is_uri("gs://x/y")
+    assert not is_uri(tmp_path)
     assert ray_storage(tmp_path) == (str(tmp_path), None)
     path, fs = ray_storage(remote)
-    assert path == "ofasearch-test/a/b" and isinstance(fs, pyarrow.fs.S3FileSystem)
+    assert path == "ofasearch-test/a/b"
+    assert isinstance(fs, pyarrow.fs.S3FileSystem)
 
 
 def test_the_endpoint_comes_from_aws_endpoint_url(prefix, monkeypatch):
@@ -59,11 +64,14 @@ def test_the_endpoint_comes_from_aws_endpoint_url(prefix, monkeypatch):
 
 def test_object_path_reads_writes_and_lists_like_a_path(prefix):
     folder = prefix / "run"
-    assert not folder.exists() and not (folder / "spec.yaml").is_file()
+    assert not folder.exists()
+    assert not (folder / "spec.yaml").is_file()
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "state.json", '{"phase": "search"}')
     assert (folder / "state.json").read_text() == '{"phase": "search"}'
-    assert folder.is_dir() and folder.exists() and (folder / "state.json").is_file()
+    assert folder.is_dir()
+    assert folder.exists()
+    assert (folder / "state.json").is_file()
     data = b"\x00weights" * 1000
     atomic_write(folder / "w.bin", data)
     assert location_digest(folder / "w.bin") == hashlib.sha256(data).hexdigest()
@@ -84,7 +92,9 @@ def test_tables_round_trip_through_s3(prefix):
     rows = [{"trial_id": "a", "role": "search", "val_acc": 0.5, "distill.eps": 1.2}]
     write_table(rows, TRIAL_COLUMNS, prefix / "trials.parquet")
     back = read_rows(prefix / "trials.parquet")
-    assert back[0]["trial_id"] == "a" and back[0]["distill.eps"] == 1.2 and set(TRIAL_COLUMNS) <= set(back[0])
+    assert back[0]["trial_id"] == "a"
+    assert back[0]["distill.eps"] == 1.2
+    assert set(TRIAL_COLUMNS) <= set(back[0])
     assert read_rows(prefix / "missing.parquet") == []
 
 
@@ -119,7 +129,8 @@ def test_spec_storage_accepts_uris_and_names_bad_ones(tmp_path):
 )
 def test_credentials_are_redacted_from_what_is_written(uri, written):
     assert redact_uri(uri) == written
-    assert "s3cr3t" not in redact_uri(uri) and "AKIA" not in redact_uri(uri)
+    assert "s3cr3t" not in redact_uri(uri)
+    assert "AKIA" not in redact_uri(uri)
 
 
 def test_a_uri_with_credentials_is_used_and_a_redacted_one_takes_them_from_the_environment(prefix):
@@ -128,7 +139,8 @@ def test_a_uri_with_credentials_is_used_and_a_redacted_one_takes_them_from_the_e
     bucket_path = str(prefix).removeprefix("s3://")
     given = as_location(f"s3://AKIA:secret@{bucket_path}")
     (given / "x.txt").write_text("hello")
-    assert "secret" not in str(given) and str(given) == str(prefix)
+    assert "secret" not in str(given)
+    assert str(given) == str(prefix)
     redacted = redact_uri(f"s3://AKIA:secret@{bucket_path}")
     assert as_location(redacted) == prefix
     assert (as_location(redacted) / "x.txt").read_text() == "hello"
