@@ -26,7 +26,7 @@ _EXPORTS = {
     "TrainConfig": "ofasearch.config",
     "load_config": "ofasearch.config",
     "load_spec": "ofasearch.config",
-    "load_student": "ofasearch.models.artefact",
+    "load_student": "ofasearch.models.student_folder",
 }
 __all__ = [
     "OFADistiller",
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ofasearch.config import Spec, TrainConfig, load_config, load_spec
     from ofasearch.distill import OFADistiller, kd_loss, ofa_loss
     from ofasearch.errors import SpecError
-    from ofasearch.models.artefact import load_student
+    from ofasearch.models.student_folder import load_student
 
 
 def _timm_model_check(name: str) -> str | None:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ofasearch import OFADistiller, SpecError, load_config, load_student
 from ofasearch.data import load_splits, resize_images
-from ofasearch.models.artefact import save_student
+from ofasearch.models.student_folder import save_student
 from ofasearch.training.teacher import build_teacher, prepare_teacher
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ofasearch.errors import SpecError
-from ofasearch.models.artefact import CARD_FILE, StudentTransform, load_student, read_card
+from ofasearch.models.student_folder import CARD_FILE, StudentTransform, load_student, read_card
 from ofasearch.utils.files import atomic_write, file_record
 
 __all__ = ["EXPORT_FILES", "FORMATS", "export_student"]

@@ -46,7 +46,7 @@ from ofasearch.search.searcher import (
 )
 from ofasearch.search.space import SearchSpace
 from ofasearch.search.state import Phase, read_state, update_state
-from ofasearch.search.teachers import confirm_caches, prepare_teachers, ship_teachers
+from ofasearch.search.teacher_prep import confirm_caches, prepare_teachers, ship_teachers
 from ofasearch.search.tracking import check_mlflow, mlflow_callback, mlflow_environment, recorded_tracking_uri
 from ofasearch.search.trial import (
     backend_for,

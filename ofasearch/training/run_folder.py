@@ -24,8 +24,8 @@ from torch import nn
 
 from ofasearch.config import TrainConfig
 from ofasearch.errors import SpecError
-from ofasearch.models.artefact import CARD_FILE, STUDENT_FILE, save_student
 from ofasearch.models.portable import EXPORT_FILES
+from ofasearch.models.student_folder import CARD_FILE, STUDENT_FILE, save_student
 from ofasearch.training.loop import EpochReport, FitResult, LoopState
 from ofasearch.training.teacher import TeacherInfo
 from ofasearch.utils.files import atomic_write, cached_file_digest

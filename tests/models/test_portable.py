@@ -9,8 +9,8 @@ import torch
 
 from ofasearch import SpecError
 from ofasearch.models import build_model
-from ofasearch.models.artefact import save_student
 from ofasearch.models.portable import ONNX_MODULES, export_student
+from ofasearch.models.student_folder import save_student
 from tests.helpers.specs import VIT
 
 ARGS = {"num_classes": 10, "in_chans": 1, "image_size": 16}

@@ -12,7 +12,7 @@ import yaml
 from ofasearch.config import load_spec
 from ofasearch.search import run as search_run
 from ofasearch.search.run import run_search
-from ofasearch.search.teachers import ship_teachers
+from ofasearch.search.teacher_prep import ship_teachers
 from tests.helpers.specs import MIXER, SPEC, TEACHER
 
 pytestmark = pytest.mark.slow  # starts Ray or trains a model: not in the fast tier

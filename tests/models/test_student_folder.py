@@ -19,7 +19,7 @@ from ofasearch import SpecError, load_config, load_student
 from ofasearch.config import AugmentSpec, DataSpec
 from ofasearch.data import Pipeline, find_fashion_mnist, load_splits, resize_images
 from ofasearch.models import build_model, normalization
-from ofasearch.models.artefact import CARD_FILE, STUDENT_FILE, StudentTransform, model_card
+from ofasearch.models.student_folder import CARD_FILE, STUDENT_FILE, StudentTransform, model_card
 from ofasearch.utils.files import CorruptFileError
 from tests.helpers.specs import VIT
 
