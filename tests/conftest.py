@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 # Tests that start Ray or train for more than a few seconds: `pytest -m "not slow"` is the fast tier.
+EXIT_STATUS = pytest.StashKey[int]()
 SLOW_FIXTURES = {"digits_search", "ray_local", "second_run", "undisturbed"}
 
 
@@ -16,6 +18,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the test process with pytest's exit status once everything is reported, skipping the
+    interpreter's teardown: the suite loads the native libraries of Ray, torch and onnxruntime,
+    whose destructors at interpreter exit have crashed the process (SIGSEGV) after every test
+    had passed, which would fail a green run. Ray instances are stopped by the fixtures that
+    started them, not at exit. ``OFASEARCH_TEST_TEARDOWN=1`` keeps the normal exit."""
+    status = config.stash.get(EXIT_STATUS, None)
+    if status is None or os.environ.get("OFASEARCH_TEST_TEARDOWN") == "1":
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 @pytest.fixture(scope="session", autouse=True)
