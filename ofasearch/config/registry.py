@@ -168,8 +168,9 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")  # names timm.optim.create_optimi
 # Training recipes: named presets of optim.* and augment.* values (dotted paths). A config's own
 # values win over its recipe's. The paper's are the reference code's configs as its train.py runs
 # them (Hao et al. 2023, Hao840/OFAKD at f7bb896, timm 0.6.5); file:line of each value below, and
-# where the authors' posted runs (the repository's issues) differ, which a spec's pair settings
-# then follow (search_spaces/*_paper.yaml).
+# where the authors' posted runs differ (in the reference repository's GitHub issues, cited as
+# "issue #N": github.com/Hao840/OFAKD/issues/N), which a spec's pair settings then follow
+# (search_spaces/*_paper.yaml).
 # - every config: global batch = 8 GPUs x its batch_size (issue #6), label smoothing 0.1,
 #   RandomResizedCrop + flip with a random interpolation (train.py:233-237, 279), the schedule
 #   stepped per epoch (train.py:744: step_update is a no-op for timm's epoch schedulers), a linear

@@ -10,7 +10,8 @@ BASE = {
     "pairs": [{"teacher": {"model": "resnet10t"}, "student": {"model": "resnet10t"}}],
 }
 
-# Hao840/OFAKD at f7bb896: each config file's values (file:line), with train.py's defaults for
+# Hao840/OFAKD at f7bb896 ("issue #N": github.com/Hao840/OFAKD/issues/N): each config file's
+# values (file:line), with train.py's defaults for
 # the keys a file leaves out (momentum train.py:179, clip_grad none :183, warmup_lr 1e-4 :209,
 # decay_rate 0.1 :227, colour jitter 0.4 :241) and its 8 GPUs (issue #6: the batch is 8 x
 # batch_size). Every schedule is stepped per epoch (train.py:744) with the warm-up inside it (timm
