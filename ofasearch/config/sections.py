@@ -389,8 +389,9 @@ class AugmentSpec(Strict):
     a random crop of the stored images with zero padding + flip, no mixing, plain labels."""
 
     crop: CropName = "pad"
-    """pad: crop of the image padded by 1/8 (+ flip); rrc: timm's RandomResizedCrop (+ flip) from the stored images to
-    data.image_size, then the other timm transforms (create_transform)
+    """pad: crop of the image padded by 1/8 (+ flip); rrc: timm's RandomResizedCrop (+ flip) from the stored images
+    (an image folder's original files) to data.image_size, then the other timm transforms (create_transform); crop and
+    flip alone run as tensor ops, on the device with data_on_device
     """
     auto_augment: AutoAugment | None = None
     """a timm policy string, e.g. rand-m9-mstd0.5-inc1"""
