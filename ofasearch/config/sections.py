@@ -420,6 +420,12 @@ class AugmentSpec(Strict):
         return self
 
     @property
+    def eval_cut(self) -> tuple[float, str] | None:
+        """(crop_pct, interpolation) of the timm eval cut that crop: rrc runs are scored on; None
+        for the pad crop, scored on a square resize."""
+        return None if self.crop == "pad" else (float(self.eval_crop_pct), str(self.eval_interpolation))
+
+    @property
     def mixes(self) -> bool:
         """Whether images and labels are mixed (mixup or cutmix): labels become soft."""
         return float(self.mixup) > 0 or float(self.cutmix) > 0

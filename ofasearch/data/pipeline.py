@@ -150,17 +150,16 @@ class Pipeline:
                 re_mode="pixel",  # timm train.py's default
             )
             _allow_zero_bit_posterize(self._train_tf)
+        cut = settings.eval_cut  # rrc: timm's resize + centre crop; pad: a square resize (below)
+        if cut is not None:
             self._eval_tf = create_transform(
-                self.image_size,
-                is_training=False,
-                crop_pct=float(settings.eval_crop_pct),
-                interpolation=str(settings.eval_interpolation),
-                normalize=False,
+                self.image_size, is_training=False, crop_pct=cut[0], interpolation=cut[1], normalize=False
             )
         # rrc views made of crop + flip only: timm's objects on uint8 tensors, on any device
         self.tensor_views = self._train_tf is not None and not (
             settings.auto_augment or float(settings.color_jitter) or float(settings.re_prob)
         )
+        self._crop_and_flip = _crop_and_flip(self._train_tf) if self.tensor_views else []
         self._mixup = None
         if settings.mixes:
             self._mixup = Mixup(
@@ -174,7 +173,8 @@ class Pipeline:
     @property
     def eval_crop_pct(self) -> float | None:
         """The centre crop's share of the eval resize (rrc), or None: a square resize, no crop."""
-        return float(self.settings.eval_crop_pct) if self._eval_tf is not None else None
+        cut = self.settings.eval_cut
+        return cut[0] if cut else None
 
     @property
     def mixes(self) -> bool:
@@ -250,10 +250,9 @@ class Pipeline:
         out = []
         with _seeded_rngs():
             if self.tensor_views:  # timm's crop and flip objects on the uint8 tensors
-                steps = _crop_and_flip(self._train_tf)
                 for image, key in zip(images, keys, strict=True):
                     _seed_all(int(key))
-                    for step in steps:
+                    for step in self._crop_and_flip:
                         image = step(image)
                     out.append(image)
                 return torch.stack(out).float().div_(255.0)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -211,6 +210,13 @@ class StudentTransform:
         self.image_size = image_size
         self.crop_pct = crop_pct
         self.interpolation = interpolation
+        self._eval_cut = None
+        if crop_pct is not None:  # timm's eval transform, built as the pipeline builds the one it scores with
+            from timm.data import create_transform
+
+            self._eval_cut = create_transform(
+                image_size, is_training=False, crop_pct=crop_pct, interpolation=interpolation, normalize=False
+            )
         self.in_chans = len(mean)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
@@ -236,13 +242,8 @@ class StudentTransform:
         x = x if batched else x.unsqueeze(0)
         if x.shape[1] != self.in_chans:
             raise ValueError(f"image has {x.shape[1]} channel(s); this student takes {self.in_chans}")
-        if x.dtype == torch.uint8 and self.crop_pct is not None:  # as timm's eval transform
-            from torchvision.transforms import InterpolationMode
-            from torchvision.transforms.functional import center_crop, resize
-
-            mode = InterpolationMode(self.interpolation)
-            x = resize(x, math.floor(self.image_size / self.crop_pct), interpolation=mode, antialias=True)
-            x = center_crop(x, [self.image_size, self.image_size]).float() / 255.0
+        if x.dtype == torch.uint8 and self._eval_cut is not None:
+            x = self._eval_cut(x).float() / 255.0
         elif x.dtype == torch.uint8:
             if x.shape[-2:] != (self.image_size, self.image_size):  # as ofasearch.data resizes the data
                 x = F.interpolate(

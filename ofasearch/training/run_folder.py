@@ -239,6 +239,7 @@ class RunFolder:
             save_file({k: v.contiguous() for k, v in result.last_state.items()}, str(last))
             files[f"{CHECKPOINTS}/{LAST_STUDENT}"] = last
         spec = config.pair.student
+        crop_pct, interpolation = config.augment.eval_cut or (None, "bilinear")  # the cut the scores saw
         save_student(
             self.out_dir,
             result.distiller.student,
@@ -251,9 +252,8 @@ class RunFolder:
                 result.distiller.student_mean.flatten().tolist(),
                 result.distiller.student_std.flatten().tolist(),
             ),
-            # the eval cut the scores were measured on (crop rrc: timm's resize + centre crop)
-            crop_pct=float(config.augment.eval_crop_pct) if config.augment.crop == "rrc" else None,
-            interpolation=str(config.augment.eval_interpolation) if config.augment.crop == "rrc" else "bilinear",
+            crop_pct=crop_pct,
+            interpolation=interpolation,
             extra={
                 "val_acc": summary["val_acc"],
                 "test_acc": summary["test_acc"],
