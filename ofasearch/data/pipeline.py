@@ -13,19 +13,22 @@ sample lands in, so the frozen teacher's logits on it can be cached once (see
   An image folder's images are cropped (and resized for eval) from their original files, at
   their own resolution and aspect ratio, as the paper's ImageNet pipeline does.
 
-When the rrc views are only RandomResizedCrop + flip (no RandAugment, colour jitter or random
-erasing: the paper's CNN recipes), timm's own crop and flip objects run on the uint8 image
-tensors instead of PIL images (:attr:`Pipeline.tensor_views`): the same draws from the same
-(seed, v, i) stream, so the same crop boxes, interpolations and flips; bilinear pixels within one
-uint8 level of the PIL path's, bicubic ones apart at sharp edges (torch's cubic kernel has
-a = -0.75, PIL's -0.5). Being tensor ops, they run wherever the images are, a GPU too.
+rrc views are tensor views (:attr:`Pipeline.tensor_views`) whenever every step of timm's
+transform is one :mod:`ofasearch.data.view_draws` can replay (RandomResizedCrop, flip,
+RandAugment, AutoAugment, random erasing): timm's own objects make their draws from the
+(seed, v, i) stream on the host, with the pixel work skipped; each crop is cut on the uint8 image
+where it is, and the auto-augment ops, flips and erasing run for the whole batch on the training
+device (:mod:`ofasearch.data.image_ops`, Pillow's arithmetic: the same pixels as timm's PIL ops).
+The crop's resize is torchvision's on tensors: bilinear pixels within one uint8 level of PIL's,
+bicubic ones apart at sharp edges. Colour jitter, AugMix and blur keep timm's PIL pipeline per
+sample on the host.
 
-Mixup/CutMix use timm's ``Mixup`` in ``elem`` mode (its own lambda draw, CutMix box, lambda
-correction and label smoothing), applied per sample to the pair (i, partner) with NumPy seeded
-from (seed, v, i); the partner of i in view v comes from a fixed permutation of the training set
-per (seed, v) instead of from the sample's position in the batch. So a mixed image, its soft
-label and the teacher's logits on it are again functions of (seed, v, i). (timm's default mode
-draws one lambda per batch; per sample is its ``elem`` mode.)
+Mixup/CutMix are timm's ``Mixup`` draws in ``elem`` mode (its own lambda draw, CutMix box, lambda
+correction and label smoothing), made per sample for the pair (i, partner) with NumPy seeded
+from (seed, v, i) and applied to the whole batch at once; the partner of i in view v comes from a
+fixed permutation of the training set per (seed, v) instead of from the sample's position in the
+batch. So a mixed image, its soft label and the teacher's logits on it are again functions of
+(seed, v, i). (timm's default mode draws one lambda per batch; per sample is its ``elem`` mode.)
 
 Images leave the pipeline as floats in [0, 1] space (the distiller normalises each model):
 the rrc pipeline normalises, erases and maps back, so RandomErasing's noise is N(0, 1) in the
@@ -37,21 +40,20 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from timm.data import Mixup, create_transform
 from timm.data.auto_augment import AugMixAugment, AutoAugment, RandAugment, posterize
-from timm.data.transforms import RandomResizedCropAndInterpolation
-from torchvision.transforms import RandomHorizontalFlip
+from timm.data.mixup import one_hot
 from torchvision.transforms.functional import to_pil_image
 
 from ofasearch.config import AugmentSpec
 from ofasearch.data.augment import augment, sample_keys
 from ofasearch.data.datasets import ImageSet, Splits, resize_images
 from ofasearch.data.imagefolder import ImageFiles
+from ofasearch.data.view_draws import ViewRecorder, crop_views, draw_mix, finish_views, mix_batch
 
 __all__ = ["Pipeline", "TrainBatch", "resize_images"]
 
@@ -105,16 +107,6 @@ def _seed_all(key: int) -> None:
     torch.default_generator.manual_seed(key)
 
 
-def _crop_and_flip(train_tf: Any) -> list[Any]:
-    """The crop and flip steps of timm's training transform, checking that the rest only turns
-    the image into normalised floats (what the tensor views do themselves)."""
-    steps = [t for t in train_tf.transforms if isinstance(t, (RandomResizedCropAndInterpolation, RandomHorizontalFlip))]
-    rest = [type(t).__name__ for t in train_tf.transforms if t not in steps]
-    if rest != ["MaybeToTensor", "Normalize"]:
-        raise AssertionError(f"tensor views cannot replay {rest}")
-    return steps
-
-
 class Pipeline:
     """The train and eval transforms of one run: ``settings`` (the config's ``augment``) for
     ``splits``. The rrc pipeline normalises with the dataset's mean/std (RandomErasing's noise
@@ -155,11 +147,13 @@ class Pipeline:
             self._eval_tf = create_transform(
                 self.image_size, is_training=False, crop_pct=cut[0], interpolation=cut[1], normalize=False
             )
-        # rrc views made of crop + flip only: timm's objects on uint8 tensors, on any device
-        self.tensor_views = self._train_tf is not None and not (
-            settings.auto_augment or float(settings.color_jitter) or float(settings.re_prob)
-        )
-        self._crop_and_flip = _crop_and_flip(self._train_tf) if self.tensor_views else []
+        # rrc views whose steps the recorder knows: timm's draws on the host, pixels in batch anywhere
+        self._recorder = None
+        if self._train_tf is not None:
+            try:
+                self._recorder = ViewRecorder(self._train_tf, channels=splits.in_chans, size=self.image_size)
+            except ValueError:
+                self._recorder = None  # colour jitter, AugMix, blur: timm's PIL pipeline per sample
         self._mixup = None
         if settings.mixes:
             self._mixup = Mixup(
@@ -182,11 +176,20 @@ class Pipeline:
         return self._mixup is not None and self.enabled
 
     @property
+    def tensor_views(self) -> bool:
+        """Whether rrc views are recorded draws rendered by tensor ops (:mod:`.view_draws`) rather
+        than timm's PIL pipeline per sample; :meth:`use_pil_views` turns them off."""
+        return self._recorder is not None
+
+    def use_pil_views(self) -> None:
+        """Build rrc views with timm's PIL pipeline per sample (benchmarks and equality tests)."""
+        self._recorder = None
+
+    @property
     def batched(self) -> bool:
-        """Whether training views are built by tensor ops (the ``pad`` crop, or :attr:`tensor_views`;
-        no mixing), so on whatever device the images are; timm's PIL pipeline and mixing work on
-        the host."""
-        return (self._train_tf is None or self.tensor_views) and not self.mixes
+        """Whether training views are built by tensor ops (the ``pad`` crop, or :attr:`tensor_views`),
+        so on whatever device the images are; timm's PIL pipeline works on the host."""
+        return self._train_tf is None or self.tensor_views
 
     @property
     def crops_stored_images(self) -> bool:
@@ -225,42 +228,53 @@ class Pipeline:
         return data.images[index]
 
     # ------------------------------------------------------------------------------ train
-    def train_batch(self, data: ImageSet, index: torch.Tensor, *, seed: int, view: int) -> TrainBatch:
+    def train_batch(
+        self, data: ImageSet, index: torch.Tensor, *, seed: int, view: int, device: torch.device | None = None
+    ) -> TrainBatch:
         """The training view ``view`` of samples ``index`` of ``data`` (replayable) and targets, on
-        the device ``data`` is on (see :attr:`batched` for where that can be a GPU)."""
+        ``device`` (default: where ``data`` is). Tensor views move the stored images there before
+        their batched work (:attr:`batched`); timm's PIL views are made on the host."""
         index = index.cpu()  # the per-sample keys are computed on the host
         at = index.to(data.labels.device, non_blocking=True)
-        labels = data.labels[at]
+        device = data.labels.device if device is None else device
+        labels = data.labels[at].to(device, non_blocking=True)
         if not self.enabled:
-            return self.eval_batch(data, at), labels
-        images = self._augment(self._stored(data, at), index, seed=seed, view=view)
+            return self.eval_batch(data, at).to(device, non_blocking=True), labels
+        images = self._augment(self._stored(data, at), index, seed=seed, view=view, device=device)
         if self._mixup is None:
             return images, labels
         partners = self.partners(index, seed=seed, view=view)
-        partner_images = self._augment(self._stored(data, partners), partners, seed=seed, view=view)
-        return self._mix(images, labels, partner_images, data.labels[partners], index, seed=seed, view=view)
+        partner_images = self._augment(self._stored(data, partners), partners, seed=seed, view=view, device=device)
+        return self._mix(images, labels, partner_images, data.labels[partners].to(device), index, seed=seed, view=view)
 
     def _augment(
-        self, images: torch.Tensor | list[torch.Tensor], index: torch.Tensor, *, seed: int, view: int
+        self,
+        images: torch.Tensor | list[torch.Tensor],
+        index: torch.Tensor,
+        *,
+        seed: int,
+        view: int,
+        device: torch.device,
     ) -> torch.Tensor:
         if self._train_tf is None:
             assert isinstance(images, torch.Tensor)  # originals are only taken under rrc
-            return augment(resize_images(images, self.image_size), index, seed=seed, view=view, flip=self.flip)
+            resized = resize_images(images, self.image_size).to(device, non_blocking=True)
+            return augment(resized, index, seed=seed, view=view, flip=self.flip)
         keys = sample_keys(index, seed, view).tolist()
-        out = []
         with _seeded_rngs():
-            if self.tensor_views:  # timm's crop and flip objects on the uint8 tensors
+            if self._recorder is not None:  # timm's draws here, the pixels in batch on the device
+                draws = []
                 for image, key in zip(images, keys, strict=True):
                     _seed_all(int(key))
-                    for step in self._crop_and_flip:
-                        image = step(image)
-                    out.append(image)
-                return torch.stack(out).float().div_(255.0)
+                    draws.append(self._recorder.draw(image))
+                crops = crop_views(images, draws, size=self.image_size).to(device, non_blocking=True)
+                return finish_views(crops, draws, fill=self._recorder.fill, mean=self._mean, std=self._std)
+            out = []
             for image, key in zip(images, keys, strict=True):
                 _seed_all(int(key))
                 pil = to_pil_image(image[0] if image.shape[0] == 1 else image)
                 out.append(self._train_tf(pil))
-        return torch.stack(out) * self._std + self._mean  # back to [0, 1] space
+        return (torch.stack(out) * self._std + self._mean).to(device, non_blocking=True)  # back to [0, 1] space
 
     def partners(self, index: torch.Tensor, *, seed: int, view: int) -> torch.Tensor:
         """The sample each of ``index`` is mixed with in ``view``: its successor in a fixed
@@ -284,14 +298,18 @@ class Pipeline:
         seed: int,
         view: int,
     ) -> TrainBatch:
+        """timm's per-sample Mixup/CutMix draws (NumPy seeded per sample), applied to the batch."""
         assert self._mixup is not None
         keys = sample_keys(index, seed, view * 2 + _MIX_SALT).tolist()
-        mixed = torch.empty_like(images)
-        targets = torch.empty(len(index), self.num_classes)
+        height, width = images.shape[-2:]
+        draws = []
         with _seeded_rngs():
-            for i, key in enumerate(keys):
+            for key in keys:
                 np.random.seed(int(key))
-                pair = torch.stack([images[i], partner_images[i]])
-                out, target = self._mixup(pair, torch.stack([labels[i], partner_labels[i]]))
-                mixed[i], targets[i] = out[0], target[0]
-        return mixed, targets
+                draws.append(draw_mix(self._mixup, height, width))
+        smoothing = float(self.settings.label_smoothing)
+        off = smoothing / self.num_classes
+        on = 1.0 - smoothing + off
+        targets = one_hot(labels, self.num_classes, on_value=on, off_value=off)
+        partner_targets = one_hot(partner_labels, self.num_classes, on_value=on, off_value=off)
+        return mix_batch(images, partner_images, draws, targets, partner_targets)

@@ -163,7 +163,7 @@ def _build(
     for view in range(views):
         for start in range(0, n, batch_size):
             idx = torch.arange(start, min(start + batch_size, n))
-            x = pipeline.train_batch(splits.train, idx, seed=seed, view=view)[0].to(device)
+            x = pipeline.train_batch(splits.train, idx, seed=seed, view=view, device=device)[0]
             array[start : start + len(idx), view] = teacher((x - mean_t) / std_t).float().cpu().numpy()
             if bar is not None:
                 bar.update(len(idx))

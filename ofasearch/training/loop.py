@@ -195,9 +195,7 @@ def _batch(run: _Training, idx: torch.Tensor, epoch: int) -> tuple[torch.Tensor,
     if run.resident is not None:
         images, labels, cached = run.resident.batch(idx, seed=run.seed, view=view)
     else:
-        images, labels = run.pipeline.train_batch(run.data.train, idx, seed=run.seed, view=view)
-        images = images.to(run.device, non_blocking=True)
-        labels = labels.to(run.device, non_blocking=True)
+        images, labels = run.pipeline.train_batch(run.data.train, idx, seed=run.seed, view=view, device=run.device)
         cached = cache.lookup(idx, view).to(run.device) if cache is not None else None
     if run.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)

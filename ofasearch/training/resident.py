@@ -67,7 +67,7 @@ def resident_choice(
     if mode == "off":
         return ResidentChoice(False, f"{field}: off")
     if not pipeline.batched:
-        why = "timm's PIL transforms (RandAugment, colour jitter, random erasing) or mixing run on the host"
+        why = "timm's PIL transforms (colour jitter, AugMix, blur) run on the host"
         return ResidentChoice(False, f"{field}: {mode} -> off ({why})")
     if isinstance(train.images, ImageFiles):
         return ResidentChoice(False, f"{field}: {mode} -> off (the images are decoded from disk per batch)")

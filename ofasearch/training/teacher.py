@@ -301,7 +301,7 @@ def prepare_logit_cache(
     views_from = augment.model_dump(mode="json", exclude={"eval_crop_pct", "eval_interpolation"})  # train views only
     if pipeline.from_originals:  # crops of the original files: other pixels than the stored squares
         views_from["from_originals"] = True
-    if pipeline.tensor_views:  # timm's crop and flip on tensors: within a level of the PIL pixels
+    if pipeline.tensor_views:  # crops resized on tensors: within a level of the PIL pixels
         views_from["tensor_views"] = True
     key = cache_key(info.checkpoint, teacher.label, data_identity(data), seed, views, views_from, mean_std)
     return open_or_build(

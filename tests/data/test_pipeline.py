@@ -154,11 +154,13 @@ def test_crop_and_flip_views_are_timms_pil_views_within_a_level(cifar_like):
     assert tensor.tensor_views
     assert tensor.batched
     pil = Pipeline(settings, cifar_like)
-    pil.tensor_views = False  # the per-sample PIL path, as for RandAugment recipes
+    pil.use_pil_views()
     idx = torch.arange(40)
     a, _ = tensor.train_batch(cifar_like.train, idx, seed=4, view=2)
     b, _ = pil.train_batch(cifar_like.train, idx, seed=4, view=2)
     levels = (a - b).abs() * 255
     assert float(levels.mean()) < 0.5
     assert float((levels > 1.001).float().mean()) < 0.05
-    assert not Pipeline(recipe_augment("paper-vit"), cifar_like).tensor_views, "RandAugment is PIL-only"
+    vit = Pipeline(recipe_augment("paper-vit"), cifar_like)
+    assert vit.tensor_views, "RandAugment, erasing and mixing are tensor views too"
+    assert vit.batched
