@@ -1,10 +1,11 @@
-"""Training views of the paper's CNN recipe per second: timm's PIL pipeline against the same views
+"""Training views of the paper's recipes per second: timm's PIL pipeline against the same views
 as tensor ops (``Pipeline.tensor_views``), on the host and, where there is one, on the GPU.
 
-The views are RandomResizedCrop + flip to 224 px from 32-px RGB images (CIFAR's size: digits
-upsampled and coloured, as no CIFAR is on this machine), ``paper-cnn``'s settings. Each path
-builds the same batches (same seeds, samples and views); the figures are images per second and
-the ratio to the PIL path measured in the same run.
+The views go to 224 px from 32-px RGB images (CIFAR's size: digits upsampled and coloured, as no
+CIFAR is on this machine): ``paper-cnn`` (RandomResizedCrop + flip) and ``paper-vit``
+(RandomResizedCrop, flip, RandAugment m9, random erasing, Mixup/CutMix with label smoothing).
+Each path builds the same batches (same seeds, samples and views); the figures are images per
+second and the ratio to the PIL path of the same recipe measured in the same run.
 
     .venv/bin/python scripts/bench_views.py [--batch 128] [--batches 4] [--smoke-test]
 """
@@ -21,8 +22,8 @@ from ofasearch.config.registry import RECIPES
 from ofasearch.data import ImageSet, Pipeline, load_splits
 
 
-def _paper_cnn() -> AugmentSpec:
-    return AugmentSpec(**{k.split(".", 1)[1]: v for k, v in RECIPES["paper-cnn"].items() if k.startswith("augment.")})
+def _recipe(name: str) -> AugmentSpec:
+    return AugmentSpec(**{k.split(".", 1)[1]: v for k, v in RECIPES[name].items() if k.startswith("augment.")})
 
 
 def _cifar_like(image_size: int, n: int):
@@ -58,24 +59,24 @@ def main() -> int:
     if args.smoke_test:
         args.batch, args.batches, args.image_size = 8, 1, 64
     splits = _cifar_like(args.image_size, max(args.batch * 2, 64))
-    settings = _paper_cnn()
-    pil = Pipeline(settings, splits)
-    pil.tensor_views = False  # timm's per-sample PIL pipeline
-    tensor = Pipeline(settings, splits)
     cpu = torch.device("cpu")
-    rows = [("timm PIL pipeline, host", _rate(pil, splits.train, args.batch, args.batches, cpu))]
-    rows.append(("tensor views, host", _rate(tensor, splits.train, args.batch, args.batches, cpu)))
-    if torch.cuda.is_available():
-        gpu = torch.device("cuda")
-        resident = ImageSet(splits.train.images.to(gpu), splits.train.labels.to(gpu))
-        name = torch.cuda.get_device_name(gpu)
-        rows.append((f"tensor views, {name}", _rate(tensor, resident, args.batch, args.batches, gpu)))
-    print(f"paper-cnn views, {args.image_size} px from 32 px, batch {args.batch} x {args.batches} batches")
-    base = rows[0][1]
-    for label, rate in rows:
-        print(f"  {label:<40} {rate:9.1f} img/s  x{rate / base:.2f}")
-    if not torch.cuda.is_available():
-        print("  (no GPU here: the device row needs one)")
+    gpu = torch.device("cuda") if torch.cuda.is_available() else None
+    for recipe in ("paper-cnn", "paper-vit"):
+        pil = Pipeline(_recipe(recipe), splits)
+        pil.use_pil_views()  # timm's per-sample PIL pipeline
+        tensor = Pipeline(_recipe(recipe), splits)
+        rows = [("timm PIL pipeline, host", _rate(pil, splits.train, args.batch, args.batches, cpu))]
+        rows.append(("tensor views, host", _rate(tensor, splits.train, args.batch, args.batches, cpu)))
+        if gpu is not None:
+            resident = ImageSet(splits.train.images.to(gpu), splits.train.labels.to(gpu))
+            name = torch.cuda.get_device_name(gpu)
+            rows.append((f"tensor views, {name}", _rate(tensor, resident, args.batch, args.batches, gpu)))
+        print(f"{recipe} views, {args.image_size} px from 32 px, batch {args.batch} x {args.batches} batches")
+        base = rows[0][1]
+        for label, rate in rows:
+            print(f"  {label:<40} {rate:9.1f} img/s  x{rate / base:.2f}")
+    if gpu is None:
+        print("  (no GPU here: the device rows need one)")
     return 0
 
 

@@ -1,15 +1,17 @@
 """The prepared check of ofasearch's CUDA paths (at most about 5 minutes on one GPU).
 
-1. a short search with 2 trials packed on one GPU (``gpus_per_worker: 0.5``, both at once),
+1. ``scripts/bench_device.py``: the device table (the training loop at 224 px with the paper's
+   recipes against bare steps of the same models; 1, 2, 4 and 8 packed trials: summed img/s and
+   GPU utilisation);
+2. a short search with 2 trials packed on one GPU (``gpus_per_worker: 0.5``, both at once),
    sampling GPU utilisation and memory with nvidia-smi while it runs; prints img/s per trial;
-2. ``ofasearch train`` of the search's best config on the GPU;
-3. ``scripts/bench_step.py`` on the GPU: img/s of the student-alone, KD and OFA steps plain and
-   with compile / AMP / channels-last, as speed-ups over plain.
+3. ``ofasearch train`` of the search's best config on the GPU.
 
 Exits 1 on any error of those (a failed trial included), 2 with one line on a machine where
-CUDA sees no GPU (nothing to check there).
+CUDA sees no GPU (nothing to check there). ``--smoke-test`` runs only the table, with tiny
+models and sizes, on whatever device there is (the CPU in CI).
 
-    python scripts/gpu_check.py [--keep DIR]
+    python scripts/gpu_check.py [--keep DIR] [--smoke-test]
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import yaml
+from bench_device import GpuSampler  # scripts/ is on the path of a script run from it
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDENT = {"model": "vit_tiny_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 96, "depth": 4, "num_heads": 3}}
@@ -36,35 +38,6 @@ SPEC = {
     "search": {"num_samples": 2, "max_concurrent": 2, "baselines": False},
     "resources": {"gpus_per_worker": 0.5, "cpus_per_worker": 2},
 }
-
-
-class GpuSampler(threading.Thread):
-    """nvidia-smi's utilisation (%) and memory used (MiB) once a second while a step runs."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.samples: list[tuple[float, float]] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        query = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"]
-        while not self.stop.is_set():
-            try:
-                line = subprocess.run(query, capture_output=True, text=True, timeout=5).stdout.splitlines()[0]
-                util, mem = (float(x) for x in line.split(","))
-                self.samples.append((util, mem))
-            except (OSError, ValueError, IndexError, subprocess.SubprocessError):
-                pass
-            self.stop.wait(1.0)
-
-    def summary(self) -> str:
-        if not self.samples:
-            return "GPU utilisation: no nvidia-smi samples"
-        util = [u for u, _ in self.samples]
-        return (
-            f"GPU utilisation mean {sum(util) / len(util):.0f} % (max {max(util):.0f} %), "
-            f"memory used max {max(m for _, m in self.samples):.0f} MiB, {len(util)} samples"
-        )
 
 
 def step(title: str, cmd: list[str]) -> float:
@@ -100,8 +73,14 @@ def per_trial_speed(folder: Path, train_images: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", help="folder for the results (default: a temporary one)")
+    parser.add_argument("--smoke-test", action="store_true", help="only the table, tiny, on any device (CI)")
     args = parser.parse_args()
     import torch
+
+    table = [sys.executable, "scripts/bench_device.py"]
+    if args.smoke_test:
+        step("device table, smoke test", [*table, "--smoke-test"])
+        return
 
     if not torch.cuda.is_available():
         print("gpu_check: CUDA sees no GPU on this machine; run this on a machine with an NVIDIA GPU", file=sys.stderr)
@@ -112,6 +91,7 @@ def main() -> None:
     spec = work / "spec.yaml"
     spec.write_text(yaml.safe_dump({**SPEC, "storage": str(work / "results")}))
     py = [sys.executable, "-m", "ofasearch"]
+    step("device table", table)
     step("search, 2 trials on one GPU (gpus_per_worker 0.5)", [*py, "run", str(spec)])
     folder = work / "results" / SPEC["name"]
     from ofasearch.config import load_spec
@@ -122,7 +102,6 @@ def main() -> None:
     step("export", [*py, "export", str(folder), "-o", str(work / "best.yaml")])
     train = [*py, "train", str(work / "best.yaml"), "--gpus-per-worker", "1", "--output", str(work / "train")]
     step("ofasearch train on the GPU", [*train, "--no-progress"])
-    step("bench_step options on the GPU", [sys.executable, "scripts/bench_step.py", "--steps", "20"])
     print(f"\ngpu_check: all CUDA paths ran; results in {work}")
 
 

@@ -28,6 +28,16 @@ def test_benchmark_smoke(script, expected):
     assert expected in result.stdout
 
 
+def test_gpu_check_smoke_test_prints_the_device_table():
+    """The device table's rows (loop against bare step, packed trials) on tiny settings, on the CPU."""
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "gpu_check.py"), "--smoke-test"], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for expected in ("logit cache", "live teacher", "vs bare student step", "2 packed trial(s) at 32 px"):
+        assert expected in result.stdout
+
+
 def test_gpu_check_says_plainly_that_it_needs_cuda():
     """CI has no GPU: the check exits 2 with one line (its CUDA runs need a GPU machine)."""
     import torch
