@@ -125,7 +125,8 @@ def _optim(batch: int, epochs: int, device: torch.device) -> OptimSpec:
 def loop_rate(
     splits: Splits, student: OFADistiller, augment: AugmentSpec, batch: int, epochs: int, device: torch.device, cache
 ) -> float:
-    """fit()'s training img/s: the median epoch after the first (which warms up the device)."""
+    """fit()'s img/s: training images over the median epoch's wall time after the first (which
+    warms up the device); an epoch includes its validation of 32 images."""
     result = fit(
         student, splits, _optim(batch, epochs, device), seed=0, device=device, evaluate_test=False,
         logit_cache=cache, augment=augment,
