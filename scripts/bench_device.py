@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from bench_step import _sync  # scripts/ is on the path of a script run from it
 
 from ofasearch.config import AugmentSpec, DataSpec, OptimSpec
 from ofasearch.config.registry import RECIPES
@@ -158,11 +159,6 @@ def bare_rate(student, teacher, batch: int, size: int, steps: int, device: torch
         opt.step()
     _sync(device)
     return steps * batch / (time.perf_counter() - start)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _models(row: Row, splits: Splits):
