@@ -3,11 +3,11 @@
 With a sample's RNGs seeded (see ``ofasearch.data.pipeline``), timm's own transform objects draw
 the crop box and interpolation, the flip, the auto-augment ops with their magnitudes and
 interpolations, and the erased box with its noise, in their order and from the generators they
-always use; only their pixel work is skipped. The draws are cheap on the host;
-:func:`crop_views` cuts each image and :func:`finish_views` then makes the pixels of a whole batch with tensor ops
-(``ofasearch.data.image_ops``) wherever the batch is, a GPU too. So a view is still a pure
-function of (seed, view, sample), and the auto-augment ops and erasing give the same pixels as
-timm's PIL path.
+always use; only their pixel work is skipped. The draws are cheap on the host; then
+:func:`crop_views` cuts each image and :func:`finish_views` makes the pixels of the whole batch
+with tensor ops (``ofasearch.data.image_ops``) wherever the batch is, a GPU too. So a view is
+still a pure function of (seed, view, sample), and the auto-augment ops and erasing give the same
+pixels as timm's PIL path.
 """
 
 from __future__ import annotations
@@ -32,13 +32,26 @@ from ofasearch.data import image_ops
 
 __all__ = ["MixDraw", "OpCall", "ViewDraws", "ViewRecorder", "crop_views", "draw_mix", "finish_views", "mix_batch"]
 
-_GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "TranslateXRel", "TranslateYRel", "Rotate")
-_SUPPORTED_OPS = frozenset(
-    _GEOMETRIC
-    + ("AutoContrast", "Equalize", "Invert", "Posterize", "PosterizeIncreasing", "PosterizeOriginal")
-    + ("Solarize", "SolarizeIncreasing", "SolarizeAdd", "Color", "ColorIncreasing", "Contrast")
-    + ("ContrastIncreasing", "Brightness", "BrightnessIncreasing", "Sharpness", "SharpnessIncreasing", "Desaturate")
-)
+_GEOMETRIC = ("ShearX", "ShearY", "TranslateXRel", "TranslateYRel", "Rotate")
+_NO_ARGUMENT = {"AutoContrast": image_ops.auto_contrast, "Equalize": image_ops.equalize, "Invert": image_ops.invert}
+_ONE_ARGUMENT = {  # timm's op name -> the batched op taking one argument per image
+    "Color": image_ops.color,
+    "ColorIncreasing": image_ops.color,
+    "Contrast": image_ops.contrast,
+    "ContrastIncreasing": image_ops.contrast,
+    "Brightness": image_ops.brightness,
+    "BrightnessIncreasing": image_ops.brightness,
+    "Sharpness": image_ops.sharpness,
+    "SharpnessIncreasing": image_ops.sharpness,
+    "Posterize": image_ops.posterize,
+    "PosterizeIncreasing": image_ops.posterize,
+    "PosterizeOriginal": image_ops.posterize,
+    "Solarize": image_ops.solarize,
+    "SolarizeIncreasing": image_ops.solarize,
+    "SolarizeAdd": image_ops.solarize_add,
+}
+# every op of timm's RandAugment and AutoAugment policies; not the 3a policies' blur and desaturate
+_SUPPORTED_OPS = frozenset((*_GEOMETRIC, *_NO_ARGUMENT, *_ONE_ARGUMENT))
 
 
 @dataclass(frozen=True)
@@ -149,39 +162,26 @@ class ViewRecorder:
 def _affine_data(call: OpCall, size: int) -> tuple[float, ...]:
     """Pillow's affine data for timm's geometric op ``call`` on a ``size`` square."""
     (value,) = call.args
-    shifts = {"TranslateXRel": (value * size, 0.0), "TranslateYRel": (0.0, value * size)}
-    shifts |= {"TranslateX": (value, 0.0), "TranslateY": (0.0, value)}
     if call.name == "Rotate":
         return image_ops.rotation_matrix(value, size, size)
     if call.name == "ShearX":
         return (1.0, value, 0.0, 0.0, 1.0, 0.0)
     if call.name == "ShearY":
         return (1.0, 0.0, 0.0, value, 1.0, 0.0)
-    dx, dy = shifts[call.name]
-    return (1.0, 0.0, dx, 0.0, 1.0, dy)
+    shift = value * size  # a share of the side
+    if call.name == "TranslateXRel":
+        return (1.0, 0.0, shift, 0.0, 1.0, 0.0)
+    return (1.0, 0.0, 0.0, 0.0, 1.0, shift)
 
 
 def _apply(name: str, images: torch.Tensor, calls: list[OpCall], fill: tuple[int, ...]) -> torch.Tensor:
     """timm's op ``name`` on ``images``, one call (with its arguments) per image."""
-    first = [c.args[0] for c in calls] if calls[0].args else []
     if name in _GEOMETRIC:
         size = images.shape[-1]
         return image_ops.affine(images, [_affine_data(c, size) for c in calls], [c.bicubic for c in calls], fill)
-    if name.startswith("Posterize"):
-        return image_ops.posterize(images, first)
-    if name == "Desaturate":  # timm's desaturate: colour at 1 - factor, within [0, 1]
-        return image_ops.color(images, [min(1.0, max(0.0, 1.0 - f)) for f in first])
-    by_factor = {"Color": image_ops.color, "Contrast": image_ops.contrast}
-    by_factor |= {"Brightness": image_ops.brightness, "Sharpness": image_ops.sharpness}
-    for prefix, op in by_factor.items():
-        if name.startswith(prefix):
-            return op(images, first)
-    if name in ("Solarize", "SolarizeIncreasing"):
-        return image_ops.solarize(images, first)
-    if name == "SolarizeAdd":
-        return image_ops.solarize_add(images, first)
-    plain = {"AutoContrast": image_ops.auto_contrast, "Equalize": image_ops.equalize, "Invert": image_ops.invert}
-    return plain[name](images)
+    if name in _NO_ARGUMENT:
+        return _NO_ARGUMENT[name](images)
+    return _ONE_ARGUMENT[name](images, [c.args[0] for c in calls])
 
 
 def crop_views(images: Sequence[torch.Tensor], draws: Sequence[ViewDraws], *, size: int) -> torch.Tensor:

@@ -38,8 +38,8 @@ def seed_all(key: int) -> None:
 
 @pytest.mark.parametrize(
     "policy",
-    ["rand-m9-mstd0.5-inc1", "rand-m7-n3-mstd1.0-tweights", "original"],
-    ids=["randaugment-paper", "randaugment-weighted", "autoaugment"],
+    ["rand-m9-mstd0.5-inc1", "rand-m9-mstd0.5", "rand-m7-n3-mstd1.0-tweights", "original", "v0"],
+    ids=["randaugment-paper", "randaugment-plain", "randaugment-weighted", "autoaugment-original", "autoaugment-v0"],
 )
 def test_recorded_views_are_timms_pil_views(photos, policy):
     """From the same seed, timm's PIL transform and the recorded draws rendered by tensor ops give
