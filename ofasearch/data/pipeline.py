@@ -198,12 +198,21 @@ class Pipeline:
         return self._train_tf is not None
 
     def describe(self) -> str:
-        """One line for logs: what the training views are made of."""
+        """One line for logs: what the training views are made of, and where their pixels are made."""
+        if not self.enabled:
+            return "training views: no augmentation"
         s = self.settings
         parts = [f"crop {s.crop}"]
-        parts += [f"{k} {getattr(s, k)}" for k in ("auto_augment", "color_jitter", "re_prob") if getattr(s, k)]
+        # timm's create_transform drops colour jitter under an auto-augment policy (but 3a's)
+        jitter_dropped = bool(s.auto_augment) and "3a" not in str(s.auto_augment)
+        shown = [k for k in ("auto_augment", "color_jitter", "re_prob") if not (k == "color_jitter" and jitter_dropped)]
+        parts += [f"{k} {getattr(s, k)}" for k in shown if getattr(s, k)]
         parts += [f"{k} {getattr(s, k)}" for k in ("mixup", "cutmix", "label_smoothing") if getattr(s, k)]
-        return ", ".join(parts) if self.enabled else "no augmentation"
+        if self.batched:
+            where = "pixels made in batch on the training device"
+        else:  # colour jitter, AugMix, blur
+            where = "timm's PIL pipeline per sample on the host"
+        return f"training views: {', '.join(parts)} ({where})"
 
     # ------------------------------------------------------------------------------ eval
     def eval_images(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:

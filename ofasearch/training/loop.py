@@ -160,6 +160,7 @@ def _start(
     if rank == 0:
         if device.type == "cuda":
             log.info(amp.reason)
+        log.info(pipeline.describe())
         log.info(placement.reason)
     return _Training(
         distiller=distiller,

@@ -164,3 +164,14 @@ def test_crop_and_flip_views_are_timms_pil_views_within_a_level(cifar_like):
     vit = Pipeline(recipe_augment("paper-vit"), cifar_like)
     assert vit.tensor_views, "RandAugment, erasing and mixing are tensor views too"
     assert vit.batched
+
+
+def test_the_log_line_says_what_the_views_are_and_where_they_are_made(cifar_like):
+    """Colour jitter is left out under RandAugment, as timm's create_transform leaves it out."""
+    vit = Pipeline(recipe_augment("paper-vit"), cifar_like).describe()
+    assert vit == (
+        "training views: crop rrc, auto_augment rand-m9-mstd0.5-inc1, re_prob 0.25, mixup 0.8, cutmix 1.0, "
+        "label_smoothing 0.1 (pixels made in batch on the training device)"
+    )
+    jitter = Pipeline(AugmentSpec(crop="rrc", color_jitter=0.4), cifar_like).describe()
+    assert jitter == "training views: crop rrc, color_jitter 0.4 (timm's PIL pipeline per sample on the host)"
