@@ -133,7 +133,7 @@ def loop_rate(
         logit_cache=cache, augment=augment,
     )  # fmt: skip
     seconds = statistics.median(h.seconds for h in result.history[1:])
-    return len(splits.train) // batch * batch / seconds
+    return len(splits.train) / seconds
 
 
 def bare_rate(student, teacher, batch: int, size: int, steps: int, device: torch.device) -> float:
@@ -256,7 +256,7 @@ def main() -> int:
     print(f"device table on {name}: batch {args.batch}, {args.batches} batches per epoch, {args.epochs} epochs")
     for row in rows:
         print(table_row(row, size, args.batch, args.batches, args.epochs, device), flush=True)
-    for line in packed_rows(counts, args.batch, args.batches * 2, args.epochs, device):
+    for line in packed_rows(counts, args.batch, args.batches, args.epochs, device):
         print(line, flush=True)
     return 0
 
