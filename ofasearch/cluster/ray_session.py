@@ -79,10 +79,22 @@ def _discovered_address() -> str | None:
     return address if address and _answers(address) else None
 
 
+# the ports `ray start --head` claims for itself by default (its port report: the GCS's 6379, the
+# dashboard's 8265, the client server's 10001, the dashboard agent's 52365, workers' 10002-19999):
+# a GCS port equal to one of them makes `ray start` refuse to start
+RAY_DEFAULT_PORTS = frozenset({6379, 8265, 10001, 52365})
+RAY_WORKER_PORTS = range(10002, 20000)
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
+    """A port free now that Ray will not claim for another of its components (the OS's
+    ephemeral range holds 52365, the dashboard agent's)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        if port not in RAY_DEFAULT_PORTS and port not in RAY_WORKER_PORTS:
+            return port
 
 
 def _ensure_auth_token(ray_cli: list[str]) -> None:

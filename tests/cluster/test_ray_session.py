@@ -49,6 +49,24 @@ def _write(tmp_path, data):
     return str(path)
 
 
+def test_the_gcs_port_is_never_one_ray_claims_for_another_component():
+    """The OS's ephemeral ports include 52365, the dashboard agent's default: a GCS started there
+    made `ray start --head` refuse ("trying to use a port number 52365 that is used by other
+    components"). The ports avoided are Ray's own defaults."""
+    from ray._private import ray_constants
+
+    defaults = {
+        ray_constants.DEFAULT_PORT,
+        ray_constants.DEFAULT_DASHBOARD_PORT,
+        ray_constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT,
+    }
+    assert defaults <= ray_session.RAY_DEFAULT_PORTS
+    for _ in range(50):
+        port = ray_session._free_port()
+        assert port not in ray_session.RAY_DEFAULT_PORTS
+        assert port not in ray_session.RAY_WORKER_PORTS
+
+
 def test_gpu_asked_for_on_a_cpu_machine(tmp_path, capsys):
     data = {**CONFIG, "distill": {"method": "none"}, "optim": {**CONFIG["optim"], "epochs": 1}}
     assert main(["train", _write(tmp_path, data), "-o", str(tmp_path / "o"), "--gpus-per-worker", "1"]) == 2
