@@ -33,7 +33,7 @@ import torch
 from bench_step import _sync  # scripts/ is on the path of a script run from it
 
 from ofasearch.config import AugmentSpec, DataSpec, OptimSpec
-from ofasearch.config.registry import RECIPES
+from ofasearch.config.registry import recipe_section
 from ofasearch.data import ImageSet, Splits, load_splits
 from ofasearch.distill import OFADistiller
 from ofasearch.models import build_model
@@ -100,7 +100,7 @@ class GpuSampler(threading.Thread):
 
 
 def _recipe_augment(name: str) -> AugmentSpec:
-    return AugmentSpec(**{k.split(".", 1)[1]: v for k, v in RECIPES[name].items() if k.startswith("augment.")})
+    return AugmentSpec(**recipe_section(name, "augment"))
 
 
 def cifar_shaped(image_size: int, n: int) -> Splits:

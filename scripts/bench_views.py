@@ -18,12 +18,12 @@ import time
 import torch
 
 from ofasearch.config import AugmentSpec, DataSpec
-from ofasearch.config.registry import RECIPES
+from ofasearch.config.registry import recipe_section
 from ofasearch.data import ImageSet, Pipeline, load_splits
 
 
 def _recipe(name: str) -> AugmentSpec:
-    return AugmentSpec(**{k.split(".", 1)[1]: v for k, v in RECIPES[name].items() if k.startswith("augment.")})
+    return AugmentSpec(**recipe_section(name, "augment"))
 
 
 def _cifar_like(image_size: int, n: int):

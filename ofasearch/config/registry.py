@@ -253,6 +253,13 @@ RECIPES: dict[str, dict[str, object]] = {
 }
 
 
+def recipe_section(name: str, section: str) -> dict[str, object]:
+    """Recipe ``name``'s values of one config section (``augment``, ``optim``), keyed by field:
+    what that section's model takes, e.g. ``AugmentSpec(**recipe_section("paper-vit", "augment"))``."""
+    prefix = f"{section}."
+    return {path.removeprefix(prefix): value for path, value in RECIPES[name].items() if path.startswith(prefix)}
+
+
 def get_dataset(name: str) -> DatasetInfo:
     """The registry entry of ``name``; a KeyError names the allowed values."""
     try:

@@ -47,6 +47,7 @@ from PIL import Image
 from timm.data import Mixup, create_transform
 from timm.data.auto_augment import AugMixAugment, AutoAugment, RandAugment, posterize
 from timm.data.mixup import one_hot
+from torchvision.transforms import ColorJitter
 from torchvision.transforms.functional import to_pil_image
 
 from ofasearch.config import AugmentSpec
@@ -203,9 +204,9 @@ class Pipeline:
             return "training views: no augmentation"
         s = self.settings
         parts = [f"crop {s.crop}"]
-        # timm's create_transform drops colour jitter under an auto-augment policy (but 3a's)
-        jitter_dropped = bool(s.auto_augment) and "3a" not in str(s.auto_augment)
-        shown = [k for k in ("auto_augment", "color_jitter", "re_prob") if not (k == "color_jitter" and jitter_dropped)]
+        # colour jitter as far as timm's transform kept it (create_transform drops it under most policies)
+        jitters = self._train_tf is not None and any(isinstance(t, ColorJitter) for t in self._train_tf.transforms)
+        shown = [k for k in ("auto_augment", "color_jitter", "re_prob") if k != "color_jitter" or jitters]
         parts += [f"{k} {getattr(s, k)}" for k in shown if getattr(s, k)]
         parts += [f"{k} {getattr(s, k)}" for k in ("mixup", "cutmix", "label_smoothing") if getattr(s, k)]
         if self.batched:

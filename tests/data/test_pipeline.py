@@ -9,14 +9,13 @@ from PIL import Image
 from torchvision.transforms.functional import center_crop, resize
 
 from ofasearch.config import AugmentSpec, DataSpec
-from ofasearch.config.registry import RECIPES
+from ofasearch.config.registry import recipe_section
 from ofasearch.data import Pipeline, augment, load_splits, resize_images
 from ofasearch.data.imagefolder import decode_original
 
 
 def recipe_augment(name: str) -> AugmentSpec:
-    values = {k.split(".", 1)[1]: v for k, v in RECIPES[name].items() if k.startswith("augment.")}
-    return AugmentSpec(**values)
+    return AugmentSpec(**recipe_section(name, "augment"))
 
 
 @pytest.fixture(scope="module")

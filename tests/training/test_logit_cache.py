@@ -15,7 +15,7 @@ import yaml
 
 from ofasearch.cli import main
 from ofasearch.config import AugmentSpec, DataSpec
-from ofasearch.config.registry import RECIPES
+from ofasearch.config.registry import recipe_section
 from ofasearch.data import Pipeline, augment, load_splits, resize_images
 from ofasearch.models import build_model, normalization
 from ofasearch.training.logit_cache import LogitCache, cache_views, open_or_build
@@ -206,9 +206,7 @@ def test_cached_logits_equal_the_live_teacher_under_mixup(tmp_path):
     sample): the cached logits of every batch, in the loop's shuffled order, equal the live
     teacher's logits on the images that batch trains on."""
     splits = load_splits(DataSpec(dataset="digits", image_size=32, train_subset=120))
-    augment_spec = AugmentSpec(
-        **{k.split(".", 1)[1]: v for k, v in RECIPES["paper-vit"].items() if k.startswith("augment.")}
-    )
+    augment_spec = AugmentSpec(**recipe_section("paper-vit", "augment"))
     assert augment_spec.mixes
     assert augment_spec.auto_augment
     assert augment_spec.re_prob > 0
