@@ -258,6 +258,17 @@ class _PrintVersion(argparse.Action):
         parser.exit()
 
 
+def _gpus_flag(value: str) -> float | str:
+    """``--gpus-per-worker``: ``auto`` or a number of GPUs >= 0."""
+    if value == "auto":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not allowed; allowed: auto or a number of GPUs >= 0") from None
+    return number
+
+
 def _set_flag(parser: argparse.ArgumentParser) -> None:
     """``--set key=value`` (repeatable): override one value of the YAML file for this run."""
     parser.add_argument(
@@ -319,7 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPUs per worker = torch threads; results depend on it (default: resources.cpus_per_worker, "
         "as the search's trial had)",
     )
-    p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (default: resources.gpus_per_worker)")
+    p.add_argument(
+        "--gpus-per-worker",
+        type=_gpus_flag,
+        help="GPUs per worker, or auto: one where CUDA sees a GPU (default: resources.gpus_per_worker)",
+    )
     p.add_argument(
         "--export",
         action="append",

@@ -3,8 +3,9 @@
 1. ``scripts/bench_device.py``: the device table (the training loop at 224 px with the paper's
    recipes against bare steps of the same models; 1, 2, 4 and 8 packed trials: summed img/s and
    GPU utilisation);
-2. a short search with 2 trials packed on one GPU (``gpus_per_worker: 0.5``, both at once),
-   sampling GPU utilisation and memory with nvidia-smi while it runs; prints img/s per trial;
+2. a short search whose trials share one GPU as ``gpus_per_worker: auto`` measured (probe trials
+   before the first, then 2 at once), sampling GPU utilisation and memory with nvidia-smi while it
+   runs; prints the packing chosen and img/s per trial;
 3. ``ofasearch train`` of the search's best config on the GPU.
 
 Exits 1 on any error of those (a failed trial included), 2 with one line on a machine where
@@ -17,6 +18,7 @@ models and sizes, on whatever device there is (the CPU in CI).
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -36,7 +38,7 @@ SPEC = {
     # amp bf16: at 32 px auto keeps float32 (measured faster there), and the autocast path must run
     "optim": {"lr": {"low": 1e-3, "high": 3e-3, "log": True}, "epochs": 4, "batch_size": 128, "amp": "bf16"},
     "search": {"num_samples": 2, "max_concurrent": 2, "baselines": False},
-    "resources": {"gpus_per_worker": 0.5, "cpus_per_worker": 2},
+    "resources": {"gpus_per_worker": "auto", "cpus_per_worker": 2},
 }
 
 
@@ -92,8 +94,10 @@ def main() -> None:
     spec.write_text(yaml.safe_dump({**SPEC, "storage": str(work / "results")}))
     py = [sys.executable, "-m", "ofasearch"]
     step("device table", table)
-    step("search, 2 trials on one GPU (gpus_per_worker 0.5)", [*py, "run", str(spec)])
+    step("search, trials packed on one GPU (gpus_per_worker auto)", [*py, "run", str(spec)])
     folder = work / "results" / SPEC["name"]
+    packing = json.loads((folder / "state.json").read_text()).get("packing")
+    print(f"packing: {packing['line'] if packing else 'none recorded (no probe ran)'}")
     from ofasearch.config import load_spec
     from ofasearch.data import load_splits
 

@@ -61,6 +61,22 @@ def _duration(value: Any) -> Any:
     return hours * 3600 + minutes * 60 + seconds
 
 
+GPU_SHARES = "allowed: auto, 0 (the CPU), a fraction of one GPU (e.g. 0.25, 0.5) or a whole number of GPUs"
+
+
+def _gpu_share(value: Any) -> Any:
+    """``auto`` or a number of GPUs >= 0, refused in one line that says what is allowed."""
+    if value == "auto":
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not allowed; {GPU_SHARES}") from None
+    if isinstance(value, bool) or not number >= 0:
+        raise ValueError(f"{value!r} is not allowed; {GPU_SHARES}")
+    return number
+
+
 class Constraints(Strict):
     """Limits every student must meet to be searched at all (each optional), measured once at
     plan time on the trial device type (``ofasearch.search.plan``): ``max_params`` counts the
@@ -115,16 +131,27 @@ class ResourcesSpec(Strict):
 
     workers_per_trial: int = Field(default=1, ge=1)
     cpus_per_worker: float = Field(default=1.0, gt=0)
-    gpus_per_worker: float = Field(default=0.0, ge=0)
+    gpus_per_worker: Annotated[float | Literal["auto"], BeforeValidator(_gpu_share)] = 0.0
+    """a fraction of one GPU (several trials share it), whole GPUs, or auto: one GPU per worker when the Ray
+    cluster has GPUs, and a search packs as many one-worker trials on a GPU as still raise their summed img/s
+    (measured before the first trial, ofasearch.search.packing), else the CPU
+    """
     backend: Literal["auto", "local", "ray-train"] = "auto"
 
     @field_validator("gpus_per_worker")
     @classmethod
-    def _whole_above_one(cls, v: float) -> float:
+    def _whole_above_one(cls, v: float | str) -> float | str:
         # Ray counts a fraction of one GPU (several trials packed on it) or whole GPUs, never 1.5
-        if v > 1 and v != int(v):
-            raise ValueError(f"{v:g} is not allowed: a fraction of one GPU (e.g. 0.25, 0.5) or a whole number")
+        if v != "auto" and v > 1 and v != int(v):
+            raise ValueError(f"{v:g} is not allowed; {GPU_SHARES}")
         return v
+
+    def gpus(self) -> float:
+        """``gpus_per_worker`` as a number, once ``auto`` has been resolved (a search resolves it before any
+        trial starts, ``ofasearch train`` when it reads its flags)."""
+        if self.gpus_per_worker == "auto":
+            raise ValueError("resources.gpus_per_worker: auto must be resolved before it is used as a number")
+        return float(self.gpus_per_worker)
 
     @model_validator(mode="after")
     def _local_is_one_process(self) -> ResourcesSpec:

@@ -102,7 +102,8 @@ def plan(spec: Spec, splits: Splits | None = None) -> SearchSpace:
 def constraint_device(spec: Spec) -> torch.device:
     """The device type a trial trains on: a GPU when the spec gives workers one and the driver
     sees one, else the CPU (where latency is measured with the trial's thread count)."""
-    wants_gpu = spec.resources.gpus_per_worker > 0
+    gpus = spec.resources.gpus_per_worker
+    wants_gpu = gpus == "auto" or gpus > 0
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 

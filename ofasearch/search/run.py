@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import ray
 from ray import tune
 
 from ofasearch.cluster.capacity import check_fits
@@ -32,6 +33,7 @@ from ofasearch.results.summary import summary_lines
 from ofasearch.results.tables import TRIALS_FILE, read_rows
 from ofasearch.search.claim import check_claimable, claim_folder, fresh_folder
 from ofasearch.search.grids import baseline_points, confirm_points, confirm_seeds, not_finished
+from ofasearch.search.packing import pack_trials, provisional_gpus, with_gpus
 from ofasearch.search.plan import plan
 from ofasearch.search.progress import ProgressView
 from ofasearch.search.recorder import Recorder, trial_params
@@ -199,10 +201,18 @@ def _execute(
     later phase starts, and ``resume`` continues from the phase it was in."""
     # leaves Ray at the end: stops a local instance ofasearch started unless another run uses it
     with ray_session(address, num_cpus, worker_output=bool(verbose)):
+        packed = spec.resources.gpus_per_worker != "auto"
+        if not packed:
+            gpus, packing = provisional_gpus(spec, ray.cluster_resources().get("GPU", 0.0))
+            spec = with_gpus(spec, gpus)  # teachers train with it; one-worker GPU trials are measured later
+            space = SearchSpace(spec, space.available_stages)
+            packed = packing is not None
+            if packing is not None:
+                logger.info(packing.line)
         res = spec.resources  # checked before teachers are trained: a trial too big fails in seconds
-        check_fits({"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker}, res.workers_per_trial, "resources")
+        check_fits({"CPU": res.cpus_per_worker, "GPU": res.gpus()}, res.workers_per_trial, "resources")
         try:
-            _run_phases(spec, space, folder, verbose=verbose, restore=restore)
+            _run_phases(spec, space, folder, verbose=verbose, restore=restore, packed=packed)
         except SearchInterrupted:
             raise
         except KeyboardInterrupt:
@@ -210,11 +220,20 @@ def _execute(
     return _finish(spec, folder)
 
 
-def _run_phases(spec: Spec, space: SearchSpace, folder: Location, *, verbose: int, restore: bool) -> None:
+def _run_phases(
+    spec: Spec, space: SearchSpace, folder: Location, *, verbose: int, restore: bool, packed: bool = True
+) -> None:
+    """``packed``: False while ``resources.gpus_per_worker: auto`` still needs its measurement, which
+    runs once the teachers are ready (a resume reads the one recorded)."""
     state = read_state(folder)
     # Also on resume: a stored teacher or logit cache is verified (checksums) and rebuilt if it
     # was damaged since; an intact one costs a hash per file.
     teachers = prepare_teachers(spec, space, folder)
+    if not packed:
+        packing = pack_trials(spec, space, teachers, ship_teachers(teachers), folder)
+        logger.info(packing.line)
+        spec = with_gpus(spec, packing.gpus_per_worker)
+        space = SearchSpace(spec, space.available_stages)
     kill_point("teachers")  # the teachers are ready, state.json still says `teachers`
     order = _phase_order(spec, state)
     phase = state["phase"] if restore else order[0]

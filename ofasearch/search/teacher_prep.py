@@ -32,7 +32,7 @@ def prepare_teachers(spec: Spec, space: SearchSpace, folder: Location) -> list[d
     update_state(folder, val_images=len(splits.val))  # how finely val accuracy resolves, for the intervals
     teachers: list[dict[str, Any]] = []
     for i, pair in enumerate(space.pairs):
-        info = prepare_teacher(pair.teacher, spec.data, splits, gpus=spec.resources.gpus_per_worker)
+        info = prepare_teacher(pair.teacher, spec.data, splits, gpus=spec.resources.gpus())
         cache = _logit_cache(spec, space, i, info, splits, spec.seed)
         teachers.append({"info": asdict(info), "cache": cache, "cache_seed": spec.seed})
     return teachers
@@ -62,7 +62,7 @@ def _logit_cache(
         augment,
         seed=seed,
         epochs=spec.optim.epochs,
-        gpus=spec.resources.gpus_per_worker,
+        gpus=spec.resources.gpus(),
         progress=True,
     )
     return asdict(cache) if cache else None

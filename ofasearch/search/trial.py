@@ -18,6 +18,7 @@ from ofasearch.cluster.node import NODE_KEY, load_node_splits, node_name
 from ofasearch.cluster.shipping import ShippedFile, receive_teacher, shipment
 from ofasearch.config import ResourcesSpec, Spec, TrainConfig, parse_config
 from ofasearch.config.registry import get_method
+from ofasearch.data import Splits
 from ofasearch.search.space import SearchSpace
 from ofasearch.training.logit_cache import LogitCache
 from ofasearch.training.teacher import TeacherInfo
@@ -31,6 +32,8 @@ __all__ = [
     "TrialTimedOut",
     "backend_for",
     "cache_for_seed",
+    "local_inputs",
+    "probe_inputs",
     "run_trial",
     "trial_config",
     "trial_resources",
@@ -53,7 +56,7 @@ def backend_for(resources: ResourcesSpec) -> str:
 def trial_resources(resources: ResourcesSpec) -> dict[str, float]:
     """What Tune reserves for the trial process itself."""
     if backend_for(resources) == "local":
-        return {"cpu": resources.cpus_per_worker, "gpu": resources.gpus_per_worker}
+        return {"cpu": resources.cpus_per_worker, "gpu": resources.gpus()}
     return {"cpu": DRIVER_CPU}
 
 
@@ -142,28 +145,52 @@ def _train(
     train_storage: str,
     files: dict[str, ShippedFile],
 ) -> None:
-    import torch
     from ray import tune
 
     from ofasearch.training.job import fit_for_search
 
     config = trial_config(space, params)
+    shipped = _shipped_teacher(space, config, teachers, files)
+    res = config.resources
+    if backend_for(res) == "local":
+        splits, teacher, cache = local_inputs(config, shipped)
+        report = _on_node(tune.report)
+        fit_for_search(config, splits, teacher, report, cache=cache, gpus=res.gpus())
+    else:
+        _run_on_ray_train(config, shipped, train_storage, tune.get_context().get_trial_id())
+
+
+def _shipped_teacher(
+    space: SearchSpace, config: TrainConfig, teachers: list[dict[str, Any]], files: dict[str, ShippedFile]
+) -> dict[str, Any]:
+    """The prepared teacher (weights or the logit cache of the trial's seed) of ``config``'s pair,
+    as plain data and files in Ray's object store; nothing for a method without a teacher."""
     pair = space.pair_index_of(config)
     teacher = cache = None
     if get_method(config.distill.method).teacher:
         teacher = TeacherInfo(**teachers[pair]["info"])
         cached = cache_for_seed(teachers[pair], config.seed)
         cache = LogitCache(**cached) if cached else None
-    shipped = shipment(teacher, cache, files)
-    res = config.resources
-    torch.set_num_threads(max(1, int(res.cpus_per_worker)))
-    if backend_for(res) == "local":
-        teacher, cache = receive_teacher(shipped)
-        splits = load_node_splits(config.data)
-        report = _on_node(tune.report)
-        fit_for_search(config, splits, teacher, report, cache=cache, gpus=res.gpus_per_worker)
-    else:
-        _run_on_ray_train(config, shipped, train_storage, tune.get_context().get_trial_id())
+    return shipment(teacher, cache, files)
+
+
+def local_inputs(config: TrainConfig, shipped: dict[str, Any]) -> tuple[Splits, TeacherInfo | None, LogitCache | None]:
+    """What a one-process trial trains on: this node's data and its teacher's files copied to this
+    node; torch's CPU threads set to ``resources.cpus_per_worker``."""
+    import torch
+
+    torch.set_num_threads(max(1, int(config.resources.cpus_per_worker)))
+    teacher, cache = receive_teacher(shipped)
+    return load_node_splits(config.data), teacher, cache
+
+
+def probe_inputs(
+    space: SearchSpace, params: dict[str, Any], teachers: list[dict[str, Any]], files: dict[str, ShippedFile]
+) -> tuple[TrainConfig, Splits, TeacherInfo | None, LogitCache | None]:
+    """The config and inputs of the trial ``params``, exactly as :func:`run_trial` gives them to a
+    one-process trial (ofasearch.search.packing measures such a trial before the search)."""
+    config = trial_config(space, params)
+    return config, *local_inputs(config, _shipped_teacher(space, config, teachers, files))
 
 
 def _on_node(report: Any) -> Any:
@@ -188,7 +215,7 @@ def _run_on_ray_train(config: TrainConfig, shipped: dict[str, Any], storage: str
         storage_path=storage,
         workers=res.workers_per_trial,
         cpus_per_worker=res.cpus_per_worker,
-        gpus_per_worker=res.gpus_per_worker,
+        gpus_per_worker=res.gpus(),
         driver_cpus=DRIVER_CPU,  # this trial's own process, reserved by Tune (trial_resources)
         callbacks=[TuneReportCallback()],
     )

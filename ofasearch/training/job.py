@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -71,16 +71,23 @@ class RunResources:
 
 
 def resolve_resources(
-    config: TrainConfig, *, workers: int | None = None, cpus: float | None = None, gpus: float | None = None
+    config: TrainConfig,
+    *,
+    workers: int | None = None,
+    cpus: float | None = None,
+    gpus: float | Literal["auto"] | None = None,
 ) -> RunResources:
     """The config's ``resources`` (``workers_per_trial``, ``cpus_per_worker`` as torch threads,
-    ``gpus_per_worker``) with any given flag taking precedence. A GPU asked for in one process
-    where CUDA has none is a one-line SpecError naming where the request came from."""
+    ``gpus_per_worker``, where ``auto`` is one GPU if CUDA sees one) with any given flag taking
+    precedence. A GPU asked for in one process where CUDA has none is a one-line SpecError naming
+    where the request came from."""
     res = config.resources
+    wanted = res.gpus_per_worker if gpus is None else gpus
     chosen = RunResources(
         workers=res.workers_per_trial if workers is None else workers,
         cpus_per_worker=res.cpus_per_worker if cpus is None else cpus,
-        gpus_per_worker=res.gpus_per_worker if gpus is None else gpus,
+        # one run: nothing to pack, so auto is a whole GPU where this machine has one
+        gpus_per_worker=(1.0 if torch.cuda.is_available() else 0.0) if wanted == "auto" else wanted,
     )
     if chosen.workers < 1:
         raise SpecError([f"--workers: {chosen.workers} is not allowed; must be >= 1"])

@@ -362,3 +362,21 @@ def test_a_fraction_of_a_gpu_packs_trials_and_reaches_rays_accounting():
         parse_spec({**base, "resources": {"gpus_per_worker": 1.5}})
     assert "resources.gpus_per_worker" in str(err.value)
     assert "fraction" in str(err.value)
+
+
+@pytest.mark.parametrize("bad", ["max", -1, True, "0.5x"])
+def test_gpus_per_worker_is_auto_or_a_count_and_anything_else_is_one_line(bad):
+    base = {
+        "data": {"dataset": "digits"},
+        "pairs": [{"teacher": {"model": "resnet10t"}, "student": {"model": "resnet10t"}}],
+    }
+    spec = parse_spec({**base, "resources": {"gpus_per_worker": "auto"}})
+    assert spec.resources.gpus_per_worker == "auto"
+    with pytest.raises(ValueError, match="auto must be resolved"):
+        spec.resources.gpus()
+    assert parse_spec({**base, "resources": {"gpus_per_worker": "0.5"}}).resources.gpus() == 0.5
+    with pytest.raises(SpecError) as err:
+        parse_spec({**base, "resources": {"gpus_per_worker": bad}})
+    assert len(err.value.problems) == 1
+    assert err.value.problems[0].startswith("resources.gpus_per_worker: ")
+    assert f"{bad!r} is not allowed; allowed: auto, 0 (the CPU), a fraction of one GPU" in err.value.problems[0]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import ray
+import yaml
 
 from ofasearch.cli import main
 from ofasearch.search.claim import fresh_folder
@@ -125,7 +126,7 @@ def test_an_earlier_search_is_never_overwritten(digits_search):
 @pytest.fixture(scope="module")
 def second_run(tmp_path_factory, digits_search):
     """The digits search again, from the CLI's defaults (quiet progress view), probing the Ray
-    dashboard while it runs."""
+    dashboard while it runs; ``gpus_per_worker: auto``, which a cluster without GPUs makes 0."""
     import urllib.request
 
     import yaml
@@ -135,7 +136,8 @@ def second_run(tmp_path_factory, digits_search):
 
     tmp = tmp_path_factory.mktemp("again")
     path = tmp / "spec.yaml"
-    path.write_text(yaml.safe_dump({**SPEC, "storage": str(tmp / "results")}))
+    spec = {**SPEC, "resources": {"gpus_per_worker": "auto"}, "storage": str(tmp / "results")}
+    path.write_text(yaml.safe_dump(spec))
     logs, probes = [], []
 
     def log(line: str) -> None:
@@ -185,9 +187,14 @@ def _outcomes(folder):
 
 
 def test_same_spec_and_seed_give_the_same_trials_and_metrics(digits_search, second_run):
-    folder, _logs, _probes = second_run
+    folder, logs, _probes = second_run
     ran = set(SPEC["search"]["baselines"])  # the shared search also ran DKD and DIST baselines
     assert _outcomes(folder) == [o for o in _outcomes(digits_search) if o[0] != "baseline" or o[2] in ran]
+    # gpus_per_worker: auto on a cluster without GPUs: said once, trials on CPUs as with 0
+    said = "resources.gpus_per_worker: auto -> 0 (the Ray cluster has no GPU: trials train on CPUs)"
+    assert logs.count(said) == 1, [line for line in logs if "gpus_per_worker" in line]
+    assert yaml.safe_load((folder / "spec.yaml").read_text())["resources"]["gpus_per_worker"] == "auto"
+    assert yaml.safe_load((folder / "best.yaml").read_text())["resources"]["gpus_per_worker"] == 0
 
 
 def test_progress_view_replaces_tunes_tables(second_run, capsys):

@@ -230,6 +230,10 @@ def test_resources_come_from_the_config_and_flags_override(tmp_path, capsys):
     assert resolve_resources(config, workers=1, cpus=2) == RunResources(1, 2, 0)
     assert "in this process on CPU, 2 of" in RunResources(1, 2, 0).describe()
     assert "2 Ray Train workers" in RunResources(2, 3, 0).describe()
+    one_gpu_where_cuda_has_one = 1.0 if torch.cuda.is_available() else 0.0
+    auto = parse_config({**CONFIG, "resources": {"gpus_per_worker": "auto"}})
+    assert resolve_resources(auto).gpus_per_worker == one_gpu_where_cuda_has_one
+    assert resolve_resources(config, gpus="auto").gpus_per_worker == one_gpu_where_cuda_has_one
     if torch.cuda.is_available():
         return
     gpu = write(tmp_path, {**CONFIG, "resources": {"gpus_per_worker": 1}})
