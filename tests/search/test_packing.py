@@ -88,8 +88,7 @@ def test_probe_trials_started_together_sum_their_rates(tmp_path, ray_local):
     params, label = _heaviest_trial(space)
     assert label == f"measured on {space.pairs[0].label}"  # the ViT pair has more parameters than the mixer's
     runs = {
-        level: measure_level(spec, space, params, teachers, {}, level, cpus=1, gpus=0, batches=20)
-        for level in (1, 2)
+        level: measure_level(spec, space, params, teachers, {}, level, cpus=1, gpus=0, batches=20) for level in (1, 2)
     }
     assert [len(r) for r in runs.values()] == [1, 2]
     assert all(run.images_per_second > 0 and run.footprint_bytes == 0 for r in runs.values() for run in r)
