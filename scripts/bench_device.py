@@ -4,8 +4,9 @@ Each row runs ``fit()`` (the loop every trial runs: views made on the device fro
 train set, the OFA distiller, the optimiser) and, in the same process, the bare step a user would
 time: pre-made input tensors on the device, a timm forward and backward (after a frozen
 teacher's forward, for the live-teacher row). The figure is the loop's img/s over the bare
-img/s. The last rows pack 1, 2, 4 and 8 trials on the device (one process each, all started
-together) and give their summed img/s and, on a GPU, the mean utilisation nvidia-smi saw.
+img/s. The packed rows pack 1, 2, 4 and 8 trials on the device (one process each, all started
+together) and give their summed img/s and, on a GPU, the mean utilisation nvidia-smi saw. The
+last rows (CUDA only) train one such trial with ``optim.compile`` off, on and graphs.
 
 The 224-px rows use synthetic images of CIFAR's shape (32-px RGB, digits coloured: no CIFAR or
 ImageNet reaches the device machine) upsampled by the recipe's RandomResizedCrop, with the
@@ -116,20 +117,27 @@ def cifar_shaped(image_size: int, n: int) -> Splits:
     return splits
 
 
-def _optim(batch: int, epochs: int, device: torch.device) -> OptimSpec:
+def _optim(batch: int, epochs: int, device: torch.device, compile: str = "off") -> OptimSpec:
     amp = "bf16" if device.type == "cuda" else "off"
     return OptimSpec(
-        batch_size=batch, epochs=epochs, warmup_epochs=0, compile="off", data_on_device="on", amp=amp, ema_decay=0
+        batch_size=batch, epochs=epochs, warmup_epochs=0, compile=compile, data_on_device="on", amp=amp, ema_decay=0
     )
 
 
 def loop_rate(
-    splits: Splits, student: OFADistiller, augment: AugmentSpec, batch: int, epochs: int, device: torch.device, cache
+    splits: Splits,
+    student: OFADistiller,
+    augment: AugmentSpec,
+    batch: int,
+    epochs: int,
+    device: torch.device,
+    cache,
+    compile: str = "off",
 ) -> float:
     """fit()'s img/s: training images over the median epoch's wall time after the first (which
-    warms up the device); an epoch includes its validation of 32 images."""
+    warms up the device, and compiles); an epoch includes its validation of 32 images."""
     result = fit(
-        student, splits, _optim(batch, epochs, device), seed=0, device=device, evaluate_test=False,
+        student, splits, _optim(batch, epochs, device, compile), seed=0, device=device, evaluate_test=False,
         logit_cache=cache, augment=augment,
     )  # fmt: skip
     seconds = statistics.median(h.seconds for h in result.history[1:])
@@ -189,9 +197,8 @@ def table_row(row: Row, size: int, batch: int, batches: int, epochs: int, device
     return f"{row.label:<52} {loop:9.1f} img/s  vs {baseline} {bare:9.1f} img/s  x{loop / bare:.2f}"
 
 
-def _packed_trial(batch: int, batches: int, epochs: int, device: str, start, out) -> None:
-    """One packed trial: fit() at 32 px with the pad crop, the teacher live (as a search trial)."""
-    torch.set_num_threads(1)
+def _small_trial(batch: int, batches: int) -> tuple[Splits, OFADistiller]:
+    """The packed rows' trial: digits at 32 px, a ViT 4x96 student, a live resnet10t teacher."""
     splits = load_splits(DataSpec(dataset="digits", image_size=32, train_subset=batch * batches + 64, val_size=32))
     kw = dict(num_classes=splits.num_classes, in_chans=splits.in_chans, image_size=32)
     torch.manual_seed(0)
@@ -201,6 +208,32 @@ def _packed_trial(batch: int, batches: int, epochs: int, device: str, start, out
         input_size=splits.input_size,
     )  # fmt: skip
     splits.train = ImageSet(splits.train.images[: batch * batches], splits.train.labels[: batch * batches])
+    return splits, distiller
+
+
+def compile_rows(batch: int, batches: int, epochs: int, device: torch.device) -> list[str]:
+    """The packed rows' trial alone with ``optim.compile`` off, on and graphs (CUDA graphs): what
+    auto would need to choose graphs. A mode that fails prints its error and the rest go on."""
+    lines, eager = [], None
+    for mode in ("off", "on", "graphs"):
+        splits, distiller = _small_trial(batch, batches)
+        try:
+            rate = loop_rate(splits, distiller, AugmentSpec(), batch, epochs, device, None, compile=mode)
+        except Exception as exc:  # one failing mode must not lose the table
+            lines.append(f"optim.compile {mode:<6} at 32 px, batch {batch}: failed: {type(exc).__name__}: {exc}")
+            continue
+        eager = rate if mode == "off" else eager
+        lines.append(
+            f"optim.compile {mode:<6} at 32 px, batch {batch}: {rate:9.1f} img/s"
+            f"{f'  x{rate / eager:.2f} of off' if eager else ''}"
+        )
+    return lines
+
+
+def _packed_trial(batch: int, batches: int, epochs: int, device: str, start, out) -> None:
+    """One packed trial: fit() at 32 px with the pad crop, the teacher live (as a search trial)."""
+    torch.set_num_threads(1)
+    splits, distiller = _small_trial(batch, batches)
     start.wait()
     rate = loop_rate(splits, distiller, AugmentSpec(), batch, epochs, torch.device(device), None)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else 0.0
@@ -257,6 +290,11 @@ def main() -> int:
     for row in rows:
         print(table_row(row, size, args.batch, args.batches, args.epochs, device), flush=True)
     for line in packed_rows(counts, args.batch, args.batches, args.epochs, device):
+        print(line, flush=True)
+    if device.type != "cuda":  # a compile takes about a minute on a CPU, and CUDA graphs need CUDA
+        print("optim.compile off / on / graphs: measured on CUDA only")
+        return 0
+    for line in compile_rows(args.batch, args.batches, max(args.epochs, 4), device):
         print(line, flush=True)
     return 0
 

@@ -1,8 +1,8 @@
-"""The prepared check of ofasearch's CUDA paths (at most about 5 minutes on one GPU).
+"""The prepared check of ofasearch's CUDA paths (about 6 minutes on one GPU).
 
 1. ``scripts/bench_device.py``: the device table (the training loop at 224 px with the paper's
    recipes against bare steps of the same models; 1, 2, 4 and 8 packed trials: summed img/s and
-   GPU utilisation);
+   GPU utilisation; one small trial with ``optim.compile`` off, on and graphs);
 2. a short search whose trials share one GPU as ``gpus_per_worker: auto`` measured (probe trials
    before the first, then 2 at once), sampling GPU utilisation and memory with nvidia-smi while it
    runs; prints the packing chosen and img/s per trial;

@@ -373,9 +373,11 @@ class OptimSpec(Strict):
     measured slower there) and above it bf16 where the GPU supports it, else fp16 with loss scaling
     (ofasearch.training.speed); true/false from older specs mean auto/off
     """
-    compile: Literal["auto", "on", "off"] = "auto"
+    compile: Literal["auto", "on", "graphs", "off"] = "auto"
     """torch.compile of the student and exit branches (and a live teacher): auto compiles when the run's remaining
-    steps repay the compile time (ofasearch.training.speed)
+    steps repay the compile time (ofasearch.training.speed); graphs compiles with CUDA graphs on a CUDA device
+    (torch.compile's reduce-overhead mode: a small step stops paying Python and a launch per kernel), which auto
+    does not choose until it is measured on a GPU; on a CPU graphs is on
     """
     data_on_device: Literal["auto", "on", "off"] = "auto"
     """the train set and its teacher-logit cache on the training device, augmented there in batch: auto on CUDA when

@@ -107,7 +107,7 @@ class _Training:
     scaler: NativeScaler | None  # float16 autocast (CUDA only) needs loss scaling
     autocast: torch.dtype | None  # optim.amp on this device (None: float32)
     channels_last: bool  # a CNN student on CUDA: images go channels-last too
-    compile_mode: str  # optim.compile; "auto" until the probe steps have decided
+    compile_mode: str  # optim.compile; "auto" until the probe steps have decided, then on, graphs or off
     steps_left: int  # updates this fit() call still has to do (what compiling must repay)
     clip_grad: float | None
     sampler: DistributedSampler
@@ -207,6 +207,8 @@ def _train_step(run: _Training, idx: torch.Tensor, epoch: int) -> tuple[torch.Te
     """One update on the samples ``idx``, without waiting for the device: the loss stays a
     device tensor (its finiteness is looked at by :func:`_train_epoch` at log points)."""
     images, labels, cached = _batch(run, idx, epoch)
+    if run.compile_mode == "graphs":  # a new step: the CUDA graphs may reuse the last step's output memory
+        torch.compiler.cudagraph_mark_step_begin()
     with torch.autocast(run.device.type, dtype=run.autocast, enabled=run.autocast is not None):
         loss, parts = run.model(images, labels, cached)
     run.optimizer.zero_grad(set_to_none=True)
@@ -244,8 +246,8 @@ def _decide_compile(run: _Training, step_seconds: float | None) -> None:
     if rank_and_size()[0] == 0:
         log.info(choice.reason)
     if choice.compile:
-        compile_distiller(run.distiller)
-    run.compile_mode = "on" if choice.compile else "off"
+        compile_distiller(run.distiller, graphs=choice.graphs)
+    run.compile_mode = ("graphs" if choice.graphs else "on") if choice.compile else "off"
 
 
 def _train_epoch(run: _Training, epoch: int, bar: Any) -> tuple[dict[str, torch.Tensor], int, bool]:

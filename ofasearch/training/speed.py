@@ -55,17 +55,23 @@ PROBE_STEPS = 3  # eager steps timed (after a first warm-up step) before auto de
 
 @dataclass(frozen=True)
 class CompileChoice:
-    """Whether to compile, and the one line that says why."""
+    """Whether to compile (with CUDA graphs or not), and the one line that says why."""
 
     compile: bool
     reason: str
+    graphs: bool = False
 
 
 def compile_choice(mode: str, remaining_steps: int, step_seconds: float | None, device: torch.device) -> CompileChoice:
-    """``on``/``off`` as asked; ``auto`` compiles when ``remaining_steps`` eager steps of
-    ``step_seconds`` would take longer than compiling plus the same steps compiled."""
+    """``on``/``off`` as asked; ``graphs``: on, with CUDA graphs where the device is CUDA;
+    ``auto`` compiles (without graphs) when ``remaining_steps`` eager steps of ``step_seconds``
+    would take longer than compiling plus the same steps compiled."""
     if mode == "on":
         return CompileChoice(True, "optim.compile: on")
+    if mode == "graphs":
+        if device.type == "cuda":
+            return CompileChoice(True, "optim.compile: graphs (torch.compile with CUDA graphs)", graphs=True)
+        return CompileChoice(True, f"optim.compile: graphs -> on (CUDA graphs need a CUDA device, not {device.type})")
     if mode == "off":
         return CompileChoice(False, "optim.compile: off")
     cost = COMPILE_SECONDS.get(device.type, COMPILE_SECONDS["cuda"])
@@ -81,14 +87,16 @@ def compile_choice(mode: str, remaining_steps: int, step_seconds: float | None, 
     )
 
 
-def compile_distiller(distiller: OFADistiller) -> None:
+def compile_distiller(distiller: OFADistiller, *, graphs: bool = False) -> None:
     """Compile the student's forward with its exit branches (one graph: the branches are most of
     the OFA step's work) and a live teacher, in place: parameter names and state dicts stay as
     they are, so checkpoints, EMA and DDP see the same modules (the torch docs' advice: compile
-    the inner module, not the DDP wrapper)."""
-    distiller.student_forward = torch.compile(distiller.student_forward)  # type: ignore[method-assign]
+    the inner module, not the DDP wrapper). ``graphs``: replayed as CUDA graphs (the training
+    loop marks each step's start, so one step's outputs are never taken for the last one's)."""
+    mode = "reduce-overhead" if graphs else None
+    distiller.student_forward = torch.compile(distiller.student_forward, mode=mode)  # type: ignore[method-assign]
     if distiller.teacher is not None:
-        distiller.teacher.compile()
+        distiller.teacher.compile(mode=mode)
 
 
 def uncompile_distiller(distiller: OFADistiller) -> None:

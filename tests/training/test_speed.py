@@ -50,6 +50,16 @@ def test_auto_compiles_only_when_the_steps_repay_the_compile_time():
     assert many.compile
     assert "auto -> on" in many.reason
     assert not compile_choice("auto", 3, None, CPU).compile
+    assert not many.graphs, "auto never chooses CUDA graphs: not measured on a GPU yet"
+
+
+def test_graphs_is_cuda_graphs_on_cuda_and_plain_compile_elsewhere():
+    on_cpu = compile_choice("graphs", 10, None, CPU)
+    assert on_cpu.compile and not on_cpu.graphs
+    assert on_cpu.reason == "optim.compile: graphs -> on (CUDA graphs need a CUDA device, not cpu)"
+    on_cuda = compile_choice("graphs", 10, None, torch.device("cuda"))  # a choice only: nothing runs on it
+    assert on_cuda.compile and on_cuda.graphs
+    assert on_cuda.reason == "optim.compile: graphs (torch.compile with CUDA graphs)"
 
 
 def test_amp_auto_keeps_float32_for_small_inputs_on_cuda():
