@@ -10,6 +10,7 @@ from ofasearch.config import parse_spec
 from ofasearch.search.packing import (
     MEMORY_SHARE,
     PACKING_LEVELS,
+    Packing,
     ProbeRun,
     choose_trials_per_gpu,
     measure_level,
@@ -70,6 +71,19 @@ def test_auto_without_a_gpu_is_the_cpu_and_ddp_trials_get_a_whole_gpu():
     assert provisional_gpus(ddp, cluster_gpus=4)[1].gpus_per_worker == 1
     assert provisional_gpus(spec, cluster_gpus=4) == (1.0, None)  # one-worker trials: measured
     assert with_gpus(spec, 0.25).resources.gpus() == 0.25
+
+
+def test_a_resumed_search_packs_as_recorded_without_measuring_again(tmp_path):
+    from ofasearch.search.packing import pack_trials
+    from ofasearch.search.state import read_state, update_state
+
+    spec = parse_spec({**SPEC, "resources": {"gpus_per_worker": "auto"}})
+    space = SearchSpace(spec, [[1, 2, 3, 4]] * len(spec.pairs))
+    line = "resources.gpus_per_worker: auto -> 0.25 (4 trial(s) per GPU; measured when the search started)"
+    update_state(tmp_path, packing={"gpus_per_worker": 0.25, "line": line})
+    # the recorded choice comes back as it is: no probe trial (and no Ray) runs
+    assert pack_trials(spec, space, [], {}, tmp_path) == Packing(0.25, line)
+    assert read_state(tmp_path)["packing"] == {"gpus_per_worker": 0.25, "line": line}
 
 
 @pytest.mark.slow
