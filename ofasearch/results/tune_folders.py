@@ -127,11 +127,18 @@ def _trial_from_state(experiment: Path, state: dict[str, Any], meta: dict[str, A
 
 
 def _trial_from_folder(trial_dir: Path) -> TuneTrial | None:
-    """A trial folder without a saved state (Tune was killed before it saved one)."""
-    config = json.loads(_read_text(trial_dir / "params.json") or "null")
+    """A trial folder without a saved state (Tune was killed before it saved one). Its config is
+    ``params.json``, or, where a full disk left that empty or cut short, the copy every line of
+    its ``result.json`` carries; None for a folder with neither (the trial never reported)."""
+    results = _read_json_lines(trial_dir / "result.json")
+    try:
+        config = json.loads(_read_text(trial_dir / "params.json") or "null")
+    except ValueError:
+        config = None
+    if not isinstance(config, dict):
+        config = next((r["config"] for r in results if isinstance(r.get("config"), dict)), None)
     if not isinstance(config, dict):
         return None
-    results = _read_json_lines(trial_dir / "result.json")
     trial_id = results[0].get("trial_id") if results else trial_dir.name.split("_")[1]
     error = _read_text(trial_dir / "error.txt")
     start = float(results[0].get("timestamp", 0)) if results else trial_dir.stat().st_mtime
