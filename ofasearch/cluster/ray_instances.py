@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,10 @@ KEEP_SESSIONS = 5  # session folders (logs) of ended ofasearch-started instances
 RECORDS_FILE = "ray-sessions.json"
 INSTANCE_VAR = "OFASEARCH_RAY_INSTANCE"  # set for `ray start`: marks every process of the instance
 ADDRESS_FILE = "ray_current_cluster"  # where `ray start` writes the address ray.init() discovers
-STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL for what is left (the GCS and raylet may not exit on SIGTERM)
+STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL for what is left
+# Ray's processes that stay after SIGTERM (seen with Ray 2.60: still running 6 s later), so a stop
+# does not wait for them: the GCS, the raylet and the autoscaler's monitor (matched by command line)
+IGNORE_SIGTERM = ("gcs_server", "raylet", "autoscaler/_private/monitor.py")
 
 
 def records_dir() -> Path:
@@ -125,9 +129,12 @@ def _ray_package() -> str:
 
 
 def is_ray_process(cmdline: list[str]) -> bool:
-    """A command line of Ray's: a worker (``ray::...``) or a program or script of the installed
-    ray package (gcs_server, raylet, the dashboard and its agents, the log monitor)."""
+    """A command line of Ray's: a worker (``ray::...``), a program or script of the installed
+    ray package (gcs_server, raylet, the dashboard and its agents, the log monitor) or one of its
+    modules run with ``-m`` (the Ray Client server, ``python -m ray.util.client.server``)."""
     if cmdline and cmdline[0].startswith("ray::"):
+        return True
+    if any(flag == "-m" and module.startswith("ray.") for flag, module in zip(cmdline, cmdline[1:], strict=False)):
         return True
     package = _ray_package()
     return any(os.path.isabs(arg) and os.path.abspath(arg).startswith(package) for arg in cmdline)
@@ -154,20 +161,47 @@ def session_processes(record: dict[str, Any]) -> list[psutil.Process]:
 
 
 def stop_processes(procs: list[psutil.Process]) -> list[int]:
-    """SIGTERM, then SIGKILL what has not exited after ``STOP_GRACE_S``; returns the pids."""
+    """SIGTERM, then SIGKILL once the processes that exit on SIGTERM (workers, dashboard, log
+    monitor) have, at most ``STOP_GRACE_S`` later: what :data:`IGNORE_SIGTERM` names is not
+    waited for. Returns the pids."""
+    lingering = [p for p in procs if _ignores_sigterm(p)]
     for proc in procs:
         try:
             proc.terminate()
         except psutil.Error:
             pass
-    _gone, alive = psutil.wait_procs(procs, timeout=STOP_GRACE_S)
+    _wait_ended([p for p in procs if p not in lingering], STOP_GRACE_S)
+    alive = [p for p in procs if _running(p)]
     for proc in alive:
         try:
             proc.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(alive, timeout=STOP_GRACE_S)
+    _wait_ended(alive, STOP_GRACE_S)
     return sorted(p.pid for p in procs)
+
+
+def _ignores_sigterm(proc: psutil.Process) -> bool:
+    try:
+        return any(name in " ".join([proc.name(), *proc.cmdline()]) for name in IGNORE_SIGTERM)
+    except psutil.Error:
+        return False
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie: an exited process of a started instance is reaped by the host's
+    init, which may do so only every second or two; it runs nothing meanwhile."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_ended(procs: list[psutil.Process], timeout: float) -> None:
+    """Until every one of ``procs`` has exited (zombies count), at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while any(_running(p) for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def ray_temp_dir() -> Path:

@@ -131,6 +131,9 @@ def test_only_rays_command_lines_count_as_its_processes():
     assert is_ray_process(["ray::IDLE"])
     assert is_ray_process([str(package / "core/src/ray/raylet/raylet"), "--x=1"])
     assert is_ray_process([sys.executable, "-u", str(package / "dashboard" / "agent.py"), "--node-ip-address=x"])
+    assert is_ray_process([sys.executable, "-m", "ray.util.client.server", "--port=10001"]), "Ray Client's server"
+    assert not is_ray_process([sys.executable, "-m", "rayon.server"])
+    assert not is_ray_process([sys.executable, "-m", "mytool", "ray.util.client.server"])
     assert not is_ray_process(["sleep", "60"])
     assert not is_ray_process(["bash", "-c", "ray start"])
     assert not is_ray_process([str(package.parent / "ray-evil" / "x.py")]), "a sibling folder is not Ray's"
@@ -325,7 +328,9 @@ def test_a_driver_never_stops_an_instance_another_driver_uses():
         with log_lines() as logs:
             leave_ray()
         assert any("leaving the local Ray instance running: 1 other driver(s) use it" in x for x in logs), logs
-        assert {"gcs_server", "raylet"} <= {p.name() for p in session_processes(record)}
+        running = session_processes(record)
+        assert {"gcs_server", "raylet"} <= {p.name() for p in running}
+        assert any("ray.util.client.server" in p.cmdline() for p in running), "Ray Client's server is the instance's"
         out, _ = second.communicate("go\n", timeout=120)
     finally:
         if second.poll() is None:
