@@ -33,9 +33,10 @@ __all__ = [
     "Packing",
     "ProbeRun",
     "choose_trials_per_gpu",
+    "PROVISIONAL_GPUS",
     "pack_trials",
     "packing_cap",
-    "provisional_gpus",
+    "unmeasured_packing",
     "with_gpus",
 ]
 
@@ -66,23 +67,26 @@ class Packing:
     line: str
 
 
-def with_gpus(spec: Spec, gpus: float) -> Spec:
-    """``spec`` with ``resources.gpus_per_worker`` set to ``gpus``."""
-    return spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpus_per_worker": gpus})})
+PROVISIONAL_GPUS = 1.0  # what teachers train with while one-worker GPU trials await their measurement
 
 
-def provisional_gpus(spec: Spec, cluster_gpus: float) -> tuple[float, Packing | None]:
-    """What ``auto`` means before anything is measured: the GPUs teachers train with, and the final
-    packing where no measurement is needed (no GPU in the cluster, or DDP trials: one GPU per
-    worker). None: one-worker trials on a GPU cluster, to be measured by :func:`pack_trials`."""
+def with_gpus(space: SearchSpace, gpus: float) -> SearchSpace:
+    """``space`` (and its spec) with ``resources.gpus_per_worker`` set to ``gpus``."""
+    spec = space.spec
+    resources = spec.resources.model_copy(update={"gpus_per_worker": gpus})
+    return SearchSpace(spec.model_copy(update={"resources": resources}), space.available_stages)
+
+
+def unmeasured_packing(spec: Spec, cluster_gpus: float) -> Packing | None:
+    """What ``auto`` means where no measurement is needed: no GPU in the cluster (the CPU), or DDP
+    trials (one GPU per worker). None: one-worker trials on a GPU cluster, measured by
+    :func:`pack_trials` once the teachers are ready (which train with :data:`PROVISIONAL_GPUS`)."""
     if cluster_gpus < 1:
-        return 0.0, Packing(
-            0.0, "resources.gpus_per_worker: auto -> 0 (the Ray cluster has no GPU: trials train on CPUs)"
-        )
+        return Packing(0.0, "resources.gpus_per_worker: auto -> 0 (the Ray cluster has no GPU: trials train on CPUs)")
     if spec.resources.workers_per_trial > 1:
         line = "resources.gpus_per_worker: auto -> 1 (one GPU per DDP worker; only one-worker trials are packed)"
-        return 1.0, Packing(1.0, line)
-    return 1.0, None
+        return Packing(1.0, line)
+    return None
 
 
 def packing_cap(first: ProbeRun, cpus_per_gpu: float, cpus_per_worker: float) -> tuple[int, str]:
@@ -298,9 +302,9 @@ def _probe_trial(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     fit_for_search(config, probe_splits, teacher, report, cache=cache, device=device)
-    run = ProbeRun(n / seconds[-1])
+    rate = n / seconds[-1]
     if device.type != "cuda":
-        return run
+        return ProbeRun(rate)
     free, total = torch.cuda.mem_get_info(device)
     context = (total - free) - torch.cuda.memory_reserved(device)
     footprint = context + torch.cuda.max_memory_reserved(device)
@@ -308,4 +312,4 @@ def _probe_trial(
     if resident_choice(str(config.optim.data_on_device), pipeline, full, cache, device).resident:
         size = 0 if pipeline.crops_stored_images else pipeline.image_size  # the whole train set lives there
         footprint += resident_bytes(full, size, cache) - resident_bytes(probe_splits.train, size, cache)
-    return ProbeRun(run.images_per_second, footprint, total)
+    return ProbeRun(rate, footprint, total)

@@ -33,7 +33,7 @@ from ofasearch.results.summary import summary_lines
 from ofasearch.results.tables import TRIALS_FILE, read_rows
 from ofasearch.search.claim import check_claimable, claim_folder, fresh_folder
 from ofasearch.search.grids import baseline_points, confirm_points, confirm_seeds, not_finished
-from ofasearch.search.packing import pack_trials, provisional_gpus, with_gpus
+from ofasearch.search.packing import PROVISIONAL_GPUS, pack_trials, unmeasured_packing, with_gpus
 from ofasearch.search.plan import plan
 from ofasearch.search.progress import ProgressView
 from ofasearch.search.recorder import Recorder, trial_params
@@ -203,10 +203,9 @@ def _execute(
     with ray_session(address, num_cpus, worker_output=bool(verbose)):
         packed = spec.resources.gpus_per_worker != "auto"
         if not packed:
-            gpus, packing = provisional_gpus(spec, ray.cluster_resources().get("GPU", 0.0))
-            spec = with_gpus(spec, gpus)  # teachers train with it; one-worker GPU trials are measured later
-            space = SearchSpace(spec, space.available_stages)
-            packed = packing is not None
+            packing = unmeasured_packing(spec, ray.cluster_resources().get("GPU", 0.0))
+            space = with_gpus(space, packing.gpus_per_worker if packing else PROVISIONAL_GPUS)
+            spec, packed = space.spec, packing is not None
             if packing is not None:
                 logger.info(packing.line)
         res = spec.resources  # checked before teachers are trained: a trial too big fails in seconds
@@ -232,8 +231,8 @@ def _run_phases(
     if not packed:
         packing = pack_trials(spec, space, teachers, ship_teachers(teachers), folder)
         logger.info(packing.line)
-        spec = with_gpus(spec, packing.gpus_per_worker)
-        space = SearchSpace(spec, space.available_stages)
+        space = with_gpus(space, packing.gpus_per_worker)
+        spec = space.spec
     kill_point("teachers")  # the teachers are ready, state.json still says `teachers`
     order = _phase_order(spec, state)
     phase = state["phase"] if restore else order[0]

@@ -15,7 +15,7 @@ from ofasearch.search.packing import (
     choose_trials_per_gpu,
     measure_level,
     packing_cap,
-    provisional_gpus,
+    unmeasured_packing,
     with_gpus,
 )
 from ofasearch.search.space import SearchSpace
@@ -64,13 +64,15 @@ def test_the_walk_keeps_the_most_trials_that_still_raised_the_summed_rate():
 
 def test_auto_without_a_gpu_is_the_cpu_and_ddp_trials_get_a_whole_gpu():
     spec = parse_spec({**SPEC, "resources": {"gpus_per_worker": "auto"}})
-    gpus, packing = provisional_gpus(spec, cluster_gpus=0)
-    assert gpus == 0 and packing.gpus_per_worker == 0
+    packing = unmeasured_packing(spec, cluster_gpus=0)
+    assert packing.gpus_per_worker == 0
     assert packing.line == "resources.gpus_per_worker: auto -> 0 (the Ray cluster has no GPU: trials train on CPUs)"
     ddp = parse_spec({**SPEC, "resources": {"gpus_per_worker": "auto", "workers_per_trial": 2}})
-    assert provisional_gpus(ddp, cluster_gpus=4)[1].gpus_per_worker == 1
-    assert provisional_gpus(spec, cluster_gpus=4) == (1.0, None)  # one-worker trials: measured
-    assert with_gpus(spec, 0.25).resources.gpus() == 0.25
+    assert unmeasured_packing(ddp, cluster_gpus=4).gpus_per_worker == 1
+    assert unmeasured_packing(spec, cluster_gpus=4) is None  # one-worker trials: measured
+    space = with_gpus(SearchSpace(spec, [[1, 2, 3, 4]] * len(spec.pairs)), 0.25)
+    assert space.spec.resources.gpus() == 0.25
+    assert space.config_for(space.defaults(0)).resources.gpus() == 0.25, "every trial's config carries it"
 
 
 def test_a_resumed_search_packs_as_recorded_without_measuring_again(tmp_path):
