@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -105,3 +106,25 @@ def test_paper_protocol_trains_on_all_and_scores_on_test():
     held_out = DataSpec(dataset="digits")
     assert not held_out.paper_protocol
     assert "held-out" in held_out.protocol
+
+
+def test_digits_are_scikit_learns_without_importing_it():
+    """The digits read from scikit-learn's shipped CSV are load_digits' pixels and labels, and a
+    process that loads them never imports scikit-learn (seconds per trial worker)."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from ofasearch.data.datasets import _digits_arrays
+
+    pixels, labels = _digits_arrays()
+    bunch = load_digits()
+    np.testing.assert_array_equal(pixels, bunch.images)
+    np.testing.assert_array_equal(labels, bunch.target)
+    probe = (
+        "import sys; from ofasearch.config import DataSpec; from ofasearch.data import load_splits; "
+        "load_splits(DataSpec(dataset='digits')); print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
