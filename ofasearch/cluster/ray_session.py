@@ -16,6 +16,7 @@ finds the instance gone and starts its own.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -58,6 +59,8 @@ logger = logging.getLogger(__name__)
 LOG_ROTATION = {"RAY_ROTATION_MAX_BYTES": str(64 * 1024**2), "RAY_ROTATION_BACKUP_COUNT": "2"}
 
 _left_registered = False
+_connections = 0  # ray.init calls of this process so far
+METRICS_VAR = "RAY_enable_metrics_collection"
 
 
 def _answers(address: str, timeout_s: float = 2.0) -> bool:
@@ -240,13 +243,34 @@ def _init_keeping_sigterm(ray: Any, address: str | None, worker_output: bool) ->
     at once (no resume line, trials left "running"); the command line's stops the search as
     Ctrl-C does. Without a handler of the process's own, Ray's stays (it exits through atexit,
     which leaves Ray cleanly)."""
+    global _connections
     main = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGTERM) if main else None
     try:
-        return ray.init(address=address, log_to_driver=worker_output)
+        with _driver_metrics_off() if _connections else contextlib.nullcontext():
+            context = ray.init(address=address, log_to_driver=worker_output)
+        _connections += 1
+        return context
     finally:
         if callable(handler):
             signal.signal(signal.SIGTERM, handler)
+
+
+@contextmanager
+def _driver_metrics_off() -> Iterator[None]:
+    """This driver exports no metrics of its own for one ``ray.init``, unless the user set
+    ``RAY_enable_metrics_collection``. With Ray 2.60 a process that connects a third time or more
+    (a notebook running searches one after another, a test session) waits at every later
+    disconnect for metric exports to the instances it left, 15-30 s each here; the instance's own
+    processes, the trials included, keep their metrics."""
+    if METRICS_VAR in os.environ:
+        yield
+        return
+    os.environ[METRICS_VAR] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(METRICS_VAR, None)
 
 
 def other_drivers() -> list[str]:

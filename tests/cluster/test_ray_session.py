@@ -423,3 +423,36 @@ def test_a_worker_node_whose_head_is_invisible_is_joined_not_stopped(tmp_path):
     assert seen["task"] == 42
     assert f"joining the Ray instance at {address}" in run.stderr
     assert "--num-cpus 8 ignored" in run.stderr
+
+
+def test_a_process_that_connects_again_and_again_leaves_without_waiting():
+    """A process that starts and leaves a local Ray four times (a notebook running searches one
+    after another): each leave is over in seconds (a stop waits at most 3 s for Ray's processes);
+    with Ray 2.60's defaults the third and fourth waited 10-30 s for the driver's metric exports
+    to the instances it had left. Only the driver's own
+    export is switched off, from its second connection on: the instance's processes (trials)
+    keep Ray's default, and so does the driver's environment after each connection."""
+    script = textwrap.dedent(
+        """
+        import json, os, time
+        import ray
+        from ofasearch.cluster.ray_session import METRICS_VAR, ray_session
+
+        @ray.remote
+        def worker_setting():
+            return os.environ.get(METRICS_VAR)
+
+        rounds = []
+        for _ in range(4):
+            with ray_session(num_cpus=1):
+                in_worker = ray.get(worker_setting.remote())
+                start = time.monotonic()
+            rounds.append([in_worker, os.environ.get(METRICS_VAR), time.monotonic() - start])
+        print(json.dumps(rounds))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rounds = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [r[:2] for r in rounds] == [[None, None]] * 4, rounds
+    assert max(r[2] for r in rounds) < 8, f"a leave waited: {rounds}"
