@@ -261,7 +261,7 @@ def _driver_metrics_off() -> Iterator[None]:
     """This driver exports no metrics of its own for one ``ray.init``, unless the user set
     ``RAY_enable_metrics_collection``. With Ray 2.60 a process that connects a third time or more
     (a notebook running searches one after another, a test session) waits at every later
-    disconnect for metric exports to the instances it left, 15-30 s each here; the instance's own
+    disconnect for metric exports to the instances it left, 10-30 s each; the instance's own
     processes, the trials included, keep their metrics."""
     if METRICS_VAR in os.environ:
         yield
